@@ -1,0 +1,175 @@
+"""Configuration of a PN2V model: network, prior samples, masking and training schedule."""
+
+import numbers
+
+import numpy as np
+from csbdeep.models import BaseConfig
+
+MODES = ("pn2v", "n2v", "care")
+
+
+def _is_int(value, low=None):
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return ok and (low is None or value >= low)
+
+
+def _is_number(value, low=None, low_inclusive=True):
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if not ok or low is None:
+        return ok
+    return value >= low if low_inclusive else value > low
+
+
+class PN2VConfig(BaseConfig):
+    """Configuration of a :class:`pn2v_tf.PN2V` model.
+
+    Parameter names follow n2v's ``N2VConfig`` where the two overlap.
+
+    Parameters
+    ----------
+    X : numpy.ndarray or None
+        Training images, axes ``SYX`` or ``SYXC`` with one channel. Their mean and standard deviation
+        become the model's normalisation (``means``, ``stds``). ``None`` when a configuration is
+        loaded from ``config.json`` (then ``means`` and ``stds`` must be given as keywords).
+    mode : str
+        Training objective: ``'pn2v'`` (the paper's Eq. 7, needs a noise model), ``'n2v'`` (masked
+        MSE with one output, the paper's "U-Net (N2V)") or ``'care'`` (supervised MSE against clean
+        targets, the paper's "U-Net (trad.)"). All three use the same network and pipeline.
+    kwargs : dict
+        Overwrite any attribute listed below.
+
+    Attributes
+    ----------
+    n_samples : int
+        Number K of prior samples the network predicts per pixel in mode ``'pn2v'``. Default: 800.
+        Modes ``'n2v'`` and ``'care'`` predict one value.
+    unet_n_depth : int
+        Number of resolution levels of the U-Net, as in the PN2V reference (3 = two 2x
+        downsamplings). Default: 3.
+    unet_n_first : int
+        Feature channels of the first level, doubled at each level below. Default: 64.
+    unet_kern_size : int
+        Convolution kernel size (odd). Default: 3.
+    n2v_patch_shape : tuple of int
+        Training patch shape (Y, X); each side a multiple of ``2**(unet_n_depth-1)``. Default: (64, 64).
+    n2v_perc_pix : float
+        Percentage of pixels masked per patch, placed on a stratified grid. Default: 3.0.
+    n2v_neighborhood_radius : int
+        Masked pixels take the value of a random other pixel within this Chebyshev radius
+        (2 = 5x5 neighbourhood). Default: 2.
+    means, stds : list of float
+        Normalisation of the network input (mean and standard deviation of ``X``).
+    train_epochs : int
+        Default: 200.
+    train_steps_per_epoch : int
+        Default: 100.
+    train_batch_size : int
+        Default: 16.
+    train_learning_rate : float
+        Adam learning rate. Default: 4e-4.
+    train_reduce_lr : dict or None
+        Arguments of ``keras.callbacks.ReduceLROnPlateau`` on the validation loss; ``None`` disables it.
+        Default: ``{'factor': 0.5, 'patience': 10}``.
+    train_tensorboard : bool
+        Write TensorBoard logs to ``<model folder>/logs`` when the ``tensorboard`` package is
+        installed. Default: True.
+    train_n_val_patches : int
+        Number of fixed validation patches. Default: 64.
+    seed : int or None
+        Seed of patch sampling and masking. Default: None.
+
+    Example
+    -------
+    >>> config = PN2VConfig(X, mode='pn2v', n_samples=800, n2v_patch_shape=(64, 64))
+    """
+
+    def __init__(self, X=None, mode="pn2v", **kwargs):
+        if X is not None:
+            X = np.asarray(X)
+            if X.ndim == 4 and X.shape[-1] == 1:
+                X = X[..., 0]
+            if X.ndim != 3:
+                raise ValueError(f"X must have axes SYX or SYXC with one channel, got shape {X.shape}")
+            means, stds = [float(np.mean(X))], [float(np.std(X))]
+        else:
+            means, stds = [0.0], [1.0]
+        kwargs.setdefault("axes", "YX")
+        base = {"n_channel_in": 1, "n_channel_out": 1, **_pop_base_keys(kwargs)}
+        super().__init__(axes=kwargs.pop("axes"), allow_new_parameters=False, **base)
+
+        self.mode = mode
+        self.n_samples = 800
+        self.unet_n_depth = 3
+        self.unet_n_first = 64
+        self.unet_kern_size = 3
+        self.n2v_patch_shape = (64, 64)
+        self.n2v_perc_pix = 3.0
+        self.n2v_neighborhood_radius = 2
+        self.means = means
+        self.stds = stds
+        self.train_epochs = 200
+        self.train_steps_per_epoch = 100
+        self.train_batch_size = 16
+        self.train_learning_rate = 4e-4
+        self.train_reduce_lr = {"factor": 0.5, "patience": 10}
+        self.train_tensorboard = True
+        self.train_n_val_patches = 64
+        self.seed = None
+        self.update_parameters(False, **kwargs)
+        if isinstance(self.n2v_patch_shape, list):
+            self.n2v_patch_shape = tuple(self.n2v_patch_shape)
+
+    @property
+    def n_outputs(self):
+        """Number of network outputs per pixel: K for ``'pn2v'``, 1 otherwise."""
+        return self.n_samples if self.mode == "pn2v" else 1
+
+    def is_valid(self, return_invalid=False):
+        """Check every attribute; with ``return_invalid`` also return the names of invalid ones."""
+        checks = {
+            "mode": self.mode in MODES,
+            "n_dim": self.n_dim == 2,
+            "axes": self.axes == "YXC",
+            "n_samples": _is_int(self.n_samples, 1),
+            "unet_n_depth": _is_int(self.unet_n_depth, 1),
+            "unet_n_first": _is_int(self.unet_n_first, 1),
+            "unet_kern_size": _is_int(self.unet_kern_size, 1) and self.unet_kern_size % 2 == 1,
+            "n2v_patch_shape": self._patch_shape_ok(),
+            "n2v_perc_pix": _is_number(self.n2v_perc_pix, 0, low_inclusive=False) and self.n2v_perc_pix <= 100,
+            "n2v_neighborhood_radius": _is_int(self.n2v_neighborhood_radius, 1),
+            "means": _numbers_list(self.means),
+            "stds": _numbers_list(self.stds) and all(s > 0 for s in self.stds),
+            "train_epochs": _is_int(self.train_epochs, 1),
+            "train_steps_per_epoch": _is_int(self.train_steps_per_epoch, 1),
+            "train_batch_size": _is_int(self.train_batch_size, 1),
+            "train_learning_rate": _is_number(self.train_learning_rate, 0, low_inclusive=False),
+            "train_reduce_lr": self.train_reduce_lr is None or isinstance(self.train_reduce_lr, dict),
+            "train_tensorboard": isinstance(self.train_tensorboard, bool),
+            "train_n_val_patches": _is_int(self.train_n_val_patches, 1),
+            "seed": self.seed is None or _is_int(self.seed, 0),
+        }
+        invalid = tuple(name for name, ok in checks.items() if not ok)
+        return (len(invalid) == 0, invalid) if return_invalid else len(invalid) == 0
+
+    def _patch_shape_ok(self):
+        shape = self.n2v_patch_shape
+        if not (isinstance(shape, (tuple, list)) and len(shape) == 2 and all(_is_int(s, 1) for s in shape)):
+            return False
+        if not _is_int(self.unet_n_depth, 1) or not _is_int(self.n2v_neighborhood_radius, 1):
+            return True  # reported under those names
+        divisor = 2 ** (self.unet_n_depth - 1)
+        return all(s % divisor == 0 and s > self.n2v_neighborhood_radius for s in shape)
+
+
+def _numbers_list(values):
+    return isinstance(values, (list, tuple)) and len(values) == 1 and all(_is_number(v) for v in values)
+
+
+def _pop_base_keys(kwargs):
+    """Attributes that BaseConfig sets itself (present in a loaded config.json)."""
+    base = {}
+    for key in ("n_dim", "n_channel_in", "n_channel_out", "train_checkpoint",
+                "train_checkpoint_last", "train_checkpoint_epoch"):
+        if key in kwargs:
+            base[key] = kwargs.pop(key)
+    return base

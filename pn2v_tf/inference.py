@@ -1,0 +1,158 @@
+"""From prior samples to estimates (MMSE, prior mean, posterior samples), tile by tile.
+
+The estimators are the paper's formulas on tensors; :class:`TilePredictor` runs network and
+estimator for one tile inside one ``tf.function`` (the estimator compiled by XLA), so memory grows
+with the tile, not with image x K; :func:`predict_tiled` cuts an image into overlapping tiles and
+stitches the results with CSBDeep's tile iterator.
+"""
+
+import warnings
+
+import numpy as np
+import tensorflow as tf
+from csbdeep.internals.predict import tile_iterator
+
+ESTIMATORS = ("mmse", "prior_mean", "posterior")
+
+#: Default bound on tile pixels x K of the largest temporary tensor (float32 elements).
+DEFAULT_MAX_TILE_ELEMENTS = 2 ** 25
+
+
+def mmse(observation, samples, noise_model):
+    """Paper Eq. 10: ``sum_k p(x|s_k) s_k / sum_k p(x|s_k)``, as a softmax over log-likelihoods.
+
+    Parameters
+    ----------
+    observation : tensor (..., 1)
+        Noisy values x, raw units.
+    samples : tensor (..., K)
+        Prior samples s_k, raw units.
+    noise_model : pn2v_tf.noise_models.NoiseModel
+    """
+    weights = tf.nn.softmax(noise_model.log_likelihood(observation, samples), axis=-1)
+    return tf.reduce_sum(weights * samples, axis=-1, keepdims=True)
+
+
+def prior_mean(samples):
+    """Mean of the prior samples, ``(1/K) sum_k s_k``."""
+    return tf.reduce_mean(samples, axis=-1, keepdims=True)
+
+
+def posterior_samples(observation, samples, noise_model, n, seed):
+    """``n`` draws per pixel from the posterior: prior samples resampled with weights p(x|s_k).
+
+    Returns a tensor (..., n).
+    """
+    log_weights = noise_model.log_likelihood(observation, samples)
+    shape = tf.shape(samples)
+    flat = tf.reshape(log_weights, (-1, shape[-1]))
+    picks = tf.random.stateless_categorical(flat, n, seed=seed, dtype=tf.int32)
+    drawn = tf.gather(tf.reshape(samples, (-1, shape[-1])), picks, batch_dims=1)
+    return tf.reshape(drawn, tf.concat([shape[:-1], [n]], axis=0))
+
+
+class TilePredictor:
+    """Network plus estimator for one tile, traced once per tile shape.
+
+    Parameters
+    ----------
+    network : keras.Model
+        Raw image (B, Y, X, 1) -> samples (B, Y, X, K).
+    noise_model : NoiseModel or None
+        Needed for 'mmse' and 'posterior' when K > 1.
+    estimator : str
+        'mmse', 'prior_mean' or 'posterior'.
+    n_posterior : int
+        Draws per pixel for 'posterior'.
+    seed : int
+        Seed of the posterior draws.
+    jit_compile : bool
+        Compile the estimator (likelihood lookup, weights, sum) with XLA.
+    """
+
+    def __init__(self, network, noise_model=None, estimator="mmse", n_posterior=1, seed=0, jit_compile=True):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        self.n_outputs = network.output_shape[-1]
+        if self.n_outputs > 1 and estimator != "prior_mean" and noise_model is None:
+            raise ValueError(f"estimator {estimator!r} needs a noise model")
+        self.network = network
+        self.noise_model = noise_model
+        self.estimator = estimator
+        self.n_posterior = int(n_posterior)
+        self.seed = int(seed)
+        self.n_channels_out = self.n_posterior if estimator == "posterior" else 1
+        self._estimate = tf.function(self._estimate_eager, jit_compile=jit_compile)
+        self._predict = tf.function(self._predict_eager, reduce_retracing=True)
+
+    def _estimate_eager(self, observation, samples, seed):
+        if self.n_outputs == 1:
+            return tf.repeat(samples, self.n_channels_out, axis=-1)
+        if self.estimator == "mmse":
+            return mmse(observation, samples, self.noise_model)
+        if self.estimator == "prior_mean":
+            return prior_mean(samples)
+        return posterior_samples(observation, samples, self.noise_model, self.n_posterior, seed)
+
+    def _predict_eager(self, tile, seed):
+        return self._estimate(tile, self.network(tile, training=False), seed)
+
+    def __call__(self, tile, tile_index=0):
+        """Estimate for a tile (Y, X) or (B, Y, X, 1) -> (Y, X, C) / (B, Y, X, C) as NumPy."""
+        tile = np.asarray(tile, dtype=np.float32)
+        batched = tile.ndim == 4
+        x = tile if batched else tile[np.newaxis, ..., np.newaxis]
+        seed = tf.constant([self.seed, tile_index], dtype=tf.int32)
+        out = self._predict(tf.constant(x), seed).numpy()
+        return out if batched else out[0]
+
+
+def auto_n_tiles(shape, n_outputs, max_elements=DEFAULT_MAX_TILE_ELEMENTS):
+    """Fewest tiles (ny, nx) so that a tile's pixels x ``n_outputs`` stay below ``max_elements``."""
+    n_tiles = [1, 1]
+    while np.prod(shape) / np.prod(n_tiles) * n_outputs > max_elements:
+        axis = int(np.argmax([s / n for s, n in zip(shape, n_tiles)]))
+        n_tiles[axis] *= 2
+        if all(n >= s for n, s in zip(n_tiles, shape)):
+            break
+    return tuple(n_tiles)
+
+
+def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1):
+    """Apply ``predict_tile`` to overlapping tiles of a 2-D image and stitch the results.
+
+    Parameters
+    ----------
+    predict_tile : callable
+        ``(tile (y, x), tile_index) -> (y, x, C)``; its output at a pixel may depend on pixels up to
+        ``overlap`` away.
+    image : numpy.ndarray (Y, X)
+    n_tiles : tuple of int
+        Tiles along Y and X.
+    block : int
+        Tile borders and image sides are multiples of this; the image is reflect-padded to it.
+    overlap : int
+        Context (pixels) each tile gets beyond the part of it that is kept.
+    n_channels_out : int
+        C.
+
+    Returns
+    -------
+    numpy.ndarray (Y, X, C)
+    """
+    shape = image.shape
+    padding = [(0, (-s) % block) for s in shape]
+    padded = np.pad(image, padding, mode="reflect" if max(max(p) for p in padding) < min(shape) else "symmetric")
+    n_tiles = tuple(int(n) for n in n_tiles)
+    if n_tiles == (1, 1):
+        result = predict_tile(padded, 0)
+    else:
+        result = np.empty(padded.shape + (n_channels_out,), dtype=np.float32)
+        n_overlap = int(np.ceil(overlap / block))
+        tiles = tile_iterator(padded, n_tiles=n_tiles, block_sizes=(block, block),
+                              n_block_overlaps=(n_overlap, n_overlap))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="invalid value .* for 'n_tiles'")
+            for index, (tile, crop, target) in enumerate(tiles):
+                result[target] = predict_tile(tile, index)[crop]
+    return result[: shape[0], : shape[1]]

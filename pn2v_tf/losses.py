@@ -1,0 +1,63 @@
+"""Training objectives: the PN2V likelihood (paper Eq. 7) and the mean squared error of N2V / CARE.
+
+Targets and predictions are in raw intensity units. For the masked objectives both hold only the
+masked pixels, (B, M, 1) and (B, M, K), so every pixel a loss sees is a masked one.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+
+def pn2v_negative_log_likelihood(log_likelihoods):
+    """``-log( mean_k p(x|s_k) )`` from ``log p(x|s_k)`` along the last axis, computed in log space."""
+    n_samples = ops.shape(log_likelihoods)[-1]
+    return math.log(n_samples) - ops.logsumexp(log_likelihoods, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+class PN2VLoss(keras.losses.Loss):
+    """PN2V loss: mean over masked pixels of ``-log( (1/K) sum_k p(x_i | s_i^k) )``.
+
+    Parameters
+    ----------
+    noise_model : pn2v_tf.noise_models.NoiseModel
+        p(x|s) in raw units. Its arrays are weights of the model it belongs to; the config of this
+        loss carries only the noise model's constructor arguments.
+    """
+
+    def __init__(self, noise_model, name="pn2v_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if isinstance(noise_model, dict):
+            noise_model = keras.saving.deserialize_keras_object(noise_model)
+        self.noise_model = noise_model
+
+    def call(self, y_true, y_pred):
+        return pn2v_negative_log_likelihood(self.noise_model.log_likelihood(y_true, y_pred))
+
+    def get_config(self):
+        config = super().get_config()
+        config["noise_model"] = keras.saving.serialize_keras_object(self.noise_model)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+class ScaledMSE(keras.losses.Loss):
+    """Mean squared error divided by ``scale**2``: the MSE in the network's normalised units.
+
+    Parameters
+    ----------
+    scale : float
+        Standard deviation used to normalise the data.
+    """
+
+    def __init__(self, scale=1.0, name="scaled_mse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.scale = float(scale)
+
+    def call(self, y_true, y_pred):
+        return ops.mean(ops.square((y_true - y_pred) / self.scale), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}

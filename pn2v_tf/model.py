@@ -1,0 +1,341 @@
+"""The PN2V model: a CSBDeep ``BaseModel`` that trains and predicts with one of three objectives."""
+
+import importlib.util
+import os
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+from csbdeep.models import BaseModel
+from csbdeep.utils import axes_check_and_normalize
+
+from .config import PN2VConfig
+from .data import MaskedPatches, SupervisedPatches
+from .inference import DEFAULT_MAX_TILE_ELEMENTS, TilePredictor, auto_n_tiles, predict_tiled
+from .losses import PN2VLoss, ScaledMSE
+from .nets import block_size, build_networks, receptive_radius
+from .noise_models import NoiseModel, load_noise_model
+
+NOISE_MODEL_FILE = "noise_model.npz"
+
+
+class PN2V(BaseModel):
+    """Probabilistic Noise2Void (and its N2V and CARE baselines) in CSBDeep style.
+
+    Parameters
+    ----------
+    config : PN2VConfig or None
+        Configuration of a new model, or ``None`` to load the model ``basedir/name``.
+    name : str or None
+        Model name; a timestamp if ``None``.
+    basedir : str or None
+        Folder holding the model folder ``name``; ``None`` keeps everything in memory.
+    noise_model : NoiseModel or str or None
+        Noise model p(x|s) (or a path to its file) for mode ``'pn2v'``. It is saved into the model
+        folder and loaded from there with the model.
+    overwrite : bool
+        Allow a new model to replace an existing model folder's configuration and weights.
+
+    Examples
+    --------
+    >>> model = PN2V(PN2VConfig(X), 'my_model', basedir='models', noise_model=nm)
+    >>> model.train(X, X_val)
+    >>> denoised = PN2V(None, 'my_model', basedir='models').predict(img, axes='YX')
+    """
+
+    def __init__(self, config, name=None, basedir=".", noise_model=None, overwrite=False):
+        if config is not None and basedir is not None and name is not None and not overwrite:
+            existing = Path(basedir) / name / "config.json"
+            if existing.exists():
+                raise FileExistsError(
+                    f"a model exists in {existing.parent}; choose another name or pass overwrite=True")
+        if isinstance(noise_model, (str, os.PathLike)):
+            noise_model = load_noise_model(noise_model)
+        if noise_model is not None and not isinstance(noise_model, NoiseModel):
+            raise ValueError(f"noise_model must be a pn2v_tf noise model or a path to one, got {type(noise_model).__name__}")
+        self.noise_model = noise_model
+        super().__init__(config, name=name, basedir=basedir)
+
+    @property
+    def _config_class(self):
+        return PN2VConfig
+
+    # -- building ----------------------------------------------------------------------------
+    def _build(self):
+        self._attach_noise_model()
+        self.keras_model_masked = None
+        prediction, masked = build_networks(self.config)
+        if self.config.mode != "care":
+            self.keras_model_masked = masked
+        return prediction
+
+    def _attach_noise_model(self):
+        stored = None if self.basedir is None else self.logdir / NOISE_MODEL_FILE
+        if self.noise_model is not None:
+            if stored is not None:
+                self.noise_model.save(stored, overwrite=True)
+        elif stored is not None and stored.exists():
+            self.noise_model = load_noise_model(stored)
+        if self.config.mode == "pn2v" and self.noise_model is None:
+            raise ValueError("mode 'pn2v' needs a noise model: pass noise_model=... "
+                             "(e.g. HistogramNoiseModel.from_calibration_stack(stack))")
+
+    @property
+    def _training_model(self):
+        return self.keras_model if self.config.mode == "care" else self.keras_model_masked
+
+    def _loss(self):
+        if self.config.mode == "pn2v":
+            return PN2VLoss(self.noise_model)
+        return ScaledMSE(self.config.stds[0])
+
+    # -- training ----------------------------------------------------------------------------
+    def prepare_for_training(self, optimizer=None):
+        """Compile the training graph and set up the callbacks.
+
+        Parameters
+        ----------
+        optimizer : keras.optimizers.Optimizer or None
+            Default: Adam with ``config.train_learning_rate``.
+        """
+        if optimizer is None:
+            optimizer = keras.optimizers.Adam(learning_rate=self.config.train_learning_rate)
+        self._training_model.compile(optimizer=optimizer, loss=self._loss())
+        self.callbacks = [keras.callbacks.TerminateOnNaN()]
+        if self.config.train_reduce_lr is not None:
+            self.callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(
+                **{"monitor": "val_loss", "verbose": 1, **self.config.train_reduce_lr}))
+        if self.basedir is not None:
+            self.callbacks += self._checkpoint_callbacks()
+            if self.config.train_tensorboard:
+                self.callbacks += _tensorboard_callbacks(self.logdir / "logs")
+        self._model_prepared = True
+
+    def _checkpoint_callbacks(self):
+        save = self.keras_model.save_weights
+        callbacks = []
+        if self.config.train_checkpoint is not None:
+            callbacks.append(_SaveWeights(save, self.logdir / self.config.train_checkpoint, best_only=True))
+        if self.config.train_checkpoint_epoch is not None:
+            callbacks.append(_SaveWeights(save, self.logdir / self.config.train_checkpoint_epoch, best_only=False))
+        return callbacks
+
+    def train(self, X, validation_X, Y=None, validation_Y=None, epochs=None, steps_per_epoch=None):
+        """Train the network.
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            Noisy training images, axes SYX (or SYXC with one channel).
+        validation_X : numpy.ndarray
+            Noisy validation images, same axes; a fixed set of masked patches is drawn from them.
+        Y, validation_Y : numpy.ndarray or None
+            Clean targets of the same shapes, for mode ``'care'`` only.
+        epochs, steps_per_epoch : int or None
+            Default: ``config.train_epochs`` and ``config.train_steps_per_epoch``.
+
+        Returns
+        -------
+        keras.callbacks.History
+        """
+        cfg = self.config
+        X, validation_X = _check_images(X, "X"), _check_images(validation_X, "validation_X")
+        if cfg.mode == "care":
+            if Y is None or validation_Y is None:
+                raise ValueError("mode 'care' needs clean targets Y and validation_Y")
+            Y, validation_Y = _check_images(Y, "Y"), _check_images(validation_Y, "validation_Y")
+            _check_same_shape(X, Y, "X", "Y")
+            _check_same_shape(validation_X, validation_Y, "validation_X", "validation_Y")
+        elif Y is not None or validation_Y is not None:
+            raise ValueError(f"mode {cfg.mode!r} trains on noisy images only; Y is for mode 'care'")
+        if self.noise_model is not None and cfg.mode == "pn2v":
+            self.noise_model.check_range(X, "training data")
+        epochs = cfg.train_epochs if epochs is None else epochs
+        steps_per_epoch = cfg.train_steps_per_epoch if steps_per_epoch is None else steps_per_epoch
+        train_data, validation_data = self._datasets(X, validation_X, Y, validation_Y, steps_per_epoch)
+        if not self._model_prepared:
+            self.prepare_for_training()
+        history = self._training_model.fit(train_data, validation_data=validation_data, epochs=epochs,
+                                           callbacks=self.callbacks, verbose=1)
+        if np.isnan(history.history.get("loss", [0])[-1]):
+            raise FloatingPointError("training stopped: the loss became NaN; the weights of the last "
+                                     "finite epoch are kept (lower train_learning_rate?)")
+        self._training_finished()
+        return history
+
+    def _datasets(self, X, validation_X, Y, validation_Y, steps_per_epoch):
+        cfg = self.config
+        n_val_steps = max(1, int(np.ceil(cfg.train_n_val_patches / cfg.train_batch_size)))
+        shared = dict(patch_shape=cfg.n2v_patch_shape, batch_size=cfg.train_batch_size)
+        val_seed = 0 if cfg.seed is None else cfg.seed + 1
+        if cfg.mode == "care":
+            return (SupervisedPatches(X, Y, steps_per_epoch=steps_per_epoch, seed=cfg.seed, **shared),
+                    SupervisedPatches(validation_X, validation_Y, steps_per_epoch=n_val_steps,
+                                      augment=False, seed=val_seed, fixed=True, **shared))
+        masking = dict(perc_pix=cfg.n2v_perc_pix, radius=cfg.n2v_neighborhood_radius)
+        return (MaskedPatches(X, steps_per_epoch=steps_per_epoch, seed=cfg.seed, **shared, **masking),
+                MaskedPatches(validation_X, steps_per_epoch=n_val_steps, augment=False, seed=val_seed,
+                              fixed=True, **shared, **masking))
+
+    def _training_finished(self):
+        if self.basedir is None:
+            return
+        if self.config.train_checkpoint_last is not None:
+            _save_atomically(self.keras_model.save_weights, self.logdir / self.config.train_checkpoint_last)
+        if self.config.train_checkpoint is not None and (self.logdir / self.config.train_checkpoint).exists():
+            self.load_weights(self.config.train_checkpoint)
+        if self.config.train_checkpoint_epoch is not None:
+            (self.logdir / self.config.train_checkpoint_epoch).unlink(missing_ok=True)
+
+    def _find_and_load_weights(self, prefer="best"):
+        if self.basedir is None:
+            return
+        for name in (self.config.train_checkpoint, self.config.train_checkpoint_last):
+            if name is not None and (self.logdir / name).exists():
+                self.load_weights(name)
+                return
+        warnings.warn(f"no trained weights in {self.logdir}; the network is untrained")
+
+    # -- prediction --------------------------------------------------------------------------
+    def predict(self, img, axes="YX", n_tiles=None, estimator="mmse"):
+        """Denoise an image.
+
+        Parameters
+        ----------
+        img : numpy.ndarray
+            Raw noisy image with axes ``axes``.
+        axes : str
+            Must contain Y and X; may add a leading S, T or Z (images processed one by one) and a
+            channel axis C of size 1.
+        n_tiles : tuple of int or None
+            Tiles along (Y, X). ``None`` picks the fewest tiles that keep a tile's pixels x K below
+            ``DEFAULT_MAX_TILE_ELEMENTS``; ``(1, 1)`` processes the image in one piece.
+        estimator : str
+            ``'mmse'`` (paper Eq. 10) or ``'prior_mean'`` (mean of the K samples). Models trained
+            with mode 'n2v' or 'care' have one output, which both return.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32, the shape of ``img`` without a channel axis.
+        """
+        if estimator not in ("mmse", "prior_mean"):
+            raise ValueError(f"estimator must be 'mmse' or 'prior_mean', got {estimator!r} "
+                             "(posterior samples: use sample_posterior)")
+        return self._predict_with(TilePredictor(self.keras_model, self.noise_model, estimator),
+                                  img, axes, n_tiles)[..., 0]
+
+    def sample_posterior(self, img, n_samples=10, axes="YX", n_tiles=None, seed=0):
+        """Draw samples of the clean image from the posterior p(s|x), for uncertainty.
+
+        Each pixel's K prior samples are resampled with weights p(x|s_k) (mode 'pn2v' only).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_samples,) + shape of img`` without a channel axis, float32.
+        """
+        if self.config.mode != "pn2v":
+            raise ValueError(f"posterior samples need a mode 'pn2v' model, this one is {self.config.mode!r}")
+        predictor = TilePredictor(self.keras_model, self.noise_model, "posterior", n_posterior=n_samples, seed=seed)
+        return np.moveaxis(self._predict_with(predictor, img, axes, n_tiles), -1, 0)
+
+    def _predict_with(self, predictor, img, axes, n_tiles):
+        images, restore = _images_from_axes(img, axes)
+        if self.noise_model is not None and predictor.estimator != "prior_mean":
+            self.noise_model.check_range(images, "image")
+        cfg = self.config
+        block = block_size(cfg.unet_n_depth)
+        overlap = receptive_radius(cfg.unet_n_depth, cfg.unet_kern_size)
+        results = []
+        for image in images:
+            tiles = n_tiles or auto_n_tiles(image.shape, max(cfg.n_outputs, 1), DEFAULT_MAX_TILE_ELEMENTS)
+            _check_n_tiles(tiles)
+            results.append(predict_tiled(predictor, image, tiles, block, overlap, predictor.n_channels_out))
+        return restore(np.stack(results))
+
+    def _repr_extra(self):
+        return f"├─ Noise model: {self.noise_model.kind if self.noise_model is not None else None}\n"
+
+
+class _SaveWeights(keras.callbacks.Callback):
+    """Save the prediction network's weights after each epoch (or when val_loss improves)."""
+
+    def __init__(self, save, path, best_only, monitor="val_loss"):
+        super().__init__()
+        self.save, self.path, self.best_only, self.monitor = save, Path(path), best_only, monitor
+        self.best = np.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor, np.nan)
+        if not np.isfinite(value):
+            return
+        if self.best_only and value >= self.best:
+            return
+        self.best = min(self.best, value)
+        _save_atomically(self.save, self.path)
+
+
+def _save_atomically(save, path):
+    tmp = path.with_name(path.name + ".tmp")
+    save(str(tmp))
+    os.replace(tmp, path)
+
+
+def _tensorboard_callbacks(log_dir):
+    if importlib.util.find_spec("tensorboard") is None:
+        warnings.warn("package 'tensorboard' is not installed: no TensorBoard logs are written "
+                      "(pip install tensorboard)")
+        return []
+    return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]
+
+
+def _check_images(images, name):
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3:
+        raise ValueError(f"{name} must have axes SYX (or SYXC with one channel), got shape {images.shape}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} holds no images")
+    images = images.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(images)):
+        raise ValueError(f"{name} contains NaN or inf pixels")
+    return images
+
+
+def _check_same_shape(a, b, name_a, name_b):
+    if a.shape != b.shape:
+        raise ValueError(f"{name_a} {a.shape} and {name_b} {b.shape} must have the same shape")
+
+
+def _check_n_tiles(n_tiles):
+    if len(n_tiles) != 2 or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in n_tiles):
+        raise ValueError(f"n_tiles must be two positive integers (Y, X), got {n_tiles!r}")
+
+
+def _images_from_axes(img, axes):
+    """Image with ``axes`` -> stack (N, Y, X) and a function that restores the original layout."""
+    img = np.asarray(img)
+    axes = axes_check_and_normalize(axes, img.ndim)
+    if "C" in axes:
+        if img.shape[axes.index("C")] != 1:
+            raise ValueError(f"the model takes one channel; axis C of the image has size {img.shape[axes.index('C')]}")
+        img = np.take(img, 0, axis=axes.index("C"))
+        axes = axes.replace("C", "")
+    batch_axes = [a for a in axes if a not in "YX"]
+    if len(batch_axes) > 1 or "Y" not in axes or "X" not in axes:
+        raise ValueError(f"axes must be YX with at most one of S, T, Z in addition, got {axes!r}")
+    order = batch_axes + ["Y", "X"]
+    stack = np.transpose(img, [axes.index(a) for a in order]).reshape((-1,) + tuple(img.shape[axes.index(a)] for a in "YX"))
+    stack = stack.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(stack)):
+        raise ValueError("image contains NaN or inf pixels")
+    def restore(results):
+        """(N, Y, X, C) -> the axes of ``img`` (without C), then C."""
+        current = (order if batch_axes else ["Y", "X"]) + ["C"]
+        out = results if batch_axes else results[0]
+        return np.transpose(out, [current.index(a) for a in list(axes) + ["C"]])
+
+    return stack, restore

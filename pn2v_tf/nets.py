@@ -1,0 +1,150 @@
+"""The U-Net, its K-sample head, and the two graphs built from them.
+
+One set of layers makes two Keras models that share all weights:
+
+- the *prediction* network: raw image (B, Y, X, 1) -> K samples per pixel (B, Y, X, K), raw units;
+- the *masked training* network: raw patches and blind-spot coordinates (B, M, 2) -> K samples at the
+  masked pixels only (B, M, K). The U-Net body runs on the whole patch, but the head and everything
+  after it (noise model, loss) run at the M masked pixels, which is what makes PN2V train at the
+  cost of N2V.
+
+The U-Net follows the PN2V reference: ``n_depth`` resolution levels with two convolutions each,
+max pooling down, 2x2 transposed convolutions up, skip connections merged by addition. The head is a
+``Dense`` layer (a 1x1 convolution when applied to an image).
+"""
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+class Standardize(layers.Layer):
+    """``(x - mean) / std``, or its inverse ``x * std + mean`` with ``inverse=True``.
+
+    The one place where raw intensities and the network's normalised units meet.
+    """
+
+    def __init__(self, mean=0.0, std=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = float(mean)
+        self.std = float(std)
+
+    def call(self, inputs, inverse=False):
+        if inverse:
+            return inputs * self.std + self.mean
+        return (inputs - self.mean) / self.std
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+class GatherPixels(layers.Layer):
+    """Feature vectors (B, Y, X, F) at integer coordinates (B, M, 2) -> (B, M, F)."""
+
+    def call(self, features, coords):
+        shape = ops.shape(features)
+        flat = ops.reshape(features, (shape[0], shape[1] * shape[2], shape[3]))
+        index = ops.cast(coords[..., 0], "int32") * shape[2] + ops.cast(coords[..., 1], "int32")
+        return ops.take_along_axis(flat, ops.expand_dims(index, -1), axis=1)
+
+    def compute_output_shape(self, features_shape, coords_shape):
+        return (features_shape[0], coords_shape[1], features_shape[-1])
+
+
+def block_size(n_depth):
+    """Image sides must be multiples of this (one pixel at the coarsest level)."""
+    return 2 ** (n_depth - 1)
+
+
+def receptive_radius(n_depth, kern_size):
+    """Upper bound of how far (pixels) an output pixel sees in each direction.
+
+    Down level l: two convolutions and a 2x2 pooling at scale 2**l; bottom: two convolutions;
+    up level l: a 2x2 transposed convolution and two convolutions at scale 2**l.
+    """
+    conv = 2 * (kern_size // 2)
+    down = sum(conv * 2 ** level + 2 ** level for level in range(n_depth - 1))
+    bottom = conv * 2 ** (n_depth - 1)
+    return 2 * down + bottom
+
+
+class UNetLayers:
+    """The layers of the U-Net body and the head; calling it applies them to a tensor."""
+
+    def __init__(self, n_depth, n_first, kern_size, n_outputs, mean, std):
+        conv = dict(kernel_size=kern_size, padding="same", activation="relu")
+        self.standardize = Standardize(mean, std, name="standardize")
+        self.down = [
+            [layers.Conv2D(n_first * 2 ** level, name=f"down{level}_conv{i}", **conv) for i in (1, 2)]
+            for level in range(n_depth)
+        ]
+        self.pool = [layers.MaxPooling2D(2, name=f"down{level}_pool") for level in range(n_depth - 1)]
+        self.up = [
+            layers.Conv2DTranspose(n_first * 2 ** level, 2, strides=2, name=f"up{level}_transpose")
+            for level in range(n_depth - 1)
+        ]
+        self.up_convs = [
+            [layers.Conv2D(n_first * 2 ** level, name=f"up{level}_conv{i}", **conv) for i in (1, 2)]
+            for level in range(n_depth - 1)
+        ]
+        self.merge = [layers.Add(name=f"up{level}_merge") for level in range(n_depth - 1)]
+        self.head = layers.Dense(n_outputs, name="head")
+
+    def features(self, image):
+        """Raw image (B, Y, X, 1) -> last-level features (B, Y, X, n_first)."""
+        x = self.standardize(image)
+        skips = []
+        for level, (conv1, conv2) in enumerate(self.down):
+            x = conv2(conv1(x))
+            if level < len(self.pool):
+                skips.append(x)
+                x = self.pool[level](x)
+        for level in reversed(range(len(self.up))):
+            x = self.merge[level]([self.up[level](x), skips[level]])
+            conv1, conv2 = self.up_convs[level]
+            x = conv2(conv1(x))
+        return x
+
+    def samples(self, features):
+        """Features (..., F) -> outputs (..., K) in raw intensity units."""
+        return self.standardize(self.head(features), inverse=True)
+
+
+def build_networks(config):
+    """Prediction and masked-training Keras models for a :class:`PN2VConfig`.
+
+    Returns
+    -------
+    prediction : keras.Model
+        ``image`` (B, Y, X, 1) -> (B, Y, X, K) samples (K = 1 for modes 'n2v' and 'care').
+    masked : keras.Model
+        ``{'image': (B, Y, X, 1), 'coords': (B, M, 2)}`` -> (B, M, K), the same outputs at the coordinates.
+    """
+    net = UNetLayers(config.unet_n_depth, config.unet_n_first, config.unet_kern_size,
+                     config.n_outputs, config.means[0], config.stds[0])
+    image = keras.Input((None, None, 1), name="image")
+    features = net.features(image)
+    prediction = keras.Model(image, net.samples(features), name="pn2v_prediction")
+
+    patches = keras.Input((None, None, 1), name="image")
+    coords = keras.Input((None, 2), dtype="int32", name="coords")
+    gathered = GatherPixels(name="gather")(net.features(patches), coords)
+    masked = keras.Model({"image": patches, "coords": coords}, net.samples(gathered), name="pn2v_masked")
+    return prediction, masked
+
+
+def count_forward_flops_per_pixel(config):
+    """Multiply-adds x 2 of one forward pass per input pixel (convolutions and head)."""
+    k2 = config.unet_kern_size ** 2
+    flops, c_in = 0.0, 1
+    for level in range(config.unet_n_depth):
+        c = config.unet_n_first * 2 ** level
+        flops += 2 * k2 * (c_in * c + c * c) / 4 ** level
+        c_in = c
+    for level in range(config.unet_n_depth - 1):
+        c = config.unet_n_first * 2 ** level
+        flops += 2 * (2 * c * c) / 4 ** level + 2 * k2 * 2 * c * c / 4 ** level
+    flops += 2 * config.unet_n_first * config.n_outputs
+    return float(np.round(flops))

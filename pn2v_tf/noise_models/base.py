@@ -1,0 +1,122 @@
+"""The interface every noise model p(x|s) implements.
+
+A noise model works in raw intensity units (camera counts), never in the network's normalised
+units. It is a Keras layer, so it can sit inside training and prediction graphs; its arrays are
+non-trainable weights and its constructor arguments are its config.
+"""
+
+import os
+import warnings
+
+import keras
+import numpy as np
+
+_KINDS = {}
+
+
+def register_kind(kind):
+    """Class decorator: make ``NoiseModel.load`` find files written by this class."""
+    def decorate(cls):
+        cls.kind = kind
+        _KINDS[kind] = cls
+        return cls
+    return decorate
+
+
+class NoiseModel(keras.layers.Layer):
+    """Base class of noise models p(x|s) as Keras layers.
+
+    Subclasses implement :meth:`_log_likelihood` with ``keras.ops``, :attr:`signal_range`,
+    :attr:`value_range`, :meth:`_arrays` (what ``save`` writes) and :meth:`_from_arrays`.
+    """
+
+    kind = None
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trainable", False)
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self._warned = set()
+
+    # -- the likelihood ----------------------------------------------------------------------
+    def call(self, observation, signal):
+        return self._log_likelihood(observation, signal)
+
+    def log_likelihood(self, observation, signal):
+        """Log-likelihood ``log p(x|s)`` for broadcastable observations x and signals s.
+
+        NumPy in gives NumPy out (and warns once about values outside the model's range);
+        tensors in give tensors out, usable in graphs and differentiable in ``signal``.
+        """
+        if isinstance(observation, np.ndarray) or isinstance(signal, np.ndarray) or np.isscalar(signal):
+            observation = np.asarray(observation, dtype=np.float32)
+            signal = np.asarray(signal, dtype=np.float32)
+            self.check_range(observation, "observation")
+            self.check_range(signal, "signal")
+            return keras.ops.convert_to_numpy(self._log_likelihood(observation, signal))
+        return self._log_likelihood(observation, signal)
+
+    def likelihood(self, observation, signal):
+        """``p(x|s)``; see :meth:`log_likelihood`."""
+        return np.exp(self.log_likelihood(observation, signal))
+
+    def _log_likelihood(self, observation, signal):
+        raise NotImplementedError
+
+    @property
+    def value_range(self):
+        """(low, high) of observations the model describes; outside it they are clamped."""
+        raise NotImplementedError
+
+    @property
+    def signal_range(self):
+        """(low, high) of signals the model was calibrated for; outside it they are clamped."""
+        return self.value_range
+
+    def check_range(self, values, name="data"):
+        """Warn once per ``name`` if ``values`` leave the range the model describes."""
+        low, high = self.signal_range if name == "signal" else self.value_range
+        vmin, vmax = float(np.min(values)), float(np.max(values))
+        if (vmin < low or vmax > high) and name not in self._warned:
+            self._warned.add(name)
+            warnings.warn(
+                f"{name} values [{vmin:g}, {vmax:g}] exceed the noise model's range "
+                f"[{low:g}, {high:g}]; they are clamped to it", stacklevel=3)
+
+    # -- files -------------------------------------------------------------------------------
+    def save(self, path, overwrite=False):
+        """Write the noise model to one ``.npz`` file; refuses to replace a file unless ``overwrite``."""
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            path += ".npz"
+        if os.path.exists(path) and not overwrite:
+            raise FileExistsError(f"noise model file exists: {path} (pass overwrite=True to replace it)")
+        tmp = path[:-4] + ".tmp.npz"
+        np.savez(tmp, kind=self.kind, **self._arrays())
+        os.replace(tmp, path)
+        return path
+
+    @staticmethod
+    def load(path):
+        """Read a noise model written by :meth:`save`, whatever its kind."""
+        try:
+            with np.load(os.fspath(path), allow_pickle=False) as data:
+                arrays = {key: data[key] for key in data.files}
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read noise model file {path}: {error}") from None
+        kind = str(arrays.pop("kind", ""))
+        if kind not in _KINDS:
+            raise ValueError(f"{path} is not a noise model file (kind {kind!r}; known: {sorted(_KINDS)})")
+        return _KINDS[kind]._from_arrays(arrays)
+
+    def _arrays(self):
+        raise NotImplementedError
+
+    @classmethod
+    def _from_arrays(cls, arrays):
+        raise NotImplementedError
+
+
+def load_noise_model(path):
+    """Read a noise model file of any kind (see :meth:`NoiseModel.save`)."""
+    return NoiseModel.load(path)

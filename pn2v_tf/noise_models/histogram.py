@@ -1,0 +1,193 @@
+"""Histogram noise model of the PN2V paper.
+
+Array layout: ``histogram[i, j]`` is the probability that an observation falls into x bin ``j``
+given a signal in s bin ``i``; each row sums to 1. Both axes share one set of ``bins`` equal bins
+over ``value_range = (low, high)``, bin width ``w = (high - low) / bins``, bin centres
+``low + (i + 0.5) w``. The likelihood is read at the x bin of the observation and interpolated
+linearly between the two s rows whose centres enclose the signal (so it is differentiable in s),
+then divided by ``w`` to become a density.
+
+Signal rows without calibration data are filled by linear interpolation between the nearest rows
+that have data; signals below the first or above the last such row are clamped to it
+(``signal_range``). Observations outside ``value_range`` fall into the first or last bin.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from .base import NoiseModel, register_kind
+
+#: Floor of a bin probability, so that empty histogram cells give a finite log-likelihood.
+MIN_PROBABILITY = 1e-10
+
+
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+@register_kind("histogram")
+class HistogramNoiseModel(NoiseModel):
+    """Histogram noise model p(x|s) as a Keras layer.
+
+    Build it with :meth:`from_calibration_stack` or :meth:`from_pairs`; the constructor makes an
+    empty layer of the right shape (used by Keras when loading).
+
+    Parameters
+    ----------
+    bins : int
+        Number of bins along signal and observation. Default: 256.
+    value_range : tuple of float
+        (low, high) of both axes, raw intensity units.
+    signal_range : tuple of float or None
+        Signals are clamped to this range (centres of the first and last calibrated rows).
+        Default: the centres of the first and last bin.
+    """
+
+    def __init__(self, bins=256, value_range=(0.0, 1.0), signal_range=None, **kwargs):
+        super().__init__(**kwargs)
+        bins, value_range = _check_bins_and_range(bins, value_range)
+        self.bins = bins
+        self._value_range = value_range
+        width = (value_range[1] - value_range[0]) / bins
+        if signal_range is None:
+            signal_range = (value_range[0] + 0.5 * width, value_range[1] - 0.5 * width)
+        self._signal_range = (float(signal_range[0]), float(signal_range[1]))
+        self.histogram = self.add_weight(
+            shape=(bins, bins), initializer="zeros", trainable=False, name="histogram")
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_pairs(cls, signal, observation, bins=256, value_range=None):
+        """Histogram of (signal, observation) pairs.
+
+        Parameters
+        ----------
+        signal : numpy.ndarray
+            Clean signal images, shape (M, ...) (or one image without the leading axis).
+        observation : numpy.ndarray
+            Noisy images, shape (M * n, ...): observation ``j`` is paired with signal ``j // n``,
+            so one signal image (e.g. a calibration average) can stand for n observations.
+        bins : int
+            Number of bins. Default: 256.
+        value_range : tuple of float or None
+            (low, high) of the histogram; default: min and max over signal and observation.
+        """
+        signal, observation = _check_pairs(signal, observation)
+        if value_range is None:
+            value_range = (min(signal.min(), observation.min()), max(signal.max(), observation.max()))
+        bins, value_range = _check_bins_and_range(bins, value_range)
+        repeats = observation.shape[0] // signal.shape[0]
+        signal = np.repeat(signal, repeats, axis=0)
+        counts, _, _ = np.histogram2d(
+            signal.ravel(), observation.ravel(), bins=bins, range=(value_range, value_range))
+        return cls.from_counts(counts, value_range)
+
+    @classmethod
+    def from_calibration_stack(cls, stack, bins=256, value_range=None):
+        """Histogram from many noisy frames (N, Y, X) of a static sample; the signal is their mean."""
+        stack = np.asarray(stack, dtype=np.float64)
+        if stack.ndim < 3 or stack.shape[0] < 2:
+            raise ValueError(f"calibration stack must have shape (N, Y, X) with N >= 2 frames, got {stack.shape}")
+        return cls.from_pairs(stack.mean(axis=0, keepdims=True), stack, bins=bins, value_range=value_range)
+
+    @classmethod
+    def from_counts(cls, counts, value_range):
+        """Noise model from a 2-D count histogram ``counts[signal bin, observation bin]``."""
+        counts = np.asarray(counts, dtype=np.float64)
+        if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+            raise ValueError(f"counts must be a square 2-D histogram, got shape {counts.shape}")
+        filled = np.flatnonzero(counts.sum(axis=1) > 0)
+        if filled.size == 0:
+            raise ValueError("the histogram is empty: no (signal, observation) pair inside value_range")
+        probabilities = _fill_empty_rows(counts / np.maximum(counts.sum(axis=1, keepdims=True), 1e-300), filled)
+        bins = counts.shape[0]
+        low, high = float(value_range[0]), float(value_range[1])
+        width = (high - low) / bins
+        signal_range = (low + (filled[0] + 0.5) * width, low + (filled[-1] + 0.5) * width)
+        model = cls(bins=bins, value_range=(low, high), signal_range=signal_range)
+        model.histogram.assign(probabilities.astype(np.float32))
+        return model
+
+    # -- likelihood --------------------------------------------------------------------------
+    @property
+    def value_range(self):
+        return self._value_range
+
+    @property
+    def signal_range(self):
+        return self._signal_range
+
+    @property
+    def bin_width(self):
+        return (self._value_range[1] - self._value_range[0]) / self.bins
+
+    def _log_likelihood(self, observation, signal):
+        low, width, bins = self._value_range[0], self.bin_width, self.bins
+        observation = ops.cast(observation, "float32")
+        signal = ops.cast(signal, "float32")
+        x_bin = ops.cast(ops.clip(ops.floor((observation - low) / width), 0, bins - 1), "int32")
+        row_first = (self._signal_range[0] - low) / width - 0.5
+        row_last = (self._signal_range[1] - low) / width - 0.5
+        row = ops.clip((signal - low) / width - 0.5, row_first, row_last)
+        row_below = ops.clip(ops.floor(row), 0, max(bins - 2, 0))
+        frac = row - row_below
+        index = ops.cast(row_below, "int32") * bins + x_bin
+        table = ops.reshape(self.histogram, (-1,))
+        below = ops.take(table, index)
+        above = ops.take(table, index + bins)
+        probability = below + frac * (above - below)
+        return ops.log(ops.maximum(probability, MIN_PROBABILITY)) - np.log(width).astype("float32")
+
+    # -- config and files --------------------------------------------------------------------
+    def get_config(self):
+        config = super().get_config()
+        config.update(bins=self.bins, value_range=list(self._value_range), signal_range=list(self._signal_range))
+        return config
+
+    def _arrays(self):
+        return dict(histogram=keras.ops.convert_to_numpy(self.histogram),
+                    value_range=np.array(self._value_range), signal_range=np.array(self._signal_range))
+
+    @classmethod
+    def _from_arrays(cls, arrays):
+        histogram = arrays["histogram"]
+        model = cls(bins=histogram.shape[0], value_range=tuple(arrays["value_range"]),
+                    signal_range=tuple(arrays["signal_range"]))
+        model.histogram.assign(histogram.astype(np.float32))
+        return model
+
+
+def _check_bins_and_range(bins, value_range):
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+        raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+    low, high = (float(v) for v in value_range)
+    if not (np.isfinite(low) and np.isfinite(high) and high > low):
+        raise ValueError(f"value_range must be finite with low < high, got {tuple(value_range)}")
+    return int(bins), (low, high)
+
+
+def _check_pairs(signal, observation):
+    signal = np.asarray(signal, dtype=np.float64)
+    observation = np.asarray(observation, dtype=np.float64)
+    if signal.size == 0 or observation.size == 0:
+        raise ValueError("signal and observation must not be empty")
+    if signal.shape[1:] != observation.shape[1:]:
+        if signal.shape == observation.shape[1:]:
+            signal = signal[np.newaxis]
+        else:
+            raise ValueError(f"signal {signal.shape} and observation {observation.shape} images differ in shape")
+    if observation.shape[0] % signal.shape[0] != 0:
+        raise ValueError(f"{observation.shape[0]} observations cannot be split evenly among "
+                         f"{signal.shape[0]} signal images")
+    for name, array in (("signal", signal), ("observation", observation)):
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} contains NaN or inf values")
+    return signal, observation
+
+
+def _fill_empty_rows(probabilities, filled):
+    """Rows without data become the linear interpolation of the nearest filled rows."""
+    rows = np.arange(probabilities.shape[0])
+    below = filled[np.clip(np.searchsorted(filled, rows, side="right") - 1, 0, filled.size - 1)]
+    above = filled[np.clip(np.searchsorted(filled, rows, side="left"), 0, filled.size - 1)]
+    span = np.maximum(above - below, 1)
+    weight = np.clip((rows - below) / span, 0, 1)[:, np.newaxis]
+    return (1 - weight) * probabilities[below] + weight * probabilities[above]

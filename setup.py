@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+version = {}
+with open("pn2v_tf/version.py") as f:
+    exec(f.read(), version)
+
+setup(
+    name="pn2v_tf",
+    version=version["__version__"],
+    description="Probabilistic Noise2Void denoising for microscopy with TensorFlow / Keras 3, CSBDeep style",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["pn2v_tf", "pn2v_tf.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "keras>=3.0",
+        "csbdeep>=0.8.2",
+        "numpy",
+        "scipy",
+        "tifffile",
+        "h5py",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={
+        # TensorFlow comes as one of these: the CPU-only wheel is a fraction of the size.
+        "cpu": ["tensorflow-cpu>=2.16"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        "tf": ["tensorflow>=2.16"],
+        "test": ["pytest"],
+    },
+    entry_points={"console_scripts": ["pn2v-demo = pn2v_tf.demo:main"]},
+    license="BSD-3-Clause",
+)

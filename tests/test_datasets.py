@@ -1,0 +1,254 @@
+"""Tests of the synthetic data generator :mod:`pn2v_tf.datasets`."""
+
+
+import numpy as np
+import pytest
+
+from pn2v_tf.datasets import (
+    CameraParams,
+    SyntheticData,
+    camera_noise,
+    expected_observation,
+    make_synthetic_data,
+    synthetic_photons,
+)
+
+SMALL = dict(shape=(64, 48), n_train=3, calibration_shape=(32, 40), calibration_frames=8)
+
+
+def psnr(image, reference):
+    data_range = reference.max() - reference.min()
+    mse = np.mean((image.astype(np.float64) - reference) ** 2)
+    return 10 * np.log10(data_range**2 / mse)
+
+
+@pytest.fixture(scope="module")
+def default_data():
+    return make_synthetic_data()
+
+
+def _arrays(data):
+    return [data.train, data.test, data.test_clean, data.calibration, data.calibration_clean]
+
+
+# --------------------------------------------------------------------------------------------
+# determinism
+
+
+def test_same_seed_gives_bit_identical_data():
+    first, second = make_synthetic_data(seed=7, **SMALL), make_synthetic_data(seed=7, **SMALL)
+    for a, b in zip(_arrays(first), _arrays(second)):
+        assert a.tobytes() == b.tobytes()
+    assert first.camera == second.camera
+
+
+def test_different_seeds_give_different_scenes():
+    first, second = make_synthetic_data(seed=1, **SMALL), make_synthetic_data(seed=2, **SMALL)
+    for a, b in zip(_arrays(first), _arrays(second)):
+        assert not np.array_equal(a, b)
+
+
+def test_images_within_one_data_set_are_different_scenes():
+    data = make_synthetic_data(seed=3, **SMALL)
+    images = np.concatenate([data.train, data.test[None]])
+    for i in range(len(images)):
+        for j in range(i + 1, len(images)):
+            # different scenes: far more different than two noisy views of one scene would be
+            assert np.corrcoef(images[i].ravel(), images[j].ravel())[0, 1] < 0.9
+
+
+def test_train_images_do_not_depend_on_n_train():
+    few = make_synthetic_data(seed=5, **{**SMALL, "n_train": 2})
+    more = make_synthetic_data(seed=5, **{**SMALL, "n_train": 4})
+    np.testing.assert_array_equal(few.train, more.train[:2])
+    np.testing.assert_array_equal(few.test, more.test)
+
+
+def test_synthetic_photons_deterministic_given_generator():
+    a = synthetic_photons((40, 40), np.random.default_rng(11))
+    b = synthetic_photons((40, 40), np.random.default_rng(11))
+    c = synthetic_photons((40, 40), np.random.default_rng(12))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+# --------------------------------------------------------------------------------------------
+# shapes, dtypes, value ranges
+
+
+def test_shapes_and_dtypes():
+    data = make_synthetic_data(seed=0, **SMALL)
+    assert isinstance(data, SyntheticData)
+    assert data.train.shape == (3, 64, 48)
+    assert data.test.shape == data.test_clean.shape == (64, 48)
+    assert data.calibration.shape == (8, 32, 40)
+    assert data.calibration_clean.shape == (32, 40)
+    for array in _arrays(data):
+        assert array.dtype == np.float32
+        assert np.all(np.isfinite(array))
+    assert data.camera == CameraParams()
+
+
+def test_synthetic_photons_range_and_dtype():
+    background, max_photons = 3.0, 90.0
+    photons = synthetic_photons((128, 128), np.random.default_rng(0), background=background,
+                                max_photons=max_photons)
+    assert photons.dtype == np.float64
+    assert photons.min() >= background
+    assert photons.max() == pytest.approx(max_photons)
+    # a dim background with bright sparse structures: a wide intensity range
+    assert np.median(photons) < background + 0.2 * (max_photons - background)
+    assert np.percentile(photons, 99) > background + 0.3 * (max_photons - background)
+
+
+def test_synthetic_photons_without_structures_is_the_background():
+    photons = synthetic_photons((32, 32), np.random.default_rng(0), background=4.0, n_blobs=0,
+                                n_filaments=0)
+    np.testing.assert_array_equal(photons, 4.0)
+
+
+@pytest.mark.parametrize("n_blobs, n_filaments", [(5, 0), (0, 5)])
+def test_blobs_and_filaments_each_produce_structure(n_blobs, n_filaments):
+    photons = synthetic_photons((64, 64), np.random.default_rng(1), background=1.0,
+                                n_blobs=n_blobs, n_filaments=n_filaments, max_photons=50.0)
+    assert photons.max() == pytest.approx(50.0)
+    assert np.mean(photons > 10.0) > 0.005
+
+
+def test_expected_observation_is_affine_in_photons():
+    photons = np.array([[0.0, 1.5], [10.0, 80.0]])
+    signal = expected_observation(photons, gain=2.5, offset=90.0)
+    assert signal.dtype == np.float32
+    np.testing.assert_allclose(signal, 2.5 * photons + 90.0, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# noise statistics
+
+
+@pytest.mark.parametrize("photons", [0.0, 0.7, 5.0, 60.0])
+def test_camera_noise_mean_and_variance_match_closed_form(photons):
+    gain, offset, read_noise, n = 3.0, 100.0, 6.0, 400_000
+    flat = np.full((n // 400, 400), photons)
+    noisy = camera_noise(flat, np.random.default_rng(0), gain, offset, read_noise)
+    assert noisy.dtype == np.float32 and noisy.shape == flat.shape
+    mean = gain * photons + offset
+    variance = gain**2 * photons + read_noise**2
+    assert abs(noisy.mean(dtype=np.float64) - mean) < 5 * np.sqrt(variance / n)
+    assert noisy.var(dtype=np.float64) == pytest.approx(variance, rel=0.03)
+
+
+def test_camera_noise_without_read_noise_is_gain_times_counts():
+    gain, offset = 2.0, 50.0
+    noisy = camera_noise(np.full((50, 50), 4.0), np.random.default_rng(3), gain, offset, 0.0)
+    counts = (noisy - offset) / gain
+    np.testing.assert_array_equal(counts, np.round(counts))
+    assert counts.min() >= 0
+
+
+def test_camera_noise_keeps_the_shape_of_a_stack():
+    stack = np.broadcast_to(np.linspace(0, 20, 30), (4, 5, 30))
+    noisy = camera_noise(stack, np.random.default_rng(0))
+    assert noisy.shape == (4, 5, 30)
+    assert not np.array_equal(noisy[0], noisy[1])
+
+
+def test_test_image_is_a_noisy_view_of_test_clean(default_data):
+    data = default_data
+    gain, offset, read_noise = data.camera.gain, data.camera.offset, data.camera.read_noise
+    residual = data.test.astype(np.float64) - data.test_clean
+    expected_variance = gain * (data.test_clean.astype(np.float64) - offset) + read_noise**2
+    assert abs(residual.mean()) < 4 * np.sqrt(expected_variance.mean() / residual.size)
+    assert np.mean(residual**2) == pytest.approx(expected_variance.mean(), rel=0.03)
+
+
+def test_default_test_psnr_is_in_a_plausible_range(default_data):
+    value = psnr(default_data.test, default_data.test_clean.astype(np.float64))
+    assert 20.0 < value < 28.0
+
+
+def test_custom_camera_is_used():
+    camera = CameraParams(gain=1.0, offset=500.0, read_noise=1.0)
+    data = make_synthetic_data(seed=0, camera=camera, **SMALL)
+    assert data.camera is camera
+    assert 500.0 <= data.test_clean.min() < 510.0
+    assert data.calibration_clean.min() == pytest.approx(500.0)
+
+
+# --------------------------------------------------------------------------------------------
+# calibration data
+
+
+def test_mean_of_calibration_frames_converges_to_clean_signal(default_data):
+    data = default_data
+    gain, offset, read_noise = data.camera.gain, data.camera.offset, data.camera.read_noise
+    clean = data.calibration_clean.astype(np.float64)
+    mean_variance = np.mean(gain * (clean - offset) + read_noise**2)
+    errors = {}
+    for n_frames in (25, 100):
+        mean = data.calibration[:n_frames].mean(axis=0, dtype=np.float64)
+        errors[n_frames] = np.sqrt(np.mean((mean - clean) ** 2))
+        assert errors[n_frames] == pytest.approx(np.sqrt(mean_variance / n_frames), rel=0.05)
+    assert errors[25] / errors[100] == pytest.approx(2.0, rel=0.1)
+
+
+def test_calibration_frames_are_independent_observations(default_data):
+    frames = default_data.calibration.astype(np.float64)
+    residuals = frames - default_data.calibration_clean
+    correlation = np.corrcoef(residuals[0].ravel(), residuals[1].ravel())[0, 1]
+    assert abs(correlation) < 0.05
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_calibration_signal_covers_the_test_signal_range(seed):
+    data = make_synthetic_data(seed=seed, n_train=1, calibration_frames=2)
+    clean, calibration = data.test_clean, data.calibration_clean
+    assert calibration.min() < clean.min()
+    assert calibration.max() > clean.max()
+    # many calibration pixels at every signal level the test image uses
+    counts, _ = np.histogram(calibration, bins=50, range=(clean.min(), clean.max()))
+    assert counts.min() >= 100
+
+
+# --------------------------------------------------------------------------------------------
+# argument validation and speed
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(shape=(15, 64)), "shape"),
+    (dict(shape=(64,)), "shape"),
+    (dict(shape=(64, 64, 64)), "shape"),
+    (dict(shape=(64.0, 64)), "shape"),
+    (dict(shape=64), "shape"),
+    (dict(n_train=0), "n_train"),
+    (dict(calibration_shape=(8, 128)), "calibration_shape"),
+    (dict(calibration_frames=1), "calibration_frames"),
+])
+def test_make_synthetic_data_rejects_bad_arguments(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        make_synthetic_data(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(gain=-1.0), "gain"),
+    (dict(gain=0.0), "gain"),
+    (dict(read_noise=-0.5), "read_noise"),
+])
+def test_negative_camera_parameters_are_rejected(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        CameraParams(**kwargs)
+    with pytest.raises(ValueError, match=name):
+        camera_noise(np.ones((4, 4)), np.random.default_rng(0), **kwargs)
+
+
+def test_bad_photons_and_scene_arguments_are_rejected():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="photons"):
+        camera_noise(np.full((4, 4), -1.0), rng)
+    with pytest.raises(ValueError, match="shape"):
+        synthetic_photons((10, 10), rng)
+    with pytest.raises(ValueError, match="max_photons"):
+        synthetic_photons((32, 32), rng, background=5.0, max_photons=5.0)
+    with pytest.raises(ValueError, match="n_blobs"):
+        synthetic_photons((32, 32), rng, n_blobs=-1)
+
