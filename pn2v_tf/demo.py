@@ -22,6 +22,7 @@ def parse_args(argv=None):
     parser.add_argument("--epochs", type=int, default=12, help="training epochs of each model")
     parser.add_argument("--steps", type=int, default=40, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=16, help="patches per step")
+    parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate")
     parser.add_argument("--n-samples", type=int, default=800, help="prior samples K of PN2V")
     parser.add_argument("--n-first", type=int, default=32, help="features of the U-Net's first level")
     parser.add_argument("--shape", type=int, default=256, help="side of the synthetic images")
@@ -49,7 +50,7 @@ def run(args):
     X, X_val = _split_for_validation(data.train)
     common = dict(unet_n_depth=3, unet_n_first=args.n_first, n2v_patch_shape=(64, 64),
                   train_batch_size=args.batch_size, train_epochs=args.epochs,
-                  train_steps_per_epoch=args.steps, train_learning_rate=1e-3, seed=args.seed,
+                  train_steps_per_epoch=args.steps, train_learning_rate=args.learning_rate, seed=args.seed,
                   train_reduce_lr={"factor": 0.5, "patience": 3})
     results = {}
     for mode in ("n2v", "pn2v"):
@@ -116,13 +117,12 @@ def _write_figure(path, ground_truth, images, table):
 
     panels = {**images, "ground truth": ground_truth}
     low, high = float(ground_truth.min()), float(ground_truth.max())
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8), layout="constrained")
     for ax, (name, image) in zip(axes, panels.items()):
         ax.imshow(image, cmap="magma", vmin=low, vmax=high)
         title = name if name not in table else f"{name}\n{table[name]:.2f} dB"
         ax.set_title(title, fontsize=10)
         ax.axis("off")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

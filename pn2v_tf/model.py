@@ -223,8 +223,7 @@ class PN2V(BaseModel):
         if estimator not in ("mmse", "prior_mean"):
             raise ValueError(f"estimator must be 'mmse' or 'prior_mean', got {estimator!r} "
                              "(posterior samples: use sample_posterior)")
-        return self._predict_with(TilePredictor(self.keras_model, self.noise_model, estimator),
-                                  img, axes, n_tiles)[..., 0]
+        return self._predict_with(self._tile_predictor(estimator), img, axes, n_tiles)[..., 0]
 
     def sample_posterior(self, img, n_samples=10, axes="YX", n_tiles=None, seed=0):
         """Draw samples of the clean image from the posterior p(s|x), for uncertainty.
@@ -238,8 +237,17 @@ class PN2V(BaseModel):
         """
         if self.config.mode != "pn2v":
             raise ValueError(f"posterior samples need a mode 'pn2v' model, this one is {self.config.mode!r}")
-        predictor = TilePredictor(self.keras_model, self.noise_model, "posterior", n_posterior=n_samples, seed=seed)
+        predictor = self._tile_predictor("posterior", n_posterior=n_samples, seed=seed)
         return np.moveaxis(self._predict_with(predictor, img, axes, n_tiles), -1, 0)
+
+    def _tile_predictor(self, estimator, n_posterior=1, seed=0):
+        """One traced (and XLA-compiled) predictor per estimator, reused across calls."""
+        cache = self.__dict__.setdefault("_tile_predictors", {})
+        key = (estimator, int(n_posterior))
+        if key not in cache:
+            cache[key] = TilePredictor(self.keras_model, self.noise_model, estimator, n_posterior=n_posterior)
+        cache[key].seed = int(seed)
+        return cache[key]
 
     def _predict_with(self, predictor, img, axes, n_tiles):
         images, restore = _images_from_axes(img, axes)
