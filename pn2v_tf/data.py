@@ -10,21 +10,15 @@ Every batch is generated from its own :class:`numpy.random.Generator`,
 the order in which Keras (or its worker threads and processes) asks for them.
 """
 
-import numbers
-
 import keras
 import numpy as np
 
-from .masking import _check_perc_pix, _check_radius, mask_patches, n_masked
+from .masking import _check_patch_shape, _check_perc_pix, _check_radius, _is_int, mask_patches, n_masked
 
 __all__ = ["random_patches", "random_dihedral", "MaskedPatches", "SupervisedPatches"]
 
 
 # -- images --------------------------------------------------------------------------------------
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
 
 def _squeeze_channel(image: np.ndarray, ndim: int, name: str) -> np.ndarray:
     """Drop a trailing channel axis of size 1 from an array meant to have ``ndim`` dimensions."""
@@ -62,13 +56,7 @@ def _image_shapes(images) -> np.ndarray:
 
 def _check_fits(images, patch_shape, name: str = "images") -> tuple[int, int]:
     """Check that a patch of ``patch_shape`` fits into every image; return it as a tuple of ints."""
-    try:
-        shape = tuple(patch_shape)
-    except TypeError:
-        shape = None
-    if shape is None or len(shape) != 2 or not all(_is_int(s) and s >= 1 for s in shape):
-        raise ValueError(f"patch_shape must be two positive integers (Y, X), got {patch_shape!r}")
-    shape = (int(shape[0]), int(shape[1]))
+    shape = _check_patch_shape(patch_shape)
     sizes = _image_shapes(images)
     too_small = np.any(sizes < shape, axis=1)
     if np.any(too_small):
