@@ -40,6 +40,8 @@ def run(args):
     from .model import PN2V
     from .noise_models import HistogramNoiseModel
 
+    if args.shape < 64 or args.n_train < 1:
+        sys.exit("pn2v-demo: --shape must be at least 64 and --n-train at least 1")
     outdir = _prepare_outdir(Path(args.outdir), args.overwrite)
     started = time.time()
     data = make_synthetic_data(seed=args.seed, shape=(args.shape, args.shape), n_train=args.n_train)
@@ -48,7 +50,8 @@ def run(args):
           f"calibrated signals {noise_model.signal_range[0]:.1f}..{noise_model.signal_range[1]:.1f}")
 
     X, X_val = _split_for_validation(data.train)
-    common = dict(unet_n_depth=3, unet_n_first=args.n_first, n2v_patch_shape=(64, 64),
+    patch = min(64, min(X_val.shape[1:]) // 4 * 4)
+    common = dict(unet_n_depth=3, unet_n_first=args.n_first, n2v_patch_shape=(patch, patch),
                   train_batch_size=args.batch_size, train_epochs=args.epochs,
                   train_steps_per_epoch=args.steps, train_learning_rate=args.learning_rate, seed=args.seed,
                   train_reduce_lr={"factor": 0.5, "patience": 3})

@@ -15,7 +15,7 @@ from csbdeep.internals.predict import tile_iterator
 ESTIMATORS = ("mmse", "prior_mean", "posterior")
 
 #: Default bound on tile pixels x K of the largest temporary tensor (float32 elements).
-DEFAULT_MAX_TILE_ELEMENTS = 2 ** 25
+DEFAULT_MAX_TILE_ELEMENTS = 2 ** 26
 
 
 def mmse(observation, samples, noise_model):
@@ -107,18 +107,23 @@ class TilePredictor:
         return out if batched else out[0]
 
 
-def auto_n_tiles(shape, n_outputs, max_elements=DEFAULT_MAX_TILE_ELEMENTS):
-    """Fewest tiles (ny, nx) so that a tile's pixels x ``n_outputs`` stay below ``max_elements``."""
+def auto_n_tiles(shape, n_outputs, max_elements=DEFAULT_MAX_TILE_ELEMENTS, context=0):
+    """Fewest tiles (ny, nx) so that a tile, with ``context`` pixels on each side, times
+    ``n_outputs`` stays below ``max_elements`` (as far as tiles can shrink)."""
     n_tiles = [1, 1]
-    while np.prod(shape) / np.prod(n_tiles) * n_outputs > max_elements:
+
+    def tile_elements():
+        return np.prod([np.ceil(s / n) + 2 * context * (n > 1) for s, n in zip(shape, n_tiles)]) * n_outputs
+
+    while tile_elements() > max_elements:
         axis = int(np.argmax([s / n for s, n in zip(shape, n_tiles)]))
-        n_tiles[axis] *= 2
-        if all(n >= s for n, s in zip(n_tiles, shape)):
+        if n_tiles[axis] * 2 > shape[axis] / max(context, 1):
             break
+        n_tiles[axis] *= 2
     return tuple(n_tiles)
 
 
-def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1):
+def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1, first_index=0):
     """Apply ``predict_tile`` to overlapping tiles of a 2-D image and stitch the results.
 
     Parameters
@@ -135,6 +140,8 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
         Context (pixels) each tile gets beyond the part of it that is kept.
     n_channels_out : int
         C.
+    first_index : int
+        Index passed with the first tile (tiles are numbered on from it).
 
     Returns
     -------
@@ -145,7 +152,7 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
     padded = np.pad(image, padding, mode="reflect" if max(max(p) for p in padding) < min(shape) else "symmetric")
     n_tiles = tuple(int(n) for n in n_tiles)
     if n_tiles == (1, 1):
-        result = predict_tile(padded, 0)
+        result = predict_tile(padded, first_index)
     else:
         result = np.empty(padded.shape + (n_channels_out,), dtype=np.float32)
         n_overlap = int(np.ceil(overlap / block))
@@ -154,5 +161,5 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="invalid value .* for 'n_tiles'")
             for index, (tile, crop, target) in enumerate(tiles):
-                result[target] = predict_tile(tile, index)[crop]
+                result[target] = predict_tile(tile, first_index + index)[crop]
     return result[: shape[0], : shape[1]]

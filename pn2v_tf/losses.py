@@ -4,16 +4,14 @@ Targets and predictions are in raw intensity units. For the masked objectives bo
 masked pixels, (B, M, 1) and (B, M, K), so every pixel a loss sees is a masked one.
 """
 
-import math
-
 import keras
 from keras import ops
 
 
 def pn2v_negative_log_likelihood(log_likelihoods):
     """``-log( mean_k p(x|s_k) )`` from ``log p(x|s_k)`` along the last axis, computed in log space."""
-    n_samples = ops.shape(log_likelihoods)[-1]
-    return math.log(n_samples) - ops.logsumexp(log_likelihoods, axis=-1)
+    n_samples = ops.cast(ops.shape(log_likelihoods)[-1], log_likelihoods.dtype)
+    return ops.log(n_samples) - ops.logsumexp(log_likelihoods, axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")

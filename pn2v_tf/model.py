@@ -18,6 +18,8 @@ from .nets import block_size, build_networks, receptive_radius
 from .noise_models import NoiseModel, load_noise_model
 
 NOISE_MODEL_FILE = "noise_model.npz"
+_NEEDS_NOISE_MODEL = ("mode 'pn2v' needs a noise model: pass noise_model=... "
+                      "(e.g. HistogramNoiseModel.from_calibration_stack(stack))")
 
 
 class PN2V(BaseModel):
@@ -54,6 +56,9 @@ class PN2V(BaseModel):
             noise_model = load_noise_model(noise_model)
         if noise_model is not None and not isinstance(noise_model, NoiseModel):
             raise ValueError(f"noise_model must be a pn2v_tf noise model or a path to one, got {type(noise_model).__name__}")
+        if config is not None and getattr(config, "mode", None) == "pn2v" and noise_model is None:
+            raise ValueError(_NEEDS_NOISE_MODEL)
+        self._loading = config is None
         self.noise_model = noise_model
         super().__init__(config, name=name, basedir=basedir)
 
@@ -75,11 +80,11 @@ class PN2V(BaseModel):
         if self.noise_model is not None:
             if stored is not None:
                 self.noise_model.save(stored, overwrite=True)
-        elif stored is not None and stored.exists():
+        elif self._loading and stored is not None and stored.exists():
             self.noise_model = load_noise_model(stored)
         if self.config.mode == "pn2v" and self.noise_model is None:
-            raise ValueError("mode 'pn2v' needs a noise model: pass noise_model=... "
-                             "(e.g. HistogramNoiseModel.from_calibration_stack(stack))")
+            raise ValueError(_NEEDS_NOISE_MODEL if not self._loading else
+                             f"the model in {self.logdir} has mode 'pn2v' but no {NOISE_MODEL_FILE}")
 
     @property
     def _training_model(self):
@@ -237,6 +242,8 @@ class PN2V(BaseModel):
         """
         if self.config.mode != "pn2v":
             raise ValueError(f"posterior samples need a mode 'pn2v' model, this one is {self.config.mode!r}")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+            raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
         predictor = self._tile_predictor("posterior", n_posterior=n_samples, seed=seed)
         return np.moveaxis(self._predict_with(predictor, img, axes, n_tiles), -1, 0)
 
@@ -257,14 +264,19 @@ class PN2V(BaseModel):
         block = block_size(cfg.unet_n_depth)
         overlap = receptive_radius(cfg.unet_n_depth, cfg.unet_kern_size)
         results = []
-        for image in images:
-            tiles = n_tiles or auto_n_tiles(image.shape, max(cfg.n_outputs, 1), DEFAULT_MAX_TILE_ELEMENTS)
+        for image_index, image in enumerate(images):
+            context = int(np.ceil(overlap / block)) * block
+            tiles = n_tiles or auto_n_tiles(image.shape, cfg.n_outputs, DEFAULT_MAX_TILE_ELEMENTS, context)
             _check_n_tiles(tiles)
-            results.append(predict_tiled(predictor, image, tiles, block, overlap, predictor.n_channels_out))
+            results.append(predict_tiled(predictor, image, tiles, block, overlap, predictor.n_channels_out,
+                                         first_index=image_index * _MAX_TILES_PER_IMAGE))
         return restore(np.stack(results))
 
     def _repr_extra(self):
         return f"├─ Noise model: {self.noise_model.kind if self.noise_model is not None else None}\n"
+
+
+_MAX_TILES_PER_IMAGE = 2 ** 16  # tile indices (posterior seeds) of different images never meet
 
 
 class _SaveWeights(keras.callbacks.Callback):

@@ -7,6 +7,7 @@ non-trainable weights and its constructor arguments are its config.
 
 import os
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -58,7 +59,8 @@ class NoiseModel(keras.layers.Layer):
 
     def likelihood(self, observation, signal):
         """``p(x|s)``; see :meth:`log_likelihood`."""
-        return np.exp(self.log_likelihood(observation, signal))
+        log_p = self.log_likelihood(observation, signal)
+        return np.exp(log_p) if isinstance(log_p, np.ndarray) else keras.ops.exp(log_p)
 
     def _log_likelihood(self, observation, signal):
         raise NotImplementedError
@@ -74,7 +76,9 @@ class NoiseModel(keras.layers.Layer):
         return self.value_range
 
     def check_range(self, values, name="data"):
-        """Warn once per ``name`` if ``values`` leave the range the model describes."""
+        """Warn once per ``name`` if ``values`` leave the range the model describes; reject NaN."""
+        if np.isnan(values).any():
+            raise ValueError(f"{name} contains NaN values")
         low, high = self.signal_range if name == "signal" else self.value_range
         vmin, vmax = float(np.min(values)), float(np.max(values))
         if (vmin < low or vmax > high) and name not in self._warned:
@@ -102,12 +106,15 @@ class NoiseModel(keras.layers.Layer):
         try:
             with np.load(os.fspath(path), allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"cannot read noise model file {path}: {error}") from None
         kind = str(arrays.pop("kind", ""))
         if kind not in _KINDS:
             raise ValueError(f"{path} is not a noise model file (kind {kind!r}; known: {sorted(_KINDS)})")
-        return _KINDS[kind]._from_arrays(arrays)
+        try:
+            return _KINDS[kind]._from_arrays(arrays)
+        except KeyError as missing:
+            raise ValueError(f"noise model file {path} lacks the array {missing}") from None
 
     def _arrays(self):
         raise NotImplementedError
