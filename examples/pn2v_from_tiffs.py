@@ -30,7 +30,7 @@ def write_example_data(folder, seed=0):
         if path.exists():
             raise SystemExit(f"{path} exists; not overwriting it")
     for key, array in (("calibration", data.calibration), ("noisy", data.train), ("image", data.test)):
-        tifffile.imwrite(files[key], array)
+        tifffile.imwrite(files[key], array, photometric="minisblack")
     return files
 
 

@@ -107,6 +107,11 @@ class TilePredictor:
         return out if batched else out[0]
 
 
+def tile_context(overlap, block):
+    """Context (pixels) a tile gets on each side: ``overlap`` rounded up to whole blocks."""
+    return -(-int(overlap) // block) * block
+
+
 def auto_n_tiles(shape, n_outputs, max_elements=DEFAULT_MAX_TILE_ELEMENTS, context=0):
     """Fewest tiles (ny, nx) so that a tile, with ``context`` pixels on each side, times
     ``n_outputs`` stays below ``max_elements`` (as far as tiles can shrink)."""
@@ -155,7 +160,7 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
         result = predict_tile(padded, first_index)
     else:
         result = np.empty(padded.shape + (n_channels_out,), dtype=np.float32)
-        n_overlap = int(np.ceil(overlap / block))
+        n_overlap = tile_context(overlap, block) // block
         tiles = tile_iterator(padded, n_tiles=n_tiles, block_sizes=(block, block),
                               n_block_overlaps=(n_overlap, n_overlap))
         with warnings.catch_warnings():

@@ -7,6 +7,8 @@ masked pixels, (B, M, 1) and (B, M, K), so every pixel a loss sees is a masked o
 import keras
 from keras import ops
 
+from .noise_models import NoiseModel
+
 
 def pn2v_negative_log_likelihood(log_likelihoods):
     """``-log( mean_k p(x|s_k) )`` from ``log p(x|s_k)`` along the last axis, computed in log space."""
@@ -20,15 +22,15 @@ class PN2VLoss(keras.losses.Loss):
 
     Parameters
     ----------
-    noise_model : pn2v_tf.noise_models.NoiseModel
-        p(x|s) in raw units. Its arrays are weights of the model it belongs to; the config of this
-        loss carries only the noise model's constructor arguments.
+    noise_model : pn2v_tf.noise_models.NoiseModel or dict
+        p(x|s) in raw units, or its :meth:`~pn2v_tf.noise_models.NoiseModel.to_dict` form (the
+        config of this loss carries the whole noise model, arrays included).
     """
 
     def __init__(self, noise_model, name="pn2v_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if isinstance(noise_model, dict):
-            noise_model = keras.saving.deserialize_keras_object(noise_model)
+            noise_model = NoiseModel.from_dict(noise_model)
         self.noise_model = noise_model
 
     def call(self, y_true, y_pred):
@@ -36,7 +38,7 @@ class PN2VLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config["noise_model"] = keras.saving.serialize_keras_object(self.noise_model)
+        config["noise_model"] = self.noise_model.to_dict()
         return config
 
 

@@ -12,7 +12,7 @@ from csbdeep.utils import axes_check_and_normalize
 
 from .config import PN2VConfig
 from .data import MaskedPatches, SupervisedPatches
-from .inference import DEFAULT_MAX_TILE_ELEMENTS, TilePredictor, auto_n_tiles, predict_tiled
+from .inference import DEFAULT_MAX_TILE_ELEMENTS, TilePredictor, auto_n_tiles, predict_tiled, tile_context
 from .losses import PN2VLoss, ScaledMSE
 from .nets import block_size, build_networks, receptive_radius
 from .noise_models import NoiseModel, load_noise_model
@@ -59,8 +59,24 @@ class PN2V(BaseModel):
         if config is not None and getattr(config, "mode", None) == "pn2v" and noise_model is None:
             raise ValueError(_NEEDS_NOISE_MODEL)
         self._loading = config is None
-        self.noise_model = noise_model
+        self._tile_predictors = {}
+        self._noise_model = noise_model
+        if config is not None and basedir is not None and name is not None and overwrite:
+            _remove_model_files(Path(basedir) / name)
         super().__init__(config, name=name, basedir=basedir)
+
+    @property
+    def noise_model(self):
+        """The noise model p(x|s) used by the loss and the MMSE (``None`` for modes 'n2v', 'care')."""
+        return self._noise_model
+
+    @noise_model.setter
+    def noise_model(self, noise_model):
+        if noise_model is not None and not isinstance(noise_model, NoiseModel):
+            raise ValueError(f"noise_model must be a pn2v_tf noise model, got {type(noise_model).__name__}")
+        self._noise_model = noise_model
+        self._tile_predictors = {}
+        self._model_prepared = False
 
     @property
     def _config_class(self):
@@ -76,12 +92,17 @@ class PN2V(BaseModel):
         return prediction
 
     def _attach_noise_model(self):
+        """Save the given noise model with a new model; load the stored one with a loaded model."""
         stored = None if self.basedir is None else self.logdir / NOISE_MODEL_FILE
-        if self.noise_model is not None:
-            if stored is not None:
-                self.noise_model.save(stored, overwrite=True)
-        elif self._loading and stored is not None and stored.exists():
-            self.noise_model = load_noise_model(stored)
+        if stored is None:
+            pass
+        elif not self._loading and self._noise_model is not None:
+            self._noise_model.save(stored)
+        elif self._loading and self._noise_model is not None:
+            warnings.warn(f"using the given noise model instead of the one stored in {self.logdir} "
+                          "(the stored file is left as it is)")
+        elif self._loading and stored.exists():
+            self._noise_model = load_noise_model(stored)
         if self.config.mode == "pn2v" and self.noise_model is None:
             raise ValueError(_NEEDS_NOISE_MODEL if not self._loading else
                              f"the model in {self.logdir} has mode 'pn2v' but no {NOISE_MODEL_FILE}")
@@ -143,6 +164,12 @@ class PN2V(BaseModel):
         Returns
         -------
         keras.callbacks.History
+
+        Notes
+        -----
+        As in CSBDeep, ``weights_best.h5`` keeps the lowest validation loss this model object has
+        seen, also across several ``train`` calls, and those weights are loaded after training;
+        ``weights_last.h5`` holds the weights of the last epoch.
         """
         cfg = self.config
         X, validation_X = _check_images(X, "X"), _check_images(validation_X, "validation_X")
@@ -156,6 +183,7 @@ class PN2V(BaseModel):
             raise ValueError(f"mode {cfg.mode!r} trains on noisy images only; Y is for mode 'care'")
         if self.noise_model is not None and cfg.mode == "pn2v":
             self.noise_model.check_range(X, "training data")
+            self.noise_model.check_range(validation_X, "validation data")
         epochs = cfg.train_epochs if epochs is None else epochs
         steps_per_epoch = cfg.train_steps_per_epoch if steps_per_epoch is None else steps_per_epoch
         train_data, validation_data = self._datasets(X, validation_X, Y, validation_Y, steps_per_epoch)
@@ -163,11 +191,24 @@ class PN2V(BaseModel):
             self.prepare_for_training()
         history = self._training_model.fit(train_data, validation_data=validation_data, epochs=epochs,
                                            callbacks=self.callbacks, verbose=1)
-        if np.isnan(history.history.get("loss", [0])[-1]):
-            raise FloatingPointError("training stopped: the loss became NaN; the weights of the last "
-                                     "finite epoch are kept (lower train_learning_rate?)")
+        if not _all_weights_finite(self.keras_model) or not np.isfinite(history.history["loss"][-1]):
+            self._training_diverged()
         self._training_finished()
         return history
+
+    def _training_diverged(self):
+        """Restore the best saved weights (if any) and stop with a clear message."""
+        best = None if self.basedir is None or self.config.train_checkpoint is None else \
+            self.logdir / self.config.train_checkpoint
+        if best is not None and best.exists():
+            self.load_weights(self.config.train_checkpoint)
+            kept = f"the best weights so far ({best}) are loaded"
+        else:
+            kept = "no finite weights were saved, so this model is unusable"
+        if self.basedir is not None and self.config.train_checkpoint_epoch is not None:
+            (self.logdir / self.config.train_checkpoint_epoch).unlink(missing_ok=True)
+        raise FloatingPointError(f"training diverged: the loss became NaN or infinite; {kept}. "
+                                 "Try a lower train_learning_rate.")
 
     def _datasets(self, X, validation_X, Y, validation_Y, steps_per_epoch):
         cfg = self.config
@@ -234,6 +275,7 @@ class PN2V(BaseModel):
         """Draw samples of the clean image from the posterior p(s|x), for uncertainty.
 
         Each pixel's K prior samples are resampled with weights p(x|s_k) (mode 'pn2v' only).
+        ``seed`` (int, or ``None`` for a random one) makes the draws reproducible.
 
         Returns
         -------
@@ -244,17 +286,21 @@ class PN2V(BaseModel):
             raise ValueError(f"posterior samples need a mode 'pn2v' model, this one is {self.config.mode!r}")
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2 ** 31))
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 31:
+            raise ValueError(f"seed must be an integer in [0, 2**31) or None, got {seed!r}")
         predictor = self._tile_predictor("posterior", n_posterior=n_samples, seed=seed)
         return np.moveaxis(self._predict_with(predictor, img, axes, n_tiles), -1, 0)
 
     def _tile_predictor(self, estimator, n_posterior=1, seed=0):
         """One traced (and XLA-compiled) predictor per estimator, reused across calls."""
-        cache = self.__dict__.setdefault("_tile_predictors", {})
         key = (estimator, int(n_posterior))
-        if key not in cache:
-            cache[key] = TilePredictor(self.keras_model, self.noise_model, estimator, n_posterior=n_posterior)
-        cache[key].seed = int(seed)
-        return cache[key]
+        if key not in self._tile_predictors:
+            self._tile_predictors[key] = TilePredictor(self.keras_model, self.noise_model, estimator,
+                                                       n_posterior=n_posterior)
+        self._tile_predictors[key].seed = seed
+        return self._tile_predictors[key]
 
     def _predict_with(self, predictor, img, axes, n_tiles):
         images, restore = _images_from_axes(img, axes)
@@ -265,8 +311,8 @@ class PN2V(BaseModel):
         overlap = receptive_radius(cfg.unet_n_depth, cfg.unet_kern_size)
         results = []
         for image_index, image in enumerate(images):
-            context = int(np.ceil(overlap / block)) * block
-            tiles = n_tiles or auto_n_tiles(image.shape, cfg.n_outputs, DEFAULT_MAX_TILE_ELEMENTS, context)
+            tiles = n_tiles or auto_n_tiles(image.shape, cfg.n_outputs, DEFAULT_MAX_TILE_ELEMENTS,
+                                            tile_context(overlap, block))
             _check_n_tiles(tiles)
             results.append(predict_tiled(predictor, image, tiles, block, overlap, predictor.n_channels_out,
                                          first_index=image_index * _MAX_TILES_PER_IMAGE))
@@ -295,6 +341,17 @@ class _SaveWeights(keras.callbacks.Callback):
             return
         self.best = min(self.best, value)
         _save_atomically(self.save, self.path)
+
+
+def _remove_model_files(logdir):
+    """Before a model is replaced (``overwrite=True``): its weights and noise model go."""
+    for pattern in ("weights_*.h5", "weights_*.h5.tmp", NOISE_MODEL_FILE):
+        for path in logdir.glob(pattern):
+            path.unlink()
+
+
+def _all_weights_finite(model):
+    return all(np.all(np.isfinite(keras.ops.convert_to_numpy(w))) for w in model.weights)
 
 
 def _save_atomically(save, path):
@@ -331,7 +388,7 @@ def _check_same_shape(a, b, name_a, name_b):
 
 
 def _check_n_tiles(n_tiles):
-    if len(n_tiles) != 2 or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in n_tiles):
+    if not isinstance(n_tiles, (tuple, list)) or len(n_tiles) != 2 or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in n_tiles):
         raise ValueError(f"n_tiles must be two positive integers (Y, X), got {n_tiles!r}")
 
 

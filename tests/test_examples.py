@@ -32,7 +32,7 @@ def test_tiff_workflow_writes_a_denoised_image_of_the_input_shape(example, tmp_p
 
 def test_example_never_overwrites_existing_files(example, tmp_path):
     existing = tmp_path / "noisy_image.tif"
-    tifffile.imwrite(existing, np.zeros((2, 4, 4), np.float32))
+    tifffile.imwrite(existing, np.zeros((4, 4), np.float32))
     with pytest.raises(SystemExit, match="not overwriting"):
         example.write_example_data(tmp_path)
     np.testing.assert_array_equal(tifffile.imread(existing), 0)

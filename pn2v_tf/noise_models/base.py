@@ -100,6 +100,19 @@ class NoiseModel(keras.layers.Layer):
         os.replace(tmp, path)
         return path
 
+    def to_dict(self):
+        """The whole model as JSON-compatible data (kind and arrays as nested lists)."""
+        return {"kind": self.kind, **{key: np.asarray(value).tolist() for key, value in self._arrays().items()}}
+
+    @staticmethod
+    def from_dict(data):
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        kind = data.pop("kind", None)
+        if kind not in _KINDS:
+            raise ValueError(f"unknown noise model kind {kind!r} (known: {sorted(_KINDS)})")
+        return _KINDS[kind]._from_arrays({key: np.asarray(value) for key, value in data.items()})
+
     @staticmethod
     def load(path):
         """Read a noise model written by :meth:`save`, whatever its kind."""
