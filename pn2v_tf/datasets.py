@@ -404,7 +404,7 @@ def _signal(photons, camera):
 
 
 def make_synthetic_data(seed=0, shape=(256, 256), n_train=4, calibration_shape=(128, 128),
-                        calibration_frames=100, camera=None):
+                        calibration_frames=100, camera=None, max_photons=DEFAULT_MAX_PHOTONS):
     """Generate a complete synthetic PN2V data set, deterministic given ``seed``.
 
     Independent random streams are derived from ``seed`` for the test image, each training image
@@ -425,11 +425,15 @@ def make_synthetic_data(seed=0, shape=(256, 256), n_train=4, calibration_shape=(
     camera : CameraParams or None
         Camera noise parameters; ``None`` uses ``CameraParams()`` (gain 3, offset 100, read
         noise 6).
+    max_photons : float
+        Photons at the brightest pixel of a scene (the background has 2); more photons, less
+        relative noise. Default: 60.0.
 
     Returns
     -------
     SyntheticData
-        Scenes have 2 to 60 photons per pixel; the calibration scene covers 0 to 72 photons.
+        Scenes span 2 to ``max_photons`` photons per pixel; the calibration scene covers 0 to
+        1.2 ``max_photons``.
     """
     shape = _check_shape(shape, "shape")
     n_train = _check_int(n_train, "n_train", 1)
@@ -443,16 +447,16 @@ def make_synthetic_data(seed=0, shape=(256, 256), n_train=4, calibration_shape=(
     test_seq, train_seq, calibration_seq = np.random.SeedSequence(seed).spawn(3)
 
     scene_rng, noise_rng = (np.random.default_rng(s) for s in test_seq.spawn(2))
-    test_photons = synthetic_photons(shape, scene_rng)
+    test_photons = synthetic_photons(shape, scene_rng, max_photons=max_photons)
     test = _observe(test_photons, noise_rng, camera)
 
     train = np.empty((n_train,) + shape, dtype=np.float32)
     for i, image_seq in enumerate(train_seq.spawn(n_train)):
         scene_rng, noise_rng = (np.random.default_rng(s) for s in image_seq.spawn(2))
-        train[i] = _observe(synthetic_photons(shape, scene_rng), noise_rng, camera)
+        train[i] = _observe(synthetic_photons(shape, scene_rng, max_photons=max_photons), noise_rng, camera)
 
     scene_rng, noise_rng = (np.random.default_rng(s) for s in calibration_seq.spawn(2))
-    low, high = (f * DEFAULT_MAX_PHOTONS for f in CALIBRATION_RANGE)
+    low, high = (f * max_photons for f in CALIBRATION_RANGE)
     calibration_photons = _calibration_photons(calibration_shape, scene_rng, low, high)
     frames = np.broadcast_to(calibration_photons, (calibration_frames,) + calibration_shape)
     calibration = _observe(frames, noise_rng, camera)

@@ -19,12 +19,12 @@ def parse_args(argv=None):
     parser.add_argument("--outdir", default="pn2v_demo", help="folder for models, TIFFs, figure and table")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --outdir")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
-    parser.add_argument("--epochs", type=int, default=12, help="training epochs of each model")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs of each model")
     parser.add_argument("--steps", type=int, default=40, help="steps per epoch")
     parser.add_argument("--batch-size", type=int, default=16, help="patches per step")
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate")
     parser.add_argument("--n-samples", type=int, default=800, help="prior samples K of PN2V")
-    parser.add_argument("--n-first", type=int, default=32, help="features of the U-Net's first level")
+    parser.add_argument("--n-first", type=int, default=16, help="features of the U-Net's first level")
     parser.add_argument("--shape", type=int, default=256, help="side of the synthetic images")
     parser.add_argument("--n-train", type=int, default=4, help="number of noisy training images")
     return parser.parse_args(argv)
@@ -32,7 +32,7 @@ def parse_args(argv=None):
 
 def run(args):
     """Run the demo; returns the PSNR table as a dict {row name: dB}."""
-    import numpy as np
+    import keras
 
     from .config import PN2VConfig
     from .datasets import make_synthetic_data
@@ -58,6 +58,7 @@ def run(args):
     results = {}
     for mode in ("n2v", "pn2v"):
         print(f"\n=== training {mode.upper()} ({args.epochs} epochs x {args.steps} steps) ===")
+        keras.utils.set_random_seed(args.seed)  # same initial weights for both, reproducible runs
         config = PN2VConfig(X, mode=mode, n_samples=args.n_samples, **common)
         model = PN2V(config, mode, basedir=str(outdir / "models"), overwrite=args.overwrite,
                      noise_model=noise_model if mode == "pn2v" else None)

@@ -252,3 +252,11 @@ def test_bad_photons_and_scene_arguments_are_rejected():
     with pytest.raises(ValueError, match="n_blobs"):
         synthetic_photons((32, 32), rng, n_blobs=-1)
 
+
+
+def test_max_photons_sets_the_brightest_signal_and_the_calibration_range():
+    data = make_synthetic_data(seed=2, shape=(64, 64), n_train=1, calibration_shape=(32, 32),
+                               calibration_frames=2, max_photons=300.0)
+    camera = data.camera
+    np.testing.assert_allclose(data.test_clean.max(), camera.gain * 300.0 + camera.offset, rtol=1e-5)
+    np.testing.assert_allclose(data.calibration_clean.max(), camera.gain * 360.0 + camera.offset, rtol=1e-5)
