@@ -61,7 +61,7 @@ class PN2V(BaseModel):
         self._loading = config is None
         self._tile_predictors = {}
         self._noise_model = noise_model
-        if config is not None and basedir is not None and name is not None and overwrite:
+        if config is not None and basedir is not None and name is not None and overwrite and config.is_valid():
             _remove_model_files(Path(basedir) / name)
         super().__init__(config, name=name, basedir=basedir)
 
