@@ -61,7 +61,7 @@ class PN2V(BaseModel):
         self._loading = config is None
         self._tile_predictors = {}
         self._noise_model = noise_model
-        if config is not None and basedir is not None and name is not None and overwrite and config.is_valid():
+        if isinstance(config, PN2VConfig) and config.is_valid() and basedir is not None and name is not None and overwrite:
             _remove_model_files(Path(basedir) / name)
         super().__init__(config, name=name, basedir=basedir)
 
