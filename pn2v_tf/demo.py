@@ -27,6 +27,8 @@ def parse_args(argv=None):
     parser.add_argument("--n-first", type=int, default=16, help="features of the U-Net's first level")
     parser.add_argument("--shape", type=int, default=256, help="side of the synthetic images")
     parser.add_argument("--n-train", type=int, default=4, help="number of noisy training images")
+    parser.add_argument("--max-photons", type=float, default=300.0,
+                        help="photons at the brightest pixel (more photons: less relative noise)")
     return parser.parse_args(argv)
 
 
@@ -44,7 +46,8 @@ def run(args):
         sys.exit("pn2v-demo: --shape must be at least 64 and --n-train at least 1")
     outdir = _prepare_outdir(Path(args.outdir), args.overwrite)
     started = time.time()
-    data = make_synthetic_data(seed=args.seed, shape=(args.shape, args.shape), n_train=args.n_train)
+    data = make_synthetic_data(seed=args.seed, shape=(args.shape, args.shape), n_train=args.n_train,
+                               max_photons=args.max_photons)
     noise_model = HistogramNoiseModel.from_calibration_stack(data.calibration, bins=256)
     print(f"noise model: {noise_model.bins} bins over {noise_model.value_range[0]:.1f}..{noise_model.value_range[1]:.1f}, "
           f"calibrated signals {noise_model.signal_range[0]:.1f}..{noise_model.signal_range[1]:.1f}")
@@ -70,8 +73,7 @@ def run(args):
             results["PN2V MMSE"] = model.predict(data.test, axes="YX", estimator="mmse")
 
     images = {"input": data.test, **results}
-    data_range = float(data.test_clean.max() - data.test_clean.min())
-    table = {name: psnr(data.test_clean, image, data_range) for name, image in images.items()}
+    table = {name: psnr(data.test_clean, image) for name, image in images.items()}
     elapsed = time.time() - started
     _write_tiffs(outdir, {"ground_truth": data.test_clean, **images})
     _write_figure(outdir / "comparison.png", data.test_clean, images, table)

@@ -67,7 +67,8 @@ def test_files_are_written(demo_run):
 
 def test_tiffs_hold_the_data_of_the_requested_seed_and_shape(demo_run):
     outdir, _ = demo_run
-    data = make_synthetic_data(seed=SEED, shape=(SHAPE, SHAPE), n_train=N_TRAIN)
+    data = make_synthetic_data(seed=SEED, shape=(SHAPE, SHAPE), n_train=N_TRAIN,
+                               max_photons=demo.parse_args([]).max_photons)
     np.testing.assert_array_equal(tifffile.imread(outdir / "ground_truth.tif"), data.test_clean)
     np.testing.assert_array_equal(tifffile.imread(outdir / "input.tif"), data.test)
     for name in TIFFS.values():
