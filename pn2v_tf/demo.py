@@ -116,6 +116,7 @@ def _write_tiffs(outdir, images):
 
 
 def _write_figure(path, ground_truth, images, table):
+    """Whole images in the top row, a zoomed centre crop below (noise is easier to see there)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,12 +124,15 @@ def _write_figure(path, ground_truth, images, table):
 
     panels = {**images, "ground truth": ground_truth}
     low, high = float(ground_truth.min()), float(ground_truth.max())
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.8), layout="constrained")
-    for ax, (name, image) in zip(axes, panels.items()):
-        ax.imshow(image, cmap="magma", vmin=low, vmax=high)
+    height, width = ground_truth.shape
+    crop = (slice(height * 3 // 8, height * 5 // 8), slice(width * 3 // 8, width * 5 // 8))
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 7.0), layout="constrained")
+    for column, (name, image) in enumerate(panels.items()):
         title = name if name not in table else f"{name}\n{table[name]:.2f} dB"
-        ax.set_title(title, fontsize=10)
-        ax.axis("off")
+        axes[0, column].set_title(title, fontsize=10)
+        for row, view in enumerate((image, image[crop])):
+            axes[row, column].imshow(view, cmap="magma", vmin=low, vmax=high)
+            axes[row, column].axis("off")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
