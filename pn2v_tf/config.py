@@ -5,12 +5,9 @@ import numbers
 import numpy as np
 from csbdeep.models import BaseConfig
 
+from ._checks import is_int as _is_int
+
 MODES = ("pn2v", "n2v", "care")
-
-
-def _is_int(value, low=None):
-    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    return ok and (low is None or value >= low)
 
 
 def _is_number(value, low=None, low_inclusive=True):

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ._checks import is_int as _is_int
+
 __all__ = [
     "CameraParams",
     "SyntheticData",
@@ -72,10 +74,6 @@ CALIBRATION_RANGE = (0.0, 1.2)  # calibration photons, in units of max_photons
 
 # --------------------------------------------------------------------------------------------
 # argument validation
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_real(value):

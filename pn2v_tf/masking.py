@@ -18,14 +18,12 @@ import numbers
 
 import numpy as np
 
+from ._checks import is_int as _is_int
+
 __all__ = ["grid_shape", "n_masked", "stratified_coords", "neighbour_coords", "mask_patches"]
 
 
 # -- validation --------------------------------------------------------------------------------
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
 
 def _check_patch_shape(patch_shape) -> tuple[int, int]:
     """Return ``patch_shape`` as a tuple of two positive ints, or raise ValueError."""

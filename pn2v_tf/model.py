@@ -10,6 +10,7 @@ import numpy as np
 from csbdeep.models import BaseModel
 from csbdeep.utils import axes_check_and_normalize
 
+from ._checks import is_int
 from .config import PN2VConfig
 from .data import MaskedPatches, SupervisedPatches
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, TilePredictor, auto_n_tiles, predict_tiled, tile_context
@@ -284,11 +285,11 @@ class PN2V(BaseModel):
         """
         if self.config.mode != "pn2v":
             raise ValueError(f"posterior samples need a mode 'pn2v' model, this one is {self.config.mode!r}")
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        if not is_int(n_samples, 1):
             raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
         if seed is None:
             seed = int(np.random.default_rng().integers(2 ** 31))
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 31:
+        if not is_int(seed, 0) or seed >= 2 ** 31:
             raise ValueError(f"seed must be an integer in [0, 2**31) or None, got {seed!r}")
         predictor = self._tile_predictor("posterior", n_posterior=n_samples, seed=seed)
         return np.moveaxis(self._predict_with(predictor, img, axes, n_tiles), -1, 0)
@@ -388,7 +389,7 @@ def _check_same_shape(a, b, name_a, name_b):
 
 
 def _check_n_tiles(n_tiles):
-    if not isinstance(n_tiles, (tuple, list)) or len(n_tiles) != 2 or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in n_tiles):
+    if not isinstance(n_tiles, (tuple, list)) or len(n_tiles) != 2 or not all(is_int(n, 1) for n in n_tiles):
         raise ValueError(f"n_tiles must be two positive integers (Y, X), got {n_tiles!r}")
 
 

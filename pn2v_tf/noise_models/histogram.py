@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from .._checks import is_int
 from .base import NoiseModel, register_kind
 
 #: Floor of a bin probability, so that empty histogram cells give a finite log-likelihood.
@@ -156,7 +157,7 @@ class HistogramNoiseModel(NoiseModel):
 
 
 def _check_bins_and_range(bins, value_range):
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
+    if not is_int(bins, 2):
         raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
     low, high = (float(v) for v in value_range)
     if not (np.isfinite(low) and np.isfinite(high) and high > low):
