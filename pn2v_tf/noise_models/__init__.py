@@ -2,5 +2,6 @@
 
 from .base import NoiseModel, load_noise_model
 from .histogram import HistogramNoiseModel
+from .plots import plot_fit_summary, plot_noise_model
 
-__all__ = ["NoiseModel", "HistogramNoiseModel", "load_noise_model"]
+__all__ = ["NoiseModel", "HistogramNoiseModel", "load_noise_model", "plot_noise_model", "plot_fit_summary"]

@@ -136,6 +136,14 @@ class NoiseModel(keras.layers.Layer):
     def _from_arrays(cls, arrays):
         raise NotImplementedError
 
+    # -- inspection --------------------------------------------------------------------------
+    def plot(self, path, signal=None, observation=None, **kwargs):
+        """Write a PNG of p(x|s), against the (signal, observation) pairs if given; see
+        :func:`pn2v_tf.noise_models.plots.plot_noise_model` for the options and the return value."""
+        from .plots import plot_noise_model
+
+        return plot_noise_model(self, path, signal=signal, observation=observation, **kwargs)
+
 
 def load_noise_model(path):
     """Read a noise model file of any kind (see :meth:`NoiseModel.save`)."""
