@@ -11,7 +11,7 @@ from scipy.special import gammaln, logsumexp
 
 from pn2v_tf.datasets import camera_noise, make_synthetic_data
 from pn2v_tf.noise_models import HistogramNoiseModel, plot_fit_summary, plot_noise_model
-from pn2v_tf.noise_models.plots import flatten_pairs
+from pn2v_tf.noise_models.pairs import flatten_pairs
 
 RANGE_WARNING = "ignore:.*exceed the noise model's range:UserWarning"
 HELD_OUT_FRAMES = 4

@@ -27,11 +27,13 @@ def register_kind(kind):
 class NoiseModel(keras.layers.Layer):
     """Base class of noise models p(x|s) as Keras layers.
 
-    Subclasses implement :meth:`_log_likelihood` with ``keras.ops``, :attr:`signal_range`,
-    :attr:`value_range`, :meth:`_arrays` (what ``save`` writes) and :meth:`_from_arrays`.
+    Subclasses implement :meth:`_log_likelihood` with ``keras.ops``, set ``_value_range`` and
+    ``_signal_range``, and implement :meth:`_arrays` (what ``save`` writes) and :meth:`_from_arrays`.
     """
 
     kind = None
+    #: What happens to values outside the range; the out-of-range warning says it.
+    _out_of_range_note = "they are clamped to it"
 
     def __init__(self, **kwargs):
         kwargs.setdefault("trainable", False)
@@ -67,13 +69,13 @@ class NoiseModel(keras.layers.Layer):
 
     @property
     def value_range(self):
-        """(low, high) of observations the model describes; outside it they are clamped."""
-        raise NotImplementedError
+        """(low, high) of observations the model describes (subclasses set ``_value_range``)."""
+        return self._value_range
 
     @property
     def signal_range(self):
-        """(low, high) of signals the model was calibrated for; outside it they are clamped."""
-        return self.value_range
+        """(low, high) of signals the model was calibrated for (subclasses set ``_signal_range``)."""
+        return self._signal_range
 
     def check_range(self, values, name="data"):
         """Warn once per ``name`` if ``values`` leave the range the model describes; reject NaN."""
@@ -81,11 +83,12 @@ class NoiseModel(keras.layers.Layer):
             raise ValueError(f"{name} contains NaN values")
         low, high = self.signal_range if name == "signal" else self.value_range
         vmin, vmax = float(np.min(values)), float(np.max(values))
-        if (vmin < low or vmax > high) and name not in self._warned:
+        slack = 1e-6 * (high - low) if np.isfinite(high - low) else 0.0  # float32 rounding of the edges
+        if (vmin < low - slack or vmax > high + slack) and name not in self._warned:
             self._warned.add(name)
             warnings.warn(
                 f"{name} values [{vmin:g}, {vmax:g}] exceed the noise model's range "
-                f"[{low:g}, {high:g}]; they are clamped to it", stacklevel=3)
+                f"[{low:g}, {high:g}]; {self._out_of_range_note}", stacklevel=3)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path, overwrite=False):

@@ -18,6 +18,7 @@ from keras import ops
 
 from .._checks import is_int
 from .base import NoiseModel, register_kind
+from .pairs import flatten_pairs
 
 #: Floor of a bin probability, so that empty histogram cells give a finite log-likelihood.
 MIN_PROBABILITY = 1e-10
@@ -71,14 +72,11 @@ class HistogramNoiseModel(NoiseModel):
         value_range : tuple of float or None
             (low, high) of the histogram; default: min and max over signal and observation.
         """
-        signal, observation = _check_pairs(signal, observation)
+        signal, observation = flatten_pairs(signal, observation)
         if value_range is None:
             value_range = (min(signal.min(), observation.min()), max(signal.max(), observation.max()))
         bins, value_range = _check_bins_and_range(bins, value_range)
-        repeats = observation.shape[0] // signal.shape[0]
-        signal = np.repeat(signal, repeats, axis=0)
-        counts, _, _ = np.histogram2d(
-            signal.ravel(), observation.ravel(), bins=bins, range=(value_range, value_range))
+        counts, _, _ = np.histogram2d(signal, observation, bins=bins, range=(value_range, value_range))
         return cls.from_counts(counts, value_range)
 
     @classmethod
@@ -108,14 +106,6 @@ class HistogramNoiseModel(NoiseModel):
         return model
 
     # -- likelihood --------------------------------------------------------------------------
-    @property
-    def value_range(self):
-        return self._value_range
-
-    @property
-    def signal_range(self):
-        return self._signal_range
-
     @property
     def bin_width(self):
         return (self._value_range[1] - self._value_range[0]) / self.bins
@@ -163,25 +153,6 @@ def _check_bins_and_range(bins, value_range):
     if not (np.isfinite(low) and np.isfinite(high) and high > low):
         raise ValueError(f"value_range must be finite with low < high, got {tuple(value_range)}")
     return int(bins), (low, high)
-
-
-def _check_pairs(signal, observation):
-    signal = np.asarray(signal, dtype=np.float64)
-    observation = np.asarray(observation, dtype=np.float64)
-    if signal.size == 0 or observation.size == 0:
-        raise ValueError("signal and observation must not be empty")
-    if signal.shape[1:] != observation.shape[1:]:
-        if signal.shape == observation.shape[1:]:
-            signal = signal[np.newaxis]
-        else:
-            raise ValueError(f"signal {signal.shape} and observation {observation.shape} images differ in shape")
-    if observation.shape[0] % signal.shape[0] != 0:
-        raise ValueError(f"{observation.shape[0]} observations cannot be split evenly among "
-                         f"{signal.shape[0]} signal images")
-    for name, array in (("signal", signal), ("observation", observation)):
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"{name} contains NaN or inf values")
-    return signal, observation
 
 
 def _fill_empty_rows(probabilities, filled):

@@ -19,25 +19,13 @@ import numpy as np
 
 from .._checks import is_int
 from .base import NoiseModel
-from .histogram import _check_pairs
+from .pairs import flatten_pairs
 
 #: Default half-width of the signal band around each slice, as a fraction of the signal range.
 WINDOW_FRACTION = 0.01
 #: Lowest colour of the p(x|s) image, relative to its maximum (log scale).
 DYNAMIC_RANGE = 1e-6
 DPI = 100
-
-
-def flatten_pairs(signal, observation):
-    """(signal, observation) pairs as two 1-D float64 arrays of equal length.
-
-    As in :meth:`HistogramNoiseModel.from_pairs`, ``observation`` may hold n times as many images
-    as ``signal``: observation image ``j`` pairs with signal image ``j // n``; one signal image
-    may also come without the leading axis.
-    """
-    signal, observation = _check_pairs(signal, observation)
-    repeats = observation.shape[0] // signal.shape[0]
-    return np.repeat(signal, repeats, axis=0).ravel(), observation.ravel()
 
 
 def plot_noise_model(noise_model, path, signal=None, observation=None, n_slices=4, bins=256,
