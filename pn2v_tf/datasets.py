@@ -52,6 +52,7 @@ from ._checks import is_int as _is_int
 __all__ = [
     "CameraParams",
     "SyntheticData",
+    "camera_log_likelihood",
     "camera_noise",
     "expected_observation",
     "make_synthetic_data",
@@ -206,6 +207,40 @@ def camera_noise(photons, rng, gain=DEFAULT_GAIN, offset=DEFAULT_OFFSET,
     detected = rng.poisson(photons)
     read = rng.normal(0.0, read_noise, size=photons.shape)
     return (gain * detected + offset + read).astype(np.float32)
+
+
+def camera_log_likelihood(observation, photons, camera=None):
+    """Exact ``log p(x | photons)`` of :func:`camera_noise`: the true noise model of the synthetic data.
+
+    ``p(x | photons) = sum_k Poisson(k; photons) N(x; gain k + offset, read_noise)``, summed over
+    every count k with non-negligible probability. A reference for fitted noise models.
+
+    Parameters
+    ----------
+    observation, photons : array_like
+        Broadcastable observations (camera units) and expected photon counts (>= 0).
+    camera : CameraParams or None
+        Default: ``CameraParams()``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, the broadcast shape.
+    """
+    from scipy import special
+
+    camera = CameraParams() if camera is None else camera
+    if camera.read_noise <= 0:
+        raise ValueError("the likelihood of a camera without read noise is not a density")
+    observation, photons = np.broadcast_arrays(np.asarray(observation, dtype=np.float64), _check_photons(photons))
+    photons = photons.astype(np.float64)
+    top = float(photons.max(initial=0.0))
+    counts = np.arange(int(top + 12 * np.sqrt(top) + 20))
+    flat_x, flat_p = observation.reshape(-1, 1), photons.reshape(-1, 1)
+    log_poisson = special.xlogy(counts, flat_p) - flat_p - special.gammaln(counts + 1)
+    residual = (flat_x - camera.gain * counts - camera.offset) / camera.read_noise
+    log_terms = log_poisson - 0.5 * residual ** 2 - np.log(camera.read_noise * np.sqrt(2 * np.pi))
+    return special.logsumexp(log_terms, axis=1).reshape(observation.shape)
 
 
 # --------------------------------------------------------------------------------------------

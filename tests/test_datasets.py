@@ -7,6 +7,7 @@ import pytest
 from pn2v_tf.datasets import (
     CameraParams,
     SyntheticData,
+    camera_log_likelihood,
     camera_noise,
     expected_observation,
     make_synthetic_data,
@@ -136,6 +137,31 @@ def test_camera_noise_mean_and_variance_match_closed_form(photons):
     variance = gain**2 * photons + read_noise**2
     assert abs(noisy.mean(dtype=np.float64) - mean) < 5 * np.sqrt(variance / n)
     assert noisy.var(dtype=np.float64) == pytest.approx(variance, rel=0.03)
+
+
+@pytest.mark.parametrize("photons", [0.0, 0.7, 5.0, 60.0])
+def test_camera_log_likelihood_is_a_density_with_the_camera_moments(photons):
+    camera = CameraParams(gain=3.0, offset=100.0, read_noise=6.0)
+    x = np.linspace(40.0, 500.0, 46_001)
+    density = np.exp(camera_log_likelihood(x, photons, camera))
+    mean = np.trapezoid(x * density, x)
+    assert np.trapezoid(density, x) == pytest.approx(1.0, abs=1e-6)
+    assert mean == pytest.approx(3.0 * photons + 100.0, abs=1e-4)
+    assert np.trapezoid((x - mean) ** 2 * density, x) == pytest.approx(9.0 * photons + 36.0, rel=1e-4)
+
+
+def test_camera_log_likelihood_of_one_photon_on_average_by_hand():
+    """photons = 1: p(x) = e^-1 (N(x; 100, 6) + N(x; 103, 6) + N(x; 106, 6) / 2 + ...)."""
+    x = np.array([95.0, 103.0, 130.0])
+    normal = lambda mu: np.exp(-0.5 * ((x - mu) / 6.0) ** 2) / (6.0 * np.sqrt(2 * np.pi))  # noqa: E731
+    expected = np.exp(-1.0) * sum(normal(100.0 + 3.0 * k) / np.prod(np.arange(1, k + 1)) for k in range(30))
+    np.testing.assert_allclose(camera_log_likelihood(x, 1.0), np.log(expected), rtol=1e-10)
+
+
+def test_camera_log_likelihood_broadcasts_and_rejects_a_camera_without_read_noise():
+    assert camera_log_likelihood(np.zeros((3, 1)), np.ones((1, 4))).shape == (3, 4)
+    with pytest.raises(ValueError, match="read noise"):
+        camera_log_likelihood(100.0, 1.0, CameraParams(read_noise=0.0))
 
 
 def test_camera_noise_without_read_noise_is_gain_times_counts():

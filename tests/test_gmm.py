@@ -9,7 +9,7 @@ import tensorflow as tf
 from scipy import stats
 
 from pn2v_tf import PN2V, PN2VConfig
-from pn2v_tf.datasets import camera_noise
+from pn2v_tf.datasets import CameraParams, camera_log_likelihood, camera_noise
 from pn2v_tf.losses import PN2VLoss
 from pn2v_tf.noise_models import GMMNoiseModel, HistogramNoiseModel, NoiseModel, load_noise_model
 from pn2v_tf.noise_models.gmm import _log_normal_cdf
@@ -33,14 +33,6 @@ def _camera_pairs(n, seed, photons_range=(0.0, 300.0)):
     photons = rng.uniform(*photons_range, size=n)
     observation = camera_noise(photons, rng, GAIN, OFFSET, READ).astype(np.float64)
     return GAIN * photons + OFFSET, observation, photons
-
-
-def _true_camera_log_likelihood(observation, photons):
-    """log p(x | photons) = log sum_k Poisson(k; photons) N(x; GAIN k + OFFSET, READ), summed exactly."""
-    k = np.arange(0, int(photons.max() + 12 * np.sqrt(photons.max() + 1) + 20))
-    log_terms = (stats.poisson.logpmf(k[None, :], photons[:, None])
-                 + stats.norm.logpdf(observation[:, None], GAIN * k[None, :] + OFFSET, READ))
-    return np.logaddexp.reduce(log_terms, axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +138,7 @@ def test_gmm_and_histogram_held_out_likelihoods_are_close_to_the_true_camera_mod
     histogram = HistogramNoiseModel.from_pairs(signal, observation, bins=256)
     held_signal, held_observation, held_photons = _camera_pairs(20_000, seed=2, photons_range=(5.0, 295.0))
 
-    true = np.mean(_true_camera_log_likelihood(held_observation, held_photons))
+    true = np.mean(camera_log_likelihood(held_observation, held_photons, CameraParams(GAIN, OFFSET, READ)))
     gmm = np.mean(camera_gmm.log_likelihood(held_observation, held_signal))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # held-out values beyond the histogram's calibrated edges
