@@ -322,6 +322,44 @@ class PN2V(BaseModel):
     def _repr_extra(self):
         return f"├─ Noise model: {self.noise_model.kind if self.noise_model is not None else None}\n"
 
+    # -- export ------------------------------------------------------------------------------
+    def export_SavedModel(self, path, overwrite=False, **kwargs):
+        """Write a TensorFlow SavedModel: raw image in, MMSE image out (see :mod:`pn2v_tf.export`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Folder to create; an existing one raises ``FileExistsError`` unless ``overwrite``.
+        kwargs : dict
+            ``max_tile_elements`` of :func:`pn2v_tf.export.export_saved_model`.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        from .export import export_saved_model
+        return export_saved_model(self, path, overwrite=overwrite, **kwargs)
+
+    def export_bioimageio(self, path, test_input, overwrite=False, **kwargs):
+        """Write a bioimage.io model package (zip) for deepImageJ in Fiji (see :mod:`pn2v_tf.export`).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The zip file; an existing one raises ``FileExistsError`` unless ``overwrite``.
+        test_input : numpy.ndarray
+            A raw noisy image (Y, X) of the kind the model is for (test tensor and cover image).
+        kwargs : dict
+            ``name``, ``description``, ``authors``, ``license``, ``tags``, ``max_tile_elements`` of
+            :func:`pn2v_tf.export.export_bioimageio`.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        from .export import export_bioimageio
+        return export_bioimageio(self, path, test_input, overwrite=overwrite, **kwargs)
+
 
 _MAX_TILES_PER_IMAGE = 2 ** 16  # tile indices (posterior seeds) of different images never meet
 

@@ -1,0 +1,442 @@
+"""Export a trained model: one TensorFlow SavedModel that denoises raw images, and a bioimage.io package.
+
+The SavedModel holds the whole prediction of :meth:`pn2v_tf.PN2V.predict` in one graph: padding to
+the network's block size, normalisation, U-Net, noise model, estimator, cropping. It needs only
+TensorFlow to run (not Keras, not this package). Its signatures, each with input key ``input``
+(float32, shape (batch, Y, X, 1), raw intensities) and output key ``output`` (float32, same shape):
+
+``serving_default`` and ``serve``
+    The MMSE estimate (paper Eq. 10) for mode 'pn2v'; the network's prediction for 'n2v' and 'care'.
+``prior_mean``
+    Mean of the K prior samples (mode 'pn2v' only).
+``samples``
+    The K prior samples themselves, (batch, Y, X, K) (mode 'pn2v' only; not tiled, so its memory is
+    the image times K).
+
+Y and X may be any size from one network block (``2**(unet_n_depth-1)``) up: the graph reflects
+the image to a multiple of the block and crops the result, as ``predict`` does. To bound memory it
+runs the network on strips of rows that overlap by the network's receptive field, each strip's K
+samples (batch x rows x X x K) below ``max_tile_elements`` values, and the estimator on the rows a
+strip keeps; the result equals the untiled one.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tifffile
+
+from ._checks import is_int
+from .inference import DEFAULT_MAX_TILE_ELEMENTS, mmse, prior_mean, tile_context
+from .nets import block_size, receptive_radius
+from .version import __version__
+
+INPUT_KEY = "input"
+OUTPUT_KEY = "output"
+
+#: What the exported graph and package cite.
+PN2V_CITATION = ("Krull, A., Vicar, T., Prakash, M., Lalit, M., Jug, F. (2020). Probabilistic Noise2Void: "
+                 "Unsupervised content-aware denoising. Frontiers in Computer Science 2:5.")
+PN2V_DOI = "10.3389/fcomp.2020.00005"
+
+
+# -- the graph -------------------------------------------------------------------------------------
+
+def block_and_context(config):
+    """(block, context) of a model's network: image sides are padded to multiples of ``block``;
+    an output pixel depends on input pixels up to ``context`` away (receptive field in whole blocks)."""
+    block = block_size(config.unet_n_depth)
+    return block, tile_context(receptive_radius(config.unet_n_depth, config.unet_kern_size), block)
+
+
+def pad_to_block(image, block):
+    """Pad a (B, Y, X, C) tensor at the bottom and right to multiples of ``block``.
+
+    Reflect padding, or symmetric padding where the image is too small to reflect, exactly as
+    :func:`pn2v_tf.inference.predict_tiled` pads with NumPy.
+    """
+    shape = tf.shape(image)
+    pad_y, pad_x = (-shape[1]) % block, (-shape[2]) % block
+    paddings = [[0, 0], [0, pad_y], [0, pad_x], [0, 0]]
+    reflect = tf.maximum(pad_y, pad_x) < tf.minimum(shape[1], shape[2])
+    return tf.cond(reflect, lambda: tf.pad(image, paddings, mode="REFLECT"),
+                   lambda: tf.pad(image, paddings, mode="SYMMETRIC"))
+
+
+def strip_rows(batch, width, n_channels, block, context, max_elements):
+    """Rows a strip keeps so that (rows + 2 context) x batch x width x n_channels <= max_elements.
+
+    At least one block; a multiple of ``block``. Tensors in, int32 tensor out.
+    """
+    budget = max_elements // tf.maximum(batch * width * n_channels, 1) - 2 * context
+    return tf.maximum(budget // block * block, block)
+
+
+def map_strips(function, image, rows, context):
+    """Apply ``function`` to strips of ``rows`` rows with ``context`` rows of context each side.
+
+    Strips are cut from ``image`` (B, Y, X, C), never padded beyond it. ``function(strip, first,
+    count)`` returns (B, count, X, C') for rows ``first`` to ``first + count`` of the strip (the rows
+    kept from it); they are stitched to (B, Y, X, C').
+    """
+    height = tf.shape(image)[1]
+    n_strips = (height + rows - 1) // rows
+    kept = tf.TensorArray(tf.float32, size=n_strips, infer_shape=False)
+
+    def body(index, kept):
+        start = index * rows
+        low = tf.maximum(start - context, 0)
+        high = tf.minimum(start + rows + context, height)
+        out = function(image[:, low:high], start - low, tf.minimum(rows, height - start))
+        return index + 1, kept.write(index, tf.transpose(out, [1, 0, 2, 3]))
+
+    _, kept = tf.while_loop(lambda index, _: index < n_strips, body, (tf.constant(0), kept))
+    return tf.transpose(kept.concat(), [1, 0, 2, 3])
+
+
+class WholeImage:
+    """Raw image (B, Y, X, 1) -> estimate, for any Y, X >= one block, as graph functions.
+
+    Parameters
+    ----------
+    network : keras.Model
+        Raw image (B, Y, X, 1) -> samples (B, Y, X, K) in raw units (normalisation inside).
+    noise_model : NoiseModel or None
+        Needed when K > 1; any kind (only ``log_likelihood`` on tensors is used).
+    block, context : int
+        See :func:`block_and_context`.
+    max_tile_elements : int
+        Bound on batch x strip rows (with context) x X x K.
+    """
+
+    def __init__(self, network, noise_model, block, context, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
+        self.network = network
+        self.noise_model = noise_model
+        self.n_outputs = network.output_shape[-1]
+        self.block, self.context = int(block), int(context)
+        self.max_tile_elements = int(max_tile_elements)
+
+    def _strip_estimate(self, estimator):
+        """(strip, first, count) -> estimate at the strip's rows first..first+count.
+
+        The network sees the whole strip; the estimator, whose temporaries are several times the
+        size of the K samples, runs on the kept rows only.
+        """
+        def estimate(strip, first, count):
+            samples = self.network(strip, training=False)[:, first:first + count]
+            if self.n_outputs == 1:
+                return samples
+            if estimator == "prior_mean":
+                return prior_mean(samples)
+            return mmse(strip[:, first:first + count], samples, self.noise_model)
+        return estimate
+
+    def _check_size(self, image):
+        return tf.debugging.assert_greater_equal(
+            tf.reduce_min(tf.shape(image)[1:3]), self.block,
+            message=f"image height and width must be at least {self.block} pixels")
+
+    def estimate(self, image, estimator="mmse"):
+        """Estimate (B, Y, X, 1) of ``estimator`` ('mmse' or 'prior_mean'), strip by strip."""
+        with tf.control_dependencies([self._check_size(image)]):
+            padded = pad_to_block(tf.cast(image, tf.float32), self.block)
+        shape = tf.shape(padded)
+        rows = strip_rows(shape[0], shape[2], self.n_outputs, self.block, self.context, self.max_tile_elements)
+        out = map_strips(self._strip_estimate(estimator), padded, rows, self.context)
+        out.set_shape([None, None, None, 1])
+        return out[:, : tf.shape(image)[1], : tf.shape(image)[2]]
+
+    def samples(self, image):
+        """The network's K samples (B, Y, X, K) for the whole image at once."""
+        with tf.control_dependencies([self._check_size(image)]):
+            padded = pad_to_block(tf.cast(image, tf.float32), self.block)
+        return self.network(padded, training=False)[:, : tf.shape(image)[1], : tf.shape(image)[2]]
+
+
+def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
+    """Write a TensorFlow SavedModel that maps raw noisy images to denoised ones.
+
+    Parameters
+    ----------
+    model : pn2v_tf.PN2V
+        A trained model.
+    path : str or os.PathLike
+        Folder to create.
+    overwrite : bool
+        Replace an existing ``path``; otherwise an existing path raises ``FileExistsError``.
+    max_tile_elements : int
+        Bound on batch x strip rows (with context) x X x K of the largest tensor, as the default
+        tiling of ``predict`` uses.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Notes
+    -----
+    The module docstring lists the signatures. The folder is written next to ``path`` under a
+    temporary name and renamed when complete, so a failed export leaves no partial folder.
+    """
+    path = Path(path)
+    _refuse_existing(path, overwrite)
+    if not is_int(max_tile_elements, 1):
+        raise ValueError(f"max_tile_elements must be a positive integer, got {max_tile_elements!r}")
+    whole = WholeImage(model.keras_model, model.noise_model, *block_and_context(model.config), max_tile_elements)
+    spec = [tf.TensorSpec((None, None, None, 1), tf.float32, name=INPUT_KEY)]
+    archive = keras.export.ExportArchive()
+    archive.track(model.keras_model)
+    # the first endpoint is also written as serving_default (what TensorFlow Java / deepImageJ call)
+    archive.add_endpoint("serve", lambda image: {OUTPUT_KEY: whole.estimate(image, "mmse")}, spec)
+    if whole.n_outputs > 1:
+        archive.add_endpoint("prior_mean", lambda image: {OUTPUT_KEY: whole.estimate(image, "prior_mean")}, spec)
+        archive.add_endpoint("samples", lambda image: {OUTPUT_KEY: whole.samples(image)}, spec)
+    with _atomic_target(path, overwrite) as tmp:
+        archive.write_out(str(tmp), verbose=False)
+    return path
+
+
+# -- bioimage.io ---------------------------------------------------------------------------------
+
+def export_bioimageio(model, path, test_input, name=None, description=None, authors=None,
+                      license="CC-BY-4.0", tags=(), overwrite=False, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
+    """Write a bioimage.io model package (zip) for deepImageJ / Fiji, ilastik, bioimageio.core.
+
+    Parameters
+    ----------
+    model : pn2v_tf.PN2V
+        A trained model.
+    path : str or os.PathLike
+        The zip file to write (``.zip`` is appended if missing).
+    test_input : numpy.ndarray
+        A raw noisy image (Y, X), like the data the model is meant for; it becomes the test input,
+        its MMSE (``model.predict``) the test output, and both the cover image.
+    name : str or None
+        Model name (letters, digits, spaces, ``_+-()``; 5 to 128 characters). Default: from the model.
+    description : str or None
+        One-line description. Default: says which estimator and noise model the package uses.
+    authors : list of dict or None
+        Creators of the package, e.g. ``[{'name': 'Ada Lovelace', 'affiliation': '...'}]``.
+        Default: none (bioimage.io validation then warns).
+    license : str
+        SPDX identifier of the weights' license. Default: ``'CC-BY-4.0'``.
+    tags : sequence of str
+        Tags added to ``denoising``, ``pn2v`` (or the mode), ``2d``, ``tensorflow``.
+    overwrite : bool
+        Replace an existing ``path``.
+    max_tile_elements : int
+        See :func:`export_saved_model`.
+
+    Returns
+    -------
+    pathlib.Path
+        The zip file.
+
+    Notes
+    -----
+    Needs the optional extra: ``pip install 'pn2v_tf[bioimageio]'``. The description is validated by
+    ``bioimageio.spec`` before the zip is written. The rdf declares no preprocessing: the input is
+    the raw image, the graph normalises it.
+    """
+    try:
+        from bioimageio.spec import ValidationContext, build_description, save_bioimageio_package
+    except ImportError as error:
+        raise ImportError("export_bioimageio needs bioimageio.spec: pip install 'pn2v_tf[bioimageio]'") from error
+
+    path = Path(path)
+    if path.suffix != ".zip":
+        path = path.with_name(path.name + ".zip")
+    _refuse_existing(path, overwrite)
+    block, halo = block_and_context(model.config)
+    image = _check_test_input(test_input, block, 2 * halo + block)
+    output = model.predict(image, axes="YX", estimator="mmse")
+    with tempfile.TemporaryDirectory(prefix=".pn2v_bioimageio-", dir=path.parent) as tmp:
+        folder = Path(tmp)
+        export_saved_model(model, folder / "saved_model", max_tile_elements=max_tile_elements)
+        _zip_folder(folder / "saved_model", folder / "tf_saved_model.zip")
+        np.save(folder / "test_input.npy", image[np.newaxis, ..., np.newaxis])
+        np.save(folder / "test_output.npy", output[np.newaxis, ..., np.newaxis])
+        tifffile.imwrite(folder / "sample_input.tif", image)
+        tifffile.imwrite(folder / "sample_output.tif", output)
+        _write_cover(image, output, folder / "cover.png")
+        rdf = _rdf(model, name, description, authors, license, tags)
+        (folder / "README.md").write_text(_documentation(model, rdf, image, output))
+        descr = build_description(rdf, context=ValidationContext(root=folder, file_name="rdf.yaml"))
+        if descr.validation_summary.status == "failed":
+            raise ValueError(f"the bioimage.io description is invalid:\n{descr.validation_summary.format()}")
+        tmp_zip = folder / "package.zip"
+        save_bioimageio_package(descr, output_path=tmp_zip)
+        os.replace(tmp_zip, path)
+    return path
+
+
+def _rdf(model, name, description, authors, license, tags):
+    """The rdf (model description, format 0.5) as a dict; files relative to the package root."""
+    from bioimageio.spec.model.v0_5 import ModelDescr
+
+    cfg = model.config
+    pn2v = cfg.mode == "pn2v"
+    block, halo = block_and_context(cfg)
+    what = (f"PN2V MMSE denoising (K={cfg.n_samples}, {model.noise_model.kind} noise model)" if pn2v
+            else {"n2v": "Noise2Void denoising", "care": "CARE denoising"}[cfg.mode])
+    space = {"size": {"min": 2 * halo + block, "step": block}}
+    same = {"tensor_id": INPUT_KEY}
+    return {
+        "format_version": ModelDescr.implemented_format_version,
+        "type": "model",
+        "name": name or f"{'PN2V' if pn2v else cfg.mode.upper()} {model.name}",
+        "description": description or f"{what} of 2D microscopy images, exported by pn2v_tf {__version__}",
+        "authors": list(authors or []),
+        "cite": [{"text": PN2V_CITATION, "doi": PN2V_DOI}],
+        "license": license,
+        "tags": sorted({"denoising", cfg.mode, "2d", "tensorflow", "noise2void", *tags}),
+        "documentation": {"source": "README.md"},
+        "covers": [{"source": "cover.png"}],
+        "inputs": [{
+            "id": INPUT_KEY,
+            "description": "raw noisy image (camera counts, not normalised)",
+            "axes": [{"type": "batch"},
+                     {"type": "space", "id": "y", **space}, {"type": "space", "id": "x", **space},
+                     {"type": "channel", "channel_names": ["raw"]}],
+            "test_tensor": {"source": "test_input.npy"},
+            "sample_tensor": {"source": "sample_input.tif"},
+            "data": {"type": "float32"},
+            "preprocessing": [],
+        }],
+        "outputs": [{
+            "id": OUTPUT_KEY,
+            "description": "denoised image, same units as the input",
+            "axes": [{"type": "batch"},
+                     {"type": "space", "id": "y", "size": {**same, "axis_id": "y"}, "halo": halo},
+                     {"type": "space", "id": "x", "size": {**same, "axis_id": "x"}, "halo": halo},
+                     {"type": "channel", "channel_names": ["denoised"]}],
+            "test_tensor": {"source": "test_output.npy"},
+            "sample_tensor": {"source": "sample_output.tif"},
+            "data": {"type": "float32"},
+        }],
+        "weights": {"tensorflow_saved_model_bundle": {
+            "source": "tf_saved_model.zip", "tensorflow_version": tf.__version__,
+            "comment": "network, noise model and estimator in one graph; signature serving_default",
+        }},
+        "config": {"pn2v_tf": {"version": __version__, "mode": cfg.mode, "n_samples": cfg.n_samples,
+                               "unet_n_depth": cfg.unet_n_depth, "unet_n_first": cfg.unet_n_first,
+                               "means": list(cfg.means), "stds": list(cfg.stds),
+                               "noise_model": None if model.noise_model is None else model.noise_model.kind}},
+    }
+
+
+def _documentation(model, rdf, image, output):
+    """The package's README.md: data, sizes, method, validation, Fiji, reference."""
+    cfg = model.config
+    block, halo = block_and_context(cfg)
+    noise = "" if model.noise_model is None else (
+        f"- Noise model ({model.noise_model.kind}) describes observations in "
+        f"[{model.noise_model.value_range[0]:g}, {model.noise_model.value_range[1]:g}]: values outside "
+        "are treated as its first or last bin, signals are clamped to its calibrated range.\n")
+    method = (f"The network predicts K = {cfg.n_samples} samples of each pixel's clean signal from its "
+              "neighbourhood; the output is their average weighted by the noise model's likelihood of the "
+              "pixel's own noisy value (the MMSE estimate, paper Eq. 10)." if cfg.mode == "pn2v" else
+              f"The network was trained in mode `{cfg.mode}` and predicts one value per pixel.")
+    lines = [
+        f"# {rdf['name']}", "", f"{rdf['description']}.", "",
+        "## Input and output", "",
+        "- Input `input`: a raw noisy 2D image, axes (batch, y, x, channel), float32, in the camera's "
+        "raw intensity units as recorded. **Do not normalise it**: the graph normalises internally "
+        f"(mean {cfg.means[0]:g}, standard deviation {cfg.stds[0]:g} of the training data), so the "
+        "rdf declares no preprocessing.",
+        f"- Output `output`: the denoised image, same shape and units.",
+        noise.rstrip("\n"),
+        f"- Sizes: the graph itself takes any height and width of at least {block} pixels (it pads to "
+        f"multiples of {block} by reflection and crops the result) and bounds its memory by working on "
+        f"overlapping strips of rows. The rdf declares sizes {2 * halo + block} + n x {block} and a "
+        f"halo of {halo} pixels (the network's receptive field), so that tools which tile an image "
+        "overlap the tiles enough for seamless results.",
+        "", "## Method", "",
+        f"Probabilistic Noise2Void (Krull et al. 2020): a U-Net ({cfg.unet_n_depth} levels, "
+        f"{cfg.unet_n_first} features in the first) trained on noisy images alone. {method} "
+        f"Exported by pn2v_tf {__version__}.",
+        "", "## Validation", "",
+        f"The test input (shape {image.shape}, values {float(image.min()):g} to {float(image.max()):g}) "
+        f"gives the test output (values {float(output.min()):g} to {float(output.max()):g}), computed by "
+        "`pn2v_tf`'s `PN2V.predict`; `bioimageio.core`'s model test checks that the weights reproduce "
+        "it. To judge the denoising on your own data, compare with a ground truth (for example the "
+        "average of many frames of a static sample) by PSNR.",
+        "", "## Use in Fiji", "",
+        "Enable the DeepImageJ update site, install this zip with *DeepImageJ Install Model*, open a raw "
+        "image and run *DeepImageJ Run* with this model (TensorFlow 2 engine).",
+        "", "## Reference", "", f"{PN2V_CITATION} doi:{PN2V_DOI}", "",
+    ]
+    return "\n".join(line for line in lines if line is not None)
+
+
+# -- files -----------------------------------------------------------------------------------------
+
+def _refuse_existing(path, overwrite):
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; choose another path or pass overwrite=True")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"folder {path.parent} does not exist")
+
+
+class _atomic_target:
+    """Context manager: yields a temporary sibling path; on success it replaces ``path``."""
+
+    def __init__(self, path, overwrite):
+        self.path, self.overwrite = Path(path), overwrite
+
+    def __enter__(self):
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        return self.tmpdir / "new"
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                _refuse_existing(self.path, self.overwrite)
+                if self.path.exists():
+                    os.replace(self.path, self.tmpdir / "old")
+                os.replace(self.tmpdir / "new", self.path)
+        finally:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+        return False
+
+
+def _zip_folder(folder, zip_path):
+    """Zip the contents of ``folder`` (paths relative to it), as the SavedModel weights format wants."""
+    import zipfile
+
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                archive.write(file, file.relative_to(folder).as_posix())
+
+
+def _check_test_input(image, block, min_side):
+    """A finite 2-D float32 image, cropped to a multiple of ``block`` of at least ``min_side``."""
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"test_input must be one 2D image (Y, X), got shape {image.shape}")
+    if min(image.shape) < min_side:
+        raise ValueError(f"test_input must be at least {min_side} x {min_side} pixels, got {image.shape}")
+    image = image[: image.shape[0] // block * block, : image.shape[1] // block * block].astype(np.float32)
+    if not np.all(np.isfinite(image)):
+        raise ValueError("test_input contains NaN or inf pixels")
+    return image
+
+
+def _write_cover(image, output, path):
+    """Input | output side by side, one shared intensity scale, as a PNG (2:1)."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    low, high = np.percentile(np.concatenate([image.ravel(), output.ravel()]), [0.5, 99.5])
+    figure = Figure(figsize=(8, 4), dpi=100, facecolor="black")
+    for index, (title, shown) in enumerate((("noisy input", image), ("denoised", output))):
+        axis = figure.add_axes([index / 2, 0, 0.5, 1])
+        axis.imshow(shown, cmap=matplotlib.colormaps["magma"], vmin=low, vmax=high)
+        axis.set_axis_off()
+        axis.text(0.03, 0.95, title, color="white", transform=axis.transAxes, va="top", fontsize=14)
+    figure.savefig(path, facecolor="black")

@@ -1,0 +1,318 @@
+"""Tests of pn2v_tf.export: the SavedModel (against ``PN2V.predict``, in processes that do not import
+pn2v_tf, also in TensorFlow 2.12) and the bioimage.io package (validation and model test).
+
+The networks are untrained (fixed seed): the export has to reproduce ``predict`` whatever the weights.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from pn2v_tf import HistogramNoiseModel, PN2V, PN2VConfig  # noqa: E402
+from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
+from pn2v_tf.export import block_and_context  # noqa: E402
+from pn2v_tf.noise_models import GMMNoiseModel  # noqa: E402
+
+TINY = dict(unet_n_depth=2, unet_n_first=8, n2v_patch_shape=(32, 32), seed=0, train_tensorboard=False)
+K = 16
+OLD_TF = "2.12"
+
+# Run in a separate Python: loads SavedModels with TensorFlow (and Keras' TFSMLayer) only, applies
+# the jobs listed in the JSON file argv[1], writes their outputs, and reports what it imported.
+LOADER = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+jobs = json.load(open(sys.argv[1]))
+report = {"tensorflow": tf.__version__, "signatures": {}}
+for job in jobs:
+    image = np.load(job["input"])
+    if job["how"] == "eager":
+        loaded = tf.saved_model.load(job["model"])
+        function = loaded.signatures[job["signature"]]
+        report["signatures"][job["model"]] = sorted(loaded.signatures)
+        report["keys"] = [sorted(function.structured_input_signature[1]), sorted(function.structured_outputs)]
+        out = function(input=tf.constant(image))["output"].numpy()
+    elif job["how"] == "tfsm":  # what bioimageio.core does
+        import keras
+        out = keras.layers.TFSMLayer(job["model"], call_endpoint="serve")(tf.constant(image))
+        out = np.asarray(out["output"])
+    else:  # "session": graph mode by signature tensor names, as TensorFlow Java loads a SavedModel
+        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], job["model"])
+            signature = meta.signature_def["serving_default"]
+            out = session.run(signature.outputs["output"].name, {signature.inputs["input"].name: image})
+    np.save(job["output"], out)
+report["pn2v_tf_imported"] = sorted(m for m in sys.modules if m.split(".")[0] == "pn2v_tf")
+json.dump(report, open(sys.argv[2], "w"))
+"""
+
+
+def _quiet(function, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*exceed the noise model's range.*")
+        return function(*args, **kwargs)
+
+
+def _run_loader(python, jobs, folder):
+    """Run LOADER with ``python`` (cwd ``folder``, PYTHONPATH cleared); returns (outputs, report)."""
+    folder = Path(folder)
+    for index, job in enumerate(jobs):
+        job.setdefault("output", str(folder / f"out{index}.npy"))
+    (folder / "jobs.json").write_text(json.dumps(jobs))
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([str(python), "-c", LOADER, str(folder / "jobs.json"), str(folder / "report.json")],
+                            cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [np.load(job["output"]) for job in jobs], json.loads((folder / "report.json").read_text())
+
+
+def _close(actual, expected):
+    """float32 agreement (relative to the image's scale)."""
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+# -- models, images, exports -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic_data(seed=5, shape=(64, 64), n_train=2, calibration_shape=(32, 32),
+                               calibration_frames=10)
+
+
+@pytest.fixture(scope="module")
+def pn2v(data):
+    everything = np.concatenate([data.calibration.ravel(), data.train.ravel(), data.test.ravel()])
+    noise_model = HistogramNoiseModel.from_calibration_stack(
+        data.calibration, bins=64, value_range=(float(everything.min()) - 1, float(everything.max()) + 1))
+    keras.utils.set_random_seed(0)
+    return PN2V(PN2VConfig(data.train, mode="pn2v", n_samples=K, **TINY), "tiny_pn2v", basedir=None,
+                noise_model=noise_model)
+
+
+@pytest.fixture(scope="module")
+def pn2v_gmm(data):
+    """The export knows noise models only by their interface: a second kind."""
+    noise_model = GMMNoiseModel.fit(data.calibration.mean(axis=0), data.calibration, steps=20)
+    keras.utils.set_random_seed(2)
+    return PN2V(PN2VConfig(data.train, mode="pn2v", n_samples=K, **TINY), "tiny_gmm", basedir=None,
+                noise_model=noise_model)
+
+
+@pytest.fixture(scope="module")
+def n2v(data):
+    """Mode 'n2v' (one output, no noise model), depth 3: padding to multiples of 4."""
+    keras.utils.set_random_seed(1)
+    return PN2V(PN2VConfig(data.train, mode="n2v", **{**TINY, "unet_n_depth": 3}), "tiny_n2v", basedir=None)
+
+
+@pytest.fixture(scope="module")
+def images(data):
+    test = data.test
+    return {"even": test, "odd": test[:61, :57], "tall": np.concatenate([test, test[::-1]])[:117, :61],
+            "batch": data.train[:, :45, :38]}
+
+
+@pytest.fixture(scope="module")
+def exported(pn2v, pn2v_gmm, n2v, images, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exports")
+    block, context = block_and_context(pn2v.config)
+    # strips of 2 blocks plus context: the tall image takes many strips
+    strips = (2 * block + 2 * context) * 62 * K
+    paths = {"pn2v": pn2v.export_SavedModel(folder / "pn2v"),
+             "strips": pn2v.export_SavedModel(folder / "strips", max_tile_elements=strips),
+             "gmm": pn2v_gmm.export_SavedModel(folder / "gmm"),
+             "n2v": n2v.export_SavedModel(folder / "n2v")}
+    for name, image in images.items():
+        stack = image if image.ndim == 3 else image[np.newaxis]
+        np.save(folder / f"{name}.npy", stack[..., np.newaxis].astype(np.float32))
+    return folder, {key: str(value) for key, value in paths.items()}
+
+
+def _job(folder, paths, model, image, signature="serving_default", how="eager"):
+    return {"model": paths[model], "input": str(folder / f"{image}.npy"), "signature": signature, "how": how}
+
+
+# -- the SavedModel ---------------------------------------------------------------------------------
+
+def test_saved_model_reproduces_predict_in_a_process_without_pn2v_tf(pn2v, pn2v_gmm, n2v, images, exported,
+                                                                      tmp_path):
+    folder, paths = exported
+    cases = [("pn2v", "even", "serving_default", "mmse"), ("pn2v", "odd", "serving_default", "mmse"),
+             ("pn2v", "batch", "serving_default", "mmse"), ("pn2v", "odd", "prior_mean", "prior_mean"),
+             ("strips", "tall", "serving_default", "mmse"), ("gmm", "odd", "serving_default", "mmse"),
+             ("n2v", "odd", "serving_default", "mmse")]
+    jobs = [_job(folder, paths, model, image, signature) for model, image, signature, _ in cases]
+    jobs += [_job(folder, paths, "pn2v", "odd", "samples"), _job(folder, paths, "pn2v", "odd", how="tfsm")]
+    outputs, report = _run_loader(sys.executable, jobs, tmp_path)
+
+    assert report["pn2v_tf_imported"] == []
+    assert report["keys"] == [["input"], ["output"]]
+    assert report["signatures"][paths["pn2v"]] == ["prior_mean", "samples", "serve", "serving_default"]
+    assert report["signatures"][paths["n2v"]] == ["serve", "serving_default"]
+    models = {"pn2v": pn2v, "strips": pn2v, "gmm": pn2v_gmm, "n2v": n2v}
+    for (model, image, _, estimator), out in zip(cases, outputs):
+        axes = "SYX" if images[image].ndim == 3 else "YX"
+        expected = _quiet(models[model].predict, images[image], axes=axes, estimator=estimator, n_tiles=(1, 1))
+        assert out.shape == (images[image].reshape((-1,) + images[image].shape[-2:]).shape + (1,))
+        _close(out.reshape(expected.shape), expected)
+    samples, tfsm = outputs[len(cases):]
+    assert samples.shape == (1, 61, 57, K)
+    _close(samples.mean(axis=-1)[0], outputs[3][0, ..., 0])
+    _close(tfsm, outputs[1])
+
+
+def test_mmse_and_prior_mean_differ_so_the_comparison_can_tell_them_apart(pn2v, images):
+    mmse = _quiet(pn2v.predict, images["odd"])
+    prior_mean = pn2v.predict(images["odd"], estimator="prior_mean")
+    assert np.abs(mmse - prior_mean).max() > 100 * 1e-5 * np.abs(mmse).max()
+
+
+def test_the_graph_rejects_images_smaller_than_a_block(exported):
+    import tensorflow as tf
+
+    _, paths = exported
+    serve = tf.saved_model.load(paths["n2v"]).signatures["serving_default"]
+    assert serve(input=tf.ones((1, 4, 4, 1)))["output"].shape == (1, 4, 4, 1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least 4 pixels"):
+        serve(input=tf.ones((1, 3, 9, 1)))
+
+
+def test_saved_model_loads_and_reproduces_predict_in_tensorflow_2_12(pn2v, images, exported, tmp_path):
+    folder, paths = exported
+    python = _old_tensorflow_python()
+    jobs = [_job(folder, paths, "pn2v", "odd"), _job(folder, paths, "pn2v", "odd", how="session"),
+            _job(folder, paths, "strips", "tall", how="session")]
+    outputs, report = _run_loader(python, jobs, tmp_path)
+    assert report["tensorflow"].startswith(OLD_TF + ".")
+    assert report["pn2v_tf_imported"] == []
+    odd = _quiet(pn2v.predict, images["odd"], n_tiles=(1, 1))
+    _close(outputs[0][0, ..., 0], odd)
+    _close(outputs[1][0, ..., 0], odd)
+    _close(outputs[2][0, ..., 0], _quiet(pn2v.predict, images["tall"], n_tiles=(1, 1)))
+
+
+def _old_tensorflow_python():
+    """Python of a virtual environment with TensorFlow 2.12, made once in the user's cache folder.
+
+    It is built in a temporary folder and renamed when complete; the test is skipped (with the
+    reason) where it cannot be made, e.g. without network access.
+    """
+    if sys.version_info >= (3, 12):
+        pytest.skip(f"TensorFlow {OLD_TF} has no wheels for Python {sys.version_info[0]}.{sys.version_info[1]}")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pn2v_tf"
+    venv = cache / f"tf{OLD_TF.replace('.', '')}-venv"
+    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    if python.exists():
+        return python
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=venv.name + ".tmp-", dir=cache))
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True, timeout=300)
+        tmp_python = tmp / python.relative_to(venv)
+        install = subprocess.run([str(tmp_python), "-m", "pip", "install", "-q", f"tensorflow-cpu=={OLD_TF}.*",
+                                  "numpy<2"], capture_output=True, text=True, timeout=1800)
+        if install.returncode != 0:
+            pytest.skip(f"cannot install TensorFlow {OLD_TF} into a virtual environment: "
+                        f"{install.stderr.strip().splitlines()[-1:] or install.returncode}")
+        try:
+            os.replace(tmp, venv)
+        except OSError:  # another process finished it first
+            pass
+    except (OSError, subprocess.SubprocessError) as error:
+        pytest.skip(f"cannot make a virtual environment with TensorFlow {OLD_TF}: {error}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not python.exists():
+        pytest.skip(f"no Python in {venv}")
+    return python
+
+
+# -- files: refuse, overwrite, nothing half-written ------------------------------------------------
+
+def test_export_refuses_an_existing_path_unless_overwrite(n2v, tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        n2v.export_SavedModel(target)
+    assert (target / "keep.txt").read_text() == "mine"
+    n2v.export_SavedModel(target, overwrite=True)
+    assert (target / "saved_model.pb").exists() and not (target / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_failed_export_leaves_nothing_half_written(n2v, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    def write_half_and_fail(obj, path, *args, **kwargs):
+        Path(path).mkdir()
+        (Path(path) / "saved_model.pb").write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tf.saved_model, "save", write_half_and_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        n2v.export_SavedModel(tmp_path / "new")
+    assert list(tmp_path.iterdir()) == []
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "keep.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="disk full"):
+        n2v.export_SavedModel(old, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["old"] and (old / "keep.txt").read_text() == "mine"
+
+
+def test_export_rejects_a_bad_tile_bound(n2v, tmp_path):
+    with pytest.raises(ValueError, match="max_tile_elements"):
+        n2v.export_SavedModel(tmp_path / "model", max_tile_elements=0)
+
+
+# -- bioimage.io -----------------------------------------------------------------------------------
+
+def test_bioimageio_package_validates_and_its_test_passes(pn2v, data, tmp_path, monkeypatch):
+    pytest.importorskip("bioimageio.core", reason="optional extra not installed: pip install 'pn2v_tf[bioimageio]'")
+    from bioimageio.core import test_model
+    from bioimageio.spec import load_description
+
+    monkeypatch.chdir(tmp_path)  # bioimageio.core unzips the weights into the working directory
+    test_input = data.test[:61, :57]
+    package = _quiet(pn2v.export_bioimageio, tmp_path / "pn2v_tiny", test_input, authors=[{"name": "A Tester"}])
+    assert package == tmp_path / "pn2v_tiny.zip"
+    with pytest.raises(FileExistsError):
+        pn2v.export_bioimageio(package, test_input)
+
+    with zipfile.ZipFile(package) as archive:
+        names = set(archive.namelist())
+        assert {"rdf.yaml", "tf_saved_model.zip", "test_input.npy", "test_output.npy", "cover.png",
+                "README.md"} <= names
+        test_output = np.load(archive.open("test_output.npy"))
+        assert "doi:10.3389/fcomp.2020.00005" in archive.read("README.md").decode()
+    block, _ = block_and_context(pn2v.config)
+    cropped = test_input[: 61 // block * block, : 57 // block * block]
+    _close(test_output[0, ..., 0], _quiet(pn2v.predict, cropped))
+
+    descr = load_description(package)
+    assert descr.validation_summary.status == "valid-format", descr.validation_summary.format()
+    assert descr.format_version.startswith("0.5.")
+    assert [t.id for t in descr.inputs] == ["input"] and [t.id for t in descr.outputs] == ["output"]
+    assert [a.id for a in descr.inputs[0].axes] == ["batch", "y", "x", "channel"]
+    assert [p.id for p in descr.inputs[0].preprocessing] in ([], ["ensure_dtype"])
+    assert str(descr.cite[0].doi) == "10.3389/fcomp.2020.00005"
+    assert descr.weights.tensorflow_saved_model_bundle is not None
+
+    summary = test_model(package)
+    assert summary.status == "passed", summary.format()
