@@ -74,8 +74,8 @@ class NoiseModel(keras.layers.Layer):
 
     @property
     def signal_range(self):
-        """(low, high) of signals the model was calibrated for (subclasses set ``_signal_range``)."""
-        return self._signal_range
+        """(low, high) of signals the model was calibrated for (``_signal_range``; default: value_range)."""
+        return getattr(self, "_signal_range", None) or self.value_range
 
     def check_range(self, values, name="data"):
         """Warn once per ``name`` if ``values`` leave the range the model describes; reject NaN."""
