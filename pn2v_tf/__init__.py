@@ -15,8 +15,10 @@ except ImportError as error:  # pragma: no cover - depends on the installation
 from .config import PN2VConfig
 from .data import MaskedPatches, SupervisedPatches
 from .model import PN2V
-from .noise_models import HistogramNoiseModel, NoiseModel, load_noise_model
+from .bootstrap import bootstrap_noise_model
+from .noise_models import GMMNoiseModel, HistogramNoiseModel, NoiseModel, load_noise_model
 from .version import __version__
 
-__all__ = ["PN2VConfig", "PN2V", "HistogramNoiseModel", "NoiseModel", "load_noise_model",
+__all__ = ["PN2VConfig", "PN2V", "HistogramNoiseModel", "GMMNoiseModel", "NoiseModel", "load_noise_model",
+           "bootstrap_noise_model",
            "MaskedPatches", "SupervisedPatches", "__version__"]

@@ -1,4 +1,4 @@
-"""The main job in one command: synthetic data -> noise model -> PN2V and N2V -> PSNR table and images.
+"""The main job in one command: synthetic data -> noise models -> N2V and PN2V -> PSNR table and images.
 
 Run ``pn2v-demo`` (or ``python -m pn2v_tf.demo``); ``--help`` lists the options.
 """
@@ -29,18 +29,16 @@ def parse_args(argv=None):
     parser.add_argument("--n-train", type=int, default=4, help="number of noisy training images")
     parser.add_argument("--max-photons", type=float, default=300.0,
                         help="photons at the brightest pixel (more photons: less relative noise)")
+    parser.add_argument("--noise-models", choices=("calibrated", "bootstrap", "both"), default="both",
+                        help="PN2V with the histogram of the calibration stack, with a GMM bootstrapped "
+                             "from the noisy training images alone (fully unsupervised), or both")
     return parser.parse_args(argv)
 
 
 def run(args):
     """Run the demo; returns the PSNR table as a dict {row name: dB}."""
-    import keras
-
-    from .config import PN2VConfig
     from .datasets import make_synthetic_data
     from .metrics import psnr
-    from .model import PN2V
-    from .noise_models import HistogramNoiseModel
 
     if args.shape < 64 or args.n_train < 1:
         sys.exit("pn2v-demo: --shape must be at least 64 and --n-train at least 1")
@@ -48,40 +46,77 @@ def run(args):
     started = time.time()
     data = make_synthetic_data(seed=args.seed, shape=(args.shape, args.shape), n_train=args.n_train,
                                max_photons=args.max_photons)
-    noise_model = HistogramNoiseModel.from_calibration_stack(data.calibration, bins=256)
-    print(f"noise model: {noise_model.bins} bins over {noise_model.value_range[0]:.1f}..{noise_model.value_range[1]:.1f}, "
-          f"calibrated signals {noise_model.signal_range[0]:.1f}..{noise_model.signal_range[1]:.1f}")
-
-    X, X_val = _split_for_validation(data.train)
-    patch = min(64, min(X_val.shape[1:]) // 4 * 4)
-    common = dict(unet_n_depth=3, unet_n_first=args.n_first, n2v_patch_shape=(patch, patch),
-                  train_batch_size=args.batch_size, train_epochs=args.epochs,
-                  train_steps_per_epoch=args.steps, train_learning_rate=args.learning_rate, seed=args.seed,
-                  train_reduce_lr={"factor": 0.5, "patience": 3})
-    results = {}
-    for mode in ("n2v", "pn2v"):
-        print(f"\n=== training {mode.upper()} ({args.epochs} epochs x {args.steps} steps) ===")
-        keras.utils.set_random_seed(args.seed)  # same initial weights for both, reproducible runs
-        config = PN2VConfig(X, mode=mode, n_samples=args.n_samples, **common)
-        model = PN2V(config, mode, basedir=str(outdir / "models"), overwrite=args.overwrite,
-                     noise_model=noise_model if mode == "pn2v" else None)
-        model.train(X, X_val)
-        if mode == "n2v":
-            results["N2V"] = model.predict(data.test, axes="YX")
-        else:
-            results["PN2V prior mean"] = model.predict(data.test, axes="YX", estimator="prior_mean")
-            results["PN2V MMSE"] = model.predict(data.test, axes="YX", estimator="mmse")
+    trainer = _Trainer(args, data.train, outdir / "models")
+    n2v = trainer.train("n2v")
+    results = {"N2V": n2v.predict(data.test, axes="YX")}
+    noise_models = {}
+    if args.noise_models in ("calibrated", "both"):
+        noise_models["histogram"] = _calibrated_noise_model(data.calibration)
+        pn2v = trainer.train("pn2v", noise_models["histogram"])
+        results["PN2V prior mean"] = pn2v.predict(data.test, axes="YX", estimator="prior_mean")
+        results["PN2V MMSE"] = pn2v.predict(data.test, axes="YX", estimator="mmse")
+    if args.noise_models in ("bootstrap", "both"):
+        noise_models["bootstrapped GMM"] = _bootstrapped_noise_model(data.train, n2v, args.seed)
+        pn2v = trainer.train("pn2v_bootstrap", noise_models["bootstrapped GMM"])
+        results["PN2V MMSE, bootstrapped GMM"] = pn2v.predict(data.test, axes="YX", estimator="mmse")
 
     images = {"input": data.test, **results}
     table = {name: psnr(data.test_clean, image) for name, image in images.items()}
     elapsed = time.time() - started
     _write_tiffs(outdir, {"ground_truth": data.test_clean, **images})
     _write_figure(outdir / "comparison.png", data.test_clean, images, table)
+    _write_noise_model_figures(outdir, noise_models, data)
     with open(outdir / "psnr.json", "w") as f:
         json.dump({"psnr_db": table, "seconds": elapsed, "args": vars(args)}, f, indent=2)
     print(format_table(table))
-    print(f"\ntotal time {elapsed:.0f} s; images, figure and models in {outdir.resolve()}")
+    print(f"\ntotal time {elapsed:.0f} s; images, figures and models in {outdir.resolve()}")
     return table
+
+
+class _Trainer:
+    """Trains the demo's models on one split with one schedule and the same initial weights."""
+
+    def __init__(self, args, train, basedir):
+        self.args, self.basedir = args, basedir
+        self.X, self.X_val = _split_for_validation(train)
+        patch = min(64, min(self.X_val.shape[1:]) // 4 * 4)
+        self.common = dict(unet_n_depth=3, unet_n_first=args.n_first, n2v_patch_shape=(patch, patch),
+                           train_batch_size=args.batch_size, train_epochs=args.epochs,
+                           train_steps_per_epoch=args.steps, train_learning_rate=args.learning_rate,
+                           seed=args.seed, train_reduce_lr={"factor": 0.5, "patience": 3})
+
+    def train(self, name, noise_model=None):
+        import keras
+
+        from .config import PN2VConfig
+        from .model import PN2V
+
+        mode = "n2v" if noise_model is None else "pn2v"
+        print(f"\n=== training {name} ({self.args.epochs} epochs x {self.args.steps} steps) ===")
+        keras.utils.set_random_seed(self.args.seed)  # same initial weights for all, reproducible runs
+        config = PN2VConfig(self.X, mode=mode, n_samples=self.args.n_samples, **self.common)
+        model = PN2V(config, name, basedir=str(self.basedir), overwrite=self.args.overwrite, noise_model=noise_model)
+        model.train(self.X, self.X_val)
+        return model
+
+
+def _calibrated_noise_model(calibration):
+    from .noise_models import HistogramNoiseModel
+
+    noise_model = HistogramNoiseModel.from_calibration_stack(calibration, bins=256)
+    low, high = noise_model.signal_range
+    print(f"calibrated histogram noise model: {noise_model.bins} bins, signals {low:.1f}..{high:.1f}")
+    return noise_model
+
+
+def _bootstrapped_noise_model(train, n2v, seed):
+    """GMM fitted to the N2V predictions of the training images: no calibration data used."""
+    from .bootstrap import bootstrap_noise_model
+
+    noise_model = bootstrap_noise_model(train, kind="gmm", n2v_model=n2v, seed=seed)
+    low, high = noise_model.signal_range
+    print(f"bootstrapped GMM noise model: {noise_model.n_gaussians} Gaussians, signals {low:.1f}..{high:.1f}")
+    return noise_model
 
 
 def format_table(table):
@@ -106,13 +141,39 @@ def _split_for_validation(train):
     return train[:, :height], train[:, height:]
 
 
+def _file_stem(name):
+    """'PN2V MMSE, bootstrapped GMM' -> 'pn2v_mmse_bootstrapped_gmm'."""
+    return "_".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
+
+
 def _write_tiffs(outdir, images):
     import numpy as np
     import tifffile
 
     for name, image in images.items():
-        filename = name.lower().replace(" ", "_") + ".tif"
+        filename = _file_stem(name) + ".tif"
         tifffile.imwrite(outdir / filename, np.asarray(image, dtype=np.float32), imagej=True)
+
+
+def _write_noise_model_figures(outdir, noise_models, data):
+    """Each noise model against the calibration data; their fit to the test image's pairs (held
+    out from every model) beside the exact camera model's."""
+    import numpy as np
+
+    from .datasets import camera_log_likelihood
+    from .noise_models import plot_fit_summary
+
+    for name, noise_model in noise_models.items():
+        noise_model.plot(outdir / f"noise_model_{_file_stem(name)}.png",
+                         signal=data.calibration_clean, observation=data.calibration, overwrite=True)
+    if noise_models:
+        camera = data.camera
+
+        def exact(observation, signal):
+            photons = np.maximum((signal - camera.offset) / camera.gain, 0.0)
+            return camera_log_likelihood(observation, photons, camera)
+        plot_fit_summary(noise_models, data.test_clean, data.test, outdir / "noise_model_fit.png",
+                         reference=exact, overwrite=True)
 
 
 def _write_figure(path, ground_truth, images, table):

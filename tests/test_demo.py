@@ -1,4 +1,4 @@
-"""Tests of pn2v_tf.demo: one tiny run (two tiny models), its table and the files it writes."""
+"""Tests of pn2v_tf.demo: one tiny run (three tiny models), its table and the files it writes."""
 
 import json
 import math
@@ -14,10 +14,12 @@ import tifffile  # noqa: E402
 from pn2v_tf import demo  # noqa: E402
 from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
 from pn2v_tf.metrics import psnr  # noqa: E402
+from pn2v_tf.noise_models import load_noise_model  # noqa: E402
 
-ROWS = ["input", "N2V", "PN2V prior mean", "PN2V MMSE"]
+ROWS = ["input", "N2V", "PN2V prior mean", "PN2V MMSE", "PN2V MMSE, bootstrapped GMM"]
 TIFFS = {"input": "input.tif", "N2V": "n2v.tif", "PN2V prior mean": "pn2v_prior_mean.tif",
-         "PN2V MMSE": "pn2v_mmse.tif"}
+         "PN2V MMSE": "pn2v_mmse.tif", "PN2V MMSE, bootstrapped GMM": "pn2v_mmse_bootstrapped_gmm.tif"}
+FIGURES = ["comparison.png", "noise_model_histogram.png", "noise_model_bootstrapped_gmm.png", "noise_model_fit.png"]
 SHAPE, SEED, N_TRAIN = 64, 5, 2
 
 
@@ -56,13 +58,29 @@ def test_table_has_the_four_rows_with_finite_values(demo_run):
 
 def test_files_are_written(demo_run):
     outdir, _ = demo_run
-    for name in list(TIFFS.values()) + ["ground_truth.tif", "comparison.png", "psnr.json"]:
+    for name in list(TIFFS.values()) + FIGURES + ["ground_truth.tif", "psnr.json"]:
         assert (outdir / name).is_file(), name
-    assert (outdir / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for mode in ("n2v", "pn2v"):
-        assert (outdir / "models" / mode / "config.json").is_file()
-        assert (outdir / "models" / mode / "weights_best.h5").is_file()
-    assert (outdir / "models" / "pn2v" / "noise_model.npz").is_file()
+    for name in FIGURES:
+        assert (outdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("n2v", "pn2v", "pn2v_bootstrap"):
+        assert (outdir / "models" / name / "config.json").is_file()
+        assert (outdir / "models" / name / "weights_best.h5").is_file()
+    assert load_noise_model(outdir / "models" / "pn2v" / "noise_model.npz").kind == "histogram"
+    assert load_noise_model(outdir / "models" / "pn2v_bootstrap" / "noise_model.npz").kind == "gmm"
+
+
+def test_bootstrap_only_run_uses_no_calibration_data(tmp_path):
+    outdir = tmp_path / "unsupervised"
+    table = demo.run(demo.parse_args(_argv(outdir, "--noise-models", "bootstrap")))
+
+    assert list(table) == ["input", "N2V", "PN2V MMSE, bootstrapped GMM"]
+    assert sorted(p.name for p in (outdir / "models").iterdir()) == ["n2v", "pn2v_bootstrap"]
+    assert not (outdir / "noise_model_histogram.png").exists()
+
+
+def test_file_stems_are_plain():
+    assert demo._file_stem("PN2V MMSE, bootstrapped GMM") == "pn2v_mmse_bootstrapped_gmm"
+    assert demo._file_stem("input") == "input"
 
 
 def test_tiffs_hold_the_data_of_the_requested_seed_and_shape(demo_run):

@@ -107,8 +107,8 @@ class GMMNoiseModel(NoiseModel):
     saturation : tuple of float or None
         (low, high) values at which the camera saturates; see the module docstring.
     value_range : tuple of float or None
-        (low, high) of the observations the model was fitted on (for plots and range warnings;
-        the mixture itself covers all values). Default: ``signal_range`` widened by 5 ``scale``.
+        (low, high) of the observations the model was fitted to, including those left out by the
+        signal percentiles (for plots and range warnings; the mixture itself covers all values). Default: ``signal_range`` widened by 5 ``scale``.
     """
 
     _out_of_range_note = "the mixture extrapolates (variances and weights keep their values at the edge)"
@@ -141,7 +141,7 @@ class GMMNoiseModel(NoiseModel):
 
     # -- fitting -----------------------------------------------------------------------------
     @classmethod
-    def fit(cls, signal, observation, n_gaussians=3, n_coeff=2, percentiles=(0.5, 99.5), min_std=None,
+    def fit(cls, signal, observation, n_gaussians=3, n_coeff=2, percentiles=(0.1, 99.9), min_std=None,
             saturation=None, learning_rate=0.1, steps=1000, batch_size=100_000, validation_fraction=0.1,
             eval_every=50, seed=0, verbose=False):
         """Fit the mixture to (signal, observation) pairs by maximum likelihood with Adam.
@@ -156,7 +156,7 @@ class GMMNoiseModel(NoiseModel):
             Mixture components and coefficients per polynomial.
         percentiles : tuple of float
             The signal range is the (low, high) percentiles of the signals; pairs outside it are
-            left out of the fit. ``(0, 100)`` keeps all. Default: (0.5, 99.5).
+            left out of the fit. ``(0, 100)`` keeps all. Default: (0.1, 99.9).
         min_std : float or None
             Floor of the component standard deviations; default: 1% of the residual standard
             deviation ``std(observation - signal)``.
@@ -184,6 +184,7 @@ class GMMNoiseModel(NoiseModel):
         if not high > low:
             raise ValueError(f"the signals between percentiles {percentiles} span no range ({low:g}); "
                              "a noise model needs pairs at different signal levels")
+        value_range = (observation.min(), observation.max())  # all data, so using it raises no warning
         keep = (signal >= low) & (signal <= high)
         signal, observation = signal[keep], observation[keep]
         unsaturated = _inside(observation, saturation)
@@ -192,8 +193,7 @@ class GMMNoiseModel(NoiseModel):
         if not scale > 0:
             raise ValueError("the observations equal their signals: there is no noise to model")
         min_std = 0.01 * scale if min_std is None else float(min_std)
-        model = cls(n_gaussians, n_coeff, (low, high), scale, min_std, saturation,
-                    value_range=(observation.min(), observation.max()))
+        model = cls(n_gaussians, n_coeff, (low, high), scale, min_std, saturation, value_range=value_range)
         model.coefficients.assign(_initial_coefficients(
             n_gaussians, n_coeff, (signal[unsaturated] - low) / (high - low), residual / scale))
         rng = np.random.default_rng(seed)
