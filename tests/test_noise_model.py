@@ -597,3 +597,22 @@ def test_from_pairs_rejects_empty_arrays():
 def test_from_counts_rejects_non_square_counts():
     with pytest.raises(ValueError, match="square"):
         HistogramNoiseModel.from_counts(np.ones((3, 4)), VALUE_RANGE)
+
+
+@pytest.mark.filterwarnings(RANGE_WARNING)
+def test_saturated_camera_data_gives_finite_likelihoods_and_loss():
+    """A 16-bit camera clips at 0 and 65535: such pixels land in the edge bins, the loss stays finite."""
+    from pn2v_tf.losses import PN2VLoss
+
+    rng = np.random.default_rng(7)
+    signal = rng.uniform(0.0, 70000.0, size=50_000)
+    observation = np.clip(signal + rng.normal(0.0, 300.0, size=signal.size), 0.0, 65535.0)
+    model = HistogramNoiseModel.from_pairs(np.clip(signal, 0, 65535), observation, bins=256)
+
+    x = np.array([[0.0], [65535.0], [30000.0]], dtype=np.float32)
+    samples = np.array([[-500.0, 0.0, 100.0], [65535.0, 70000.0, 1e6], [29000.0, 30000.0, 31000.0]], dtype=np.float32)
+    log_p = model.log_likelihood(x, samples)
+    loss = float(PN2VLoss(model)(tf.constant(x)[None], tf.constant(samples)[None]))
+
+    assert np.all(np.isfinite(log_p)) and np.isfinite(loss)
+    assert log_p[1, 1] > log_p[1, 0] - 1e-6 and log_p[1, 0] > np.log(MIN_PROBABILITY)  # saturation is explained
