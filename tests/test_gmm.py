@@ -201,6 +201,10 @@ def test_saturated_observation_gets_the_tail_mass():
 
     np.testing.assert_allclose(model.log_likelihood(np.full(3, 600.0), signal), np.log(above), rtol=1e-4)
     np.testing.assert_allclose(model.log_likelihood(np.full(3, 0.0), signal), np.log(below), rtol=1e-4)
+    # values beyond the limits count as at the limits
+    with pytest.warns(UserWarning, match="exceed"):
+        np.testing.assert_allclose(model.log_likelihood(np.array([-7.0, 600.5, 650.0]), signal),
+                                   np.log([below[0], above[1], above[2]]), rtol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")

@@ -45,25 +45,56 @@ def _log_normal_cdf(z):
     return ops.where(z < _TAIL_Z, tail, central)
 
 
-def _polynomial(coefficients, t):
-    """``sum_k coefficients[..., k] * t**k`` for t of shape (...,) -> (..., n_gaussians)."""
-    powers = [ops.ones_like(t)]
-    for _ in range(1, coefficients.shape[-1]):
-        powers.append(powers[-1] * t)  # products, not power(): d(t**0)/dt is NaN at t = 0
-    powers = ops.stack(powers, axis=-1)  # (..., n_coeff)
-    return ops.einsum("...k,jk->...j", powers, coefficients)
+# Components are handled as Python lists of tensors shaped like the signal, not as one tensor with
+# a trailing component axis: every step is then elementwise, with no reductions over a tiny axis,
+# which makes the training loss about twice as fast on CPU.
+
+def _polynomials(coefficients, row, t):
+    """``[sum_k coefficients[row, j, k] * t**k for each component j]`` by Horner's rule.
+
+    Products, not ``power()``: the gradient of ``t**0`` is NaN at t = 0.
+    """
+    n_gaussians, n_coeff = coefficients.shape[1], coefficients.shape[2]
+    values = []
+    for j in range(n_gaussians):
+        value = coefficients[row, j, n_coeff - 1] * ops.ones_like(t)
+        for k in range(n_coeff - 2, -1, -1):
+            value = value * t + coefficients[row, j, k]
+        values.append(value)
+    return values
+
+
+def _maximum(values):
+    top = values[0]
+    for value in values[1:]:
+        top = ops.maximum(top, value)
+    return top
+
+
+def _log_sum_exp(values):
+    top = _maximum(values)
+    return top + ops.log(sum(ops.exp(value - top) for value in values))
+
+
+def _components(coefficients, signal, signal_range, scale, min_std):
+    """Per component: log-weights, mean offsets ``mu_j - s`` and variances (lists of tensors)."""
+    low, high = signal_range
+    t = (ops.clip(signal, low, high) - low) / (high - low)
+    logits = _polynomials(coefficients, 2, t)
+    log_total = _log_sum_exp(logits)
+    log_weights = [logit - log_total for logit in logits]
+    offsets = [scale * value for value in _polynomials(coefficients, 0, t)]
+    mixture_offset = sum(ops.exp(log_w) * offset for log_w, offset in zip(log_weights, offsets))
+    mean_offsets = [offset - mixture_offset for offset in offsets]
+    variances = [ops.maximum(scale ** 2 * value, min_std ** 2) for value in _polynomials(coefficients, 1, t)]
+    return log_weights, mean_offsets, variances
 
 
 def mixture_parameters(coefficients, signal, signal_range, scale, min_std):
     """Log-weights, means and variances of the mixture at ``signal``, each of shape ``signal.shape + (n,)``."""
-    low, high = signal_range
-    t = (ops.clip(signal, low, high) - low) / (high - low)
-    logits = _polynomial(coefficients[2], t)
-    log_weights = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
-    offsets = scale * _polynomial(coefficients[0], t)
-    means = signal[..., None] + offsets - ops.sum(ops.exp(log_weights) * offsets, axis=-1, keepdims=True)
-    variances = ops.maximum(scale ** 2 * _polynomial(coefficients[1], t), min_std ** 2)
-    return log_weights, means, variances
+    log_weights, mean_offsets, variances = _components(coefficients, signal, signal_range, scale, min_std)
+    means = [signal + offset for offset in mean_offsets]
+    return tuple(ops.stack(values, axis=-1) for values in (log_weights, means, variances))
 
 
 def mixture_log_likelihood(observation, signal, coefficients, signal_range, scale, min_std, saturation=None):
@@ -71,16 +102,24 @@ def mixture_log_likelihood(observation, signal, coefficients, signal_range, scal
     observation, signal = ops.cast(observation, "float32"), ops.cast(signal, "float32")
     shape = ops.shape(observation + signal)
     observation, signal = ops.broadcast_to(observation, shape), ops.broadcast_to(signal, shape)
-    log_weights, means, variances = mixture_parameters(coefficients, signal, signal_range, scale, min_std)
-    x = observation[..., None]
-    log_density = -0.5 * (_LOG_2PI + ops.log(variances) + ops.square(x - means) / variances)
+    log_weights, mean_offsets, variances = _components(coefficients, signal, signal_range, scale, min_std)
+    residual = observation - signal
     if saturation is not None:
-        std = ops.sqrt(variances)
+        # x <= low has mass Phi((low - mu) / sigma), x >= high has Phi((mu - high) / sigma): one
+        # log-CDF per component of side * (limit - mu) / sigma, limit - mu = (limit - x) + (x - mu).
         low, high = saturation
-        below = _log_normal_cdf((low - means) / std)
-        above = _log_normal_cdf((means - high) / std)
-        log_density = ops.where(x <= low, below, ops.where(x >= high, above, log_density))
-    return ops.logsumexp(log_weights + log_density, axis=-1)
+        saturated = (observation <= low) | (observation >= high)
+        side = ops.where(observation <= low, 1.0, -1.0)
+        to_limit = ops.where(observation <= low, low, high) - observation
+    terms = []
+    for log_w, offset, variance in zip(log_weights, mean_offsets, variances):
+        deviation = residual - offset  # x - mu_j
+        log_density = -0.5 * (_LOG_2PI + ops.log(variance) + ops.square(deviation) / variance)
+        if saturation is not None:
+            mass = _log_normal_cdf(side * (to_limit + deviation) / ops.sqrt(variance))
+            log_density = ops.where(saturated, mass, log_density)
+        terms.append(log_w + log_density)
+    return _log_sum_exp(terms)
 
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
