@@ -6,6 +6,7 @@ targets (PN2V >= 0.9x N2V training throughput; MMSE <= 1.5x prior mean).
 
     python benchmarks/speed.py                 # paper network: depth 3, 64 features, K = 800
     python benchmarks/speed.py --n-first 32 --n-samples 400 --size 256
+    python benchmarks/speed.py --noise-model gmm   # PN2V with a 3-Gaussian GMM noise model
 """
 
 import argparse
@@ -20,7 +21,7 @@ import numpy as np  # noqa: E402
 from pn2v_tf import PN2V, PN2VConfig  # noqa: E402
 from pn2v_tf.data import MaskedPatches  # noqa: E402
 from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
-from pn2v_tf.noise_models import HistogramNoiseModel  # noqa: E402
+from pn2v_tf.noise_models import GMMNoiseModel, HistogramNoiseModel  # noqa: E402
 
 
 def training_throughput(model, images, patch, batch, steps, warmup=3):
@@ -60,11 +61,16 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=512, help="side of the predicted image")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--noise-model", choices=("histogram", "gmm"), default="histogram",
+                        help="PN2V's noise model, built from the synthetic calibration stack")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args()
 
     data = make_synthetic_data(seed=0, shape=(args.size, args.size), n_train=2)
-    noise_model = HistogramNoiseModel.from_calibration_stack(data.calibration)
+    if args.noise_model == "gmm":
+        noise_model = GMMNoiseModel.from_calibration_stack(data.calibration, n_gaussians=3, n_coeff=2)
+    else:
+        noise_model = HistogramNoiseModel.from_calibration_stack(data.calibration)
     common = dict(unet_n_depth=args.n_depth, unet_n_first=args.n_first, n_samples=args.n_samples,
                   n2v_perc_pix=args.perc_pix, n2v_patch_shape=(args.patch, args.patch))
     models = {mode: PN2V(PN2VConfig(data.train, mode=mode, **common), mode, basedir=None,
@@ -81,7 +87,7 @@ def main():
     results["predict_ratio_mmse_over_prior_mean"] = results["predict_mmse_s"] / results["predict_prior_mean_s"]
 
     print(f"network: depth {args.n_depth}, {args.n_first} features, K = {args.n_samples}; "
-          f"training patches {args.patch}x{args.patch}, batch {args.batch}")
+          f"training patches {args.patch}x{args.patch}, batch {args.batch}; {args.noise_model} noise model")
     print(f"train N2V   {results['train_n2v_patches_per_s']:7.2f} patches/s")
     print(f"train PN2V  {results['train_pn2v_patches_per_s']:7.2f} patches/s   "
           f"ratio PN2V/N2V {results['train_ratio_pn2v_over_n2v']:.2f}")
