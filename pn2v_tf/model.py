@@ -8,12 +8,12 @@ from pathlib import Path
 import keras
 import numpy as np
 from csbdeep.models import BaseModel
-from csbdeep.utils import axes_check_and_normalize
 
 from ._checks import is_int
 from .config import PN2VConfig
 from .data import MaskedPatches, SupervisedPatches
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, TilePredictor, auto_n_tiles, predict_tiled, tile_context
+from .io import atomic_path, stack_from_axes
 from .losses import PN2VLoss, ScaledMSE
 from .nets import block_size, build_networks, receptive_radius
 from .noise_models import NoiseModel, load_noise_model
@@ -148,7 +148,8 @@ class PN2V(BaseModel):
             callbacks.append(_SaveWeights(save, self.logdir / self.config.train_checkpoint_epoch, best_only=False))
         return callbacks
 
-    def train(self, X, validation_X, Y=None, validation_Y=None, epochs=None, steps_per_epoch=None):
+    def train(self, X, validation_X, Y=None, validation_Y=None, epochs=None, steps_per_epoch=None,
+              initial_epoch=0, callbacks=None, verbose=1):
         """Train the network.
 
         Parameters
@@ -161,6 +162,14 @@ class PN2V(BaseModel):
             Clean targets of the same shapes, for mode ``'care'`` only.
         epochs, steps_per_epoch : int or None
             Default: ``config.train_epochs`` and ``config.train_steps_per_epoch``.
+        initial_epoch : int
+            Epochs already done, to continue a training (:mod:`pn2v_tf.resume` restores the rest of
+            its state): epochs ``initial_epoch`` to ``epochs - 1`` run, and the patch generator's
+            epoch counter starts there. Default: 0.
+        callbacks : list of keras.callbacks.Callback or None
+            Run after the model's own (learning-rate schedule, NaN check, checkpoints).
+        verbose : int
+            Keras' progress output: 0 none, 1 a progress bar, 2 one line per epoch. Default: 1.
 
         Returns
         -------
@@ -187,11 +196,15 @@ class PN2V(BaseModel):
             self.noise_model.check_range(validation_X, "validation data")
         epochs = cfg.train_epochs if epochs is None else epochs
         steps_per_epoch = cfg.train_steps_per_epoch if steps_per_epoch is None else steps_per_epoch
+        if not is_int(initial_epoch, 0) or not is_int(epochs, 1) or initial_epoch >= epochs:
+            raise ValueError(f"initial_epoch must be an integer in [0, epochs={epochs!r}), got {initial_epoch!r}")
         train_data, validation_data = self._datasets(X, validation_X, Y, validation_Y, steps_per_epoch)
+        train_data.epoch = initial_epoch
         if not self._model_prepared:
             self.prepare_for_training()
         history = self._training_model.fit(train_data, validation_data=validation_data, epochs=epochs,
-                                           callbacks=self.callbacks, verbose=1)
+                                           initial_epoch=initial_epoch,
+                                           callbacks=self.callbacks + list(callbacks or []), verbose=verbose)
         if not _all_weights_finite(self.keras_model) or not np.isfinite(history.history["loss"][-1]):
             self._training_diverged()
         self._training_finished()
@@ -245,7 +258,7 @@ class PN2V(BaseModel):
         warnings.warn(f"no trained weights in {self.logdir}; the network is untrained")
 
     # -- prediction --------------------------------------------------------------------------
-    def predict(self, img, axes="YX", n_tiles=None, estimator="mmse"):
+    def predict(self, img, axes="YX", n_tiles=None, estimator="mmse", progress=None):
         """Denoise an image.
 
         Parameters
@@ -261,6 +274,9 @@ class PN2V(BaseModel):
         estimator : str
             ``'mmse'`` (paper Eq. 10) or ``'prior_mean'`` (mean of the K samples). Models trained
             with mode 'n2v' or 'care' have one output, which both return.
+        progress : callable or None
+            Called as ``progress(done, total)`` after each tile, with the tiles of this call done
+            so far and in all.
 
         Returns
         -------
@@ -270,13 +286,14 @@ class PN2V(BaseModel):
         if estimator not in ("mmse", "prior_mean"):
             raise ValueError(f"estimator must be 'mmse' or 'prior_mean', got {estimator!r} "
                              "(posterior samples: use sample_posterior)")
-        return self._predict_with(self._tile_predictor(estimator), img, axes, n_tiles)[..., 0]
+        return self._predict_with(self._tile_predictor(estimator), img, axes, n_tiles, progress)[..., 0]
 
-    def sample_posterior(self, img, n_samples=10, axes="YX", n_tiles=None, seed=0):
+    def sample_posterior(self, img, n_samples=10, axes="YX", n_tiles=None, seed=0, progress=None):
         """Draw samples of the clean image from the posterior p(s|x), for uncertainty.
 
         Each pixel's K prior samples are resampled with weights p(x|s_k) (mode 'pn2v' only).
-        ``seed`` (int, or ``None`` for a random one) makes the draws reproducible.
+        ``seed`` (int, or ``None`` for a random one) makes the draws reproducible; ``progress`` as
+        in :meth:`predict`.
 
         Returns
         -------
@@ -292,7 +309,7 @@ class PN2V(BaseModel):
         if not is_int(seed, 0) or seed >= 2 ** 31:
             raise ValueError(f"seed must be an integer in [0, 2**31) or None, got {seed!r}")
         predictor = self._tile_predictor("posterior", n_posterior=n_samples, seed=seed)
-        return np.moveaxis(self._predict_with(predictor, img, axes, n_tiles), -1, 0)
+        return np.moveaxis(self._predict_with(predictor, img, axes, n_tiles, progress), -1, 0)
 
     def _tile_predictor(self, estimator, n_posterior=1, seed=0):
         """One traced (and XLA-compiled) predictor per estimator, reused across calls."""
@@ -303,19 +320,21 @@ class PN2V(BaseModel):
         self._tile_predictors[key].seed = seed
         return self._tile_predictors[key]
 
-    def _predict_with(self, predictor, img, axes, n_tiles):
-        images, restore = _images_from_axes(img, axes)
+    def _predict_with(self, predictor, img, axes, n_tiles, progress=None):
+        images, restore = stack_from_axes(img, axes)
         if self.noise_model is not None and predictor.estimator != "prior_mean":
             self.noise_model.check_range(images, "image")
         cfg = self.config
         block = block_size(cfg.unet_n_depth)
         overlap = receptive_radius(cfg.unet_n_depth, cfg.unet_kern_size)
+        tiles = n_tiles or auto_n_tiles(images.shape[1:], cfg.n_outputs, DEFAULT_MAX_TILE_ELEMENTS,
+                                        tile_context(overlap, block))
+        _check_n_tiles(tiles)
+        predict_tile = predictor if progress is None else _counting(predictor, progress,
+                                                                    len(images) * int(np.prod(tiles)))
         results = []
         for image_index, image in enumerate(images):
-            tiles = n_tiles or auto_n_tiles(image.shape, cfg.n_outputs, DEFAULT_MAX_TILE_ELEMENTS,
-                                            tile_context(overlap, block))
-            _check_n_tiles(tiles)
-            results.append(predict_tiled(predictor, image, tiles, block, overlap, predictor.n_channels_out,
+            results.append(predict_tiled(predict_tile, image, tiles, block, overlap, predictor.n_channels_out,
                                          first_index=image_index * _MAX_TILES_PER_IMAGE))
         return restore(np.stack(results))
 
@@ -382,6 +401,20 @@ class _SaveWeights(keras.callbacks.Callback):
         _save_atomically(self.save, self.path)
 
 
+def _counting(predict_tile, progress, total):
+    """``predict_tile`` that reports ``progress(done, total)`` after each tile."""
+    done = 0
+
+    def counted(tile, tile_index):
+        nonlocal done
+        out = predict_tile(tile, tile_index)
+        done += 1
+        progress(done, total)
+        return out
+
+    return counted
+
+
 def _remove_model_files(logdir):
     """Before a model is replaced (``overwrite=True``): its weights and noise model go."""
     for pattern in ("weights_*.h5", "weights_*.h5.tmp", NOISE_MODEL_FILE):
@@ -394,9 +427,8 @@ def _all_weights_finite(model):
 
 
 def _save_atomically(save, path):
-    tmp = path.with_name(path.name + ".tmp")
-    save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save(str(tmp))
 
 
 def _tensorboard_callbacks(log_dir):
@@ -429,29 +461,3 @@ def _check_same_shape(a, b, name_a, name_b):
 def _check_n_tiles(n_tiles):
     if not isinstance(n_tiles, (tuple, list)) or len(n_tiles) != 2 or not all(is_int(n, 1) for n in n_tiles):
         raise ValueError(f"n_tiles must be two positive integers (Y, X), got {n_tiles!r}")
-
-
-def _images_from_axes(img, axes):
-    """Image with ``axes`` -> stack (N, Y, X) and a function that restores the original layout."""
-    img = np.asarray(img)
-    axes = axes_check_and_normalize(axes, img.ndim)
-    if "C" in axes:
-        if img.shape[axes.index("C")] != 1:
-            raise ValueError(f"the model takes one channel; axis C of the image has size {img.shape[axes.index('C')]}")
-        img = np.take(img, 0, axis=axes.index("C"))
-        axes = axes.replace("C", "")
-    batch_axes = [a for a in axes if a not in "YX"]
-    if len(batch_axes) > 1 or "Y" not in axes or "X" not in axes:
-        raise ValueError(f"axes must be YX with at most one of S, T, Z in addition, got {axes!r}")
-    order = batch_axes + ["Y", "X"]
-    stack = np.transpose(img, [axes.index(a) for a in order]).reshape((-1,) + tuple(img.shape[axes.index(a)] for a in "YX"))
-    stack = stack.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(stack)):
-        raise ValueError("image contains NaN or inf pixels")
-    def restore(results):
-        """(N, Y, X, C) -> the axes of ``img`` (without C), then C."""
-        current = (order if batch_axes else ["Y", "X"]) + ["C"]
-        out = results if batch_axes else results[0]
-        return np.transpose(out, [current.index(a) for a in list(axes) + ["C"]])
-
-    return stack, restore

@@ -77,18 +77,22 @@ class NoiseModel(keras.layers.Layer):
         """(low, high) of signals the model was calibrated for (``_signal_range``; default: value_range)."""
         return getattr(self, "_signal_range", None) or self.value_range
 
-    def check_range(self, values, name="data"):
-        """Warn once per ``name`` if ``values`` leave the range the model describes; reject NaN."""
+    def check_range(self, values, name="data", strict=False):
+        """Warn once per ``name`` if ``values`` leave the range the model describes (raise
+        ``ValueError`` instead if ``strict``); reject NaN."""
         if np.isnan(values).any():
             raise ValueError(f"{name} contains NaN values")
         low, high = self.signal_range if name == "signal" else self.value_range
         vmin, vmax = float(np.min(values)), float(np.max(values))
         slack = 1e-6 * (high - low) if np.isfinite(high - low) else 0.0  # float32 rounding of the edges
-        if (vmin < low - slack or vmax > high + slack) and name not in self._warned:
+        if vmin >= low - slack and vmax <= high + slack:
+            return
+        message = f"{name} values [{vmin:g}, {vmax:g}] exceed the noise model's range [{low:g}, {high:g}]"
+        if strict:
+            raise ValueError(message)
+        if name not in self._warned:
             self._warned.add(name)
-            warnings.warn(
-                f"{name} values [{vmin:g}, {vmax:g}] exceed the noise model's range "
-                f"[{low:g}, {high:g}]; {self._out_of_range_note}", stacklevel=3)
+            warnings.warn(f"{message}; {self._out_of_range_note}", stacklevel=3)
 
     # -- files -------------------------------------------------------------------------------
     def save(self, path, overwrite=False):
