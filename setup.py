@@ -32,6 +32,6 @@ setup(
         # 2.12; bioimageio.spec 0.5.12 cannot serialise descriptions with pydantic 2.14)
         "bioimageio": ["bioimageio.spec>=0.5.12", "bioimageio.core>=0.11", "pydantic<2.13"],
     },
-    entry_points={"console_scripts": ["pn2v-demo = pn2v_tf.demo:main"]},
+    entry_points={"console_scripts": ["pn2v = pn2v_tf.cli:main", "pn2v-demo = pn2v_tf.demo:main"]},
     license="BSD-3-Clause",
 )

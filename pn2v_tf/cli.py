@@ -1,0 +1,751 @@
+"""The ``pn2v`` command: noise models, training, prediction, export and evaluation on TIFF files.
+
+``pn2v --help`` lists the subcommands, ``pn2v <subcommand> --help`` their options. TensorFlow is
+imported only inside the subcommands that need it, so the help comes at once.
+
+Exit codes: 0 done; 2 a problem with the input or the command line (the message names the file
+and the problem; nothing was written); 1 training diverged (the loss became NaN or infinite);
+130 or 143 interrupted by Ctrl-C or SIGTERM (a training keeps its last completed epoch and goes
+on with ``--resume``). Set the environment variable ``PN2V_DEBUG=1`` to see the traceback of an
+error instead of its one-line message.
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+from .io import IMAGEJ_DTYPES, InputError, find_tiffs, read_image
+
+EXIT_INPUT = 2
+EXIT_DIVERGED = 1
+#: Defaults of the training options; the same as :class:`PN2VConfig`'s (the seed excepted).
+TRAINING_DEFAULTS = dict(epochs=200, steps_per_epoch=100, batch_size=16, patch_size=64, n_samples=800,
+                         unet_depth=3, unet_n_first=64, learning_rate=4e-4, seed=0)
+#: PN2VConfig attribute -> training option.
+CONFIG_OPTIONS = dict(n_samples="n_samples", unet_n_depth="unet_depth", unet_n_first="unet_n_first",
+                      n2v_patch_shape="patch_size", train_epochs="epochs",
+                      train_steps_per_epoch="steps_per_epoch", train_batch_size="batch_size",
+                      train_learning_rate="learning_rate", seed="seed")
+#: Options a resumed training takes from its model instead.
+_FIXED_ON_RESUME = ("mode", "noise_model", "batch_size", "patch_size", "n_samples", "unet_depth",
+                    "unet_n_first", "learning_rate", "seed")
+#: Options a resumed training may change; without them it uses the interrupted run's.
+_RUN_SETTINGS = ("inputs", "axes", "validation", "validation_fraction", "epochs", "steps_per_epoch",
+                 "allow_out_of_range")
+
+EXIT_CODES = """exit codes: 0 done; 2 bad input or command line (nothing written); 1 training diverged;
+130/143 interrupted by Ctrl-C/SIGTERM (pn2v train --resume continues)"""
+
+
+class UsageError(ValueError):
+    """Options that do not go together."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM, with what was kept."""
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Adds '(default: ...)' to every option whose help does not mention its default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or not action.option_strings or any(action.default is v for v in (None, False,
+                                                                                             argparse.SUPPRESS)):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="pn2v", formatter_class=_Formatter, epilog=EXIT_CODES,
+        description="Probabilistic Noise2Void denoising of microscopy images stored as TIFF files.")
+    from .version import __version__
+    parser.add_argument("--version", action="version", version=f"pn2v_tf {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND")
+    for add in (_add_noise_model, _add_train, _add_predict, _add_export, _add_evaluate):
+        add(commands)
+    return parser
+
+
+def _subparser(commands, name, summary, example, run):
+    parser = commands.add_parser(name, help=summary, description=summary, formatter_class=_Formatter,
+                                 epilog=f"example:\n  {example}\n\n{EXIT_CODES}")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_common(parser, quiet=True, overwrite=True):
+    parser.add_argument("--axes", help="axes of the input TIFFs: YX, or YX after one of S (stack), T, Z "
+                                       "(default: from the files' metadata; a plain 3-D stack is SYX)")
+    if overwrite:
+        parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (off: refuse)")
+    if quiet:
+        parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary lines")
+
+
+def _add_training_options(parser, on_resume, n_samples=True):
+    note = "; with --resume: the interrupted run's" if on_resume else ""
+    fixed = "; with --resume: the model's" if on_resume else ""
+    d = TRAINING_DEFAULTS
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, help=f"number of epochs in all (default: {d['epochs']}{note})")
+    group.add_argument("--steps-per-epoch", type=int,
+                       help=f"training steps per epoch (default: {d['steps_per_epoch']}{note})")
+    group.add_argument("--validation-fraction", type=float,
+                       help="share of the images held out for validation if --validation is not given; one "
+                            f"image is split by rows (default: 0.1{note})")
+    group.add_argument("--batch-size", type=int, help=f"patches per step (default: {d['batch_size']}{fixed})")
+    group.add_argument("--patch-size", type=int,
+                       help=f"side of the square training patches, a multiple of 2**(unet-depth - 1) "
+                            f"(default: {d['patch_size']}{fixed})")
+    if n_samples:
+        group.add_argument("--n-samples", type=int,
+                           help=f"prior samples K the network predicts per pixel (default: {d['n_samples']}{fixed})")
+    group.add_argument("--unet-depth", type=int, help=f"U-Net resolution levels (default: {d['unet_depth']}{fixed})")
+    group.add_argument("--unet-n-first", type=int,
+                       help=f"feature channels of the U-Net's first level (default: {d['unet_n_first']}{fixed})")
+    group.add_argument("--learning-rate", type=float, help=f"Adam learning rate (default: {d['learning_rate']}{fixed})")
+    group.add_argument("--seed", type=int,
+                       help=f"seed of the initial weights, patches and masks (default: {d['seed']}{fixed})")
+
+
+def _add_noise_model(commands):
+    parser = _subparser(commands, "noise-model", "Build a noise model p(x|s) and write it with a PNG plot of it.",
+                        "pn2v noise-model --calibration calibration.tif -o noise_model.npz", _noise_model)
+    source = parser.add_argument_group("data (give one of them)").add_mutually_exclusive_group(required=True)
+    source.add_argument("--calibration", nargs="+", metavar="TIFF",
+                        help="calibration stacks: many noisy frames of a static sample, the signal is their mean "
+                             "(files, folders or patterns; a folder of single frames is one stack)")
+    source.add_argument("--signal", nargs="+", metavar="TIFF",
+                        help="clean images, paired in sorted order with --observation")
+    source.add_argument("--bootstrap", nargs="+", metavar="TIFF",
+                        help="noisy images only: N2V is trained on them and its predictions are the signal "
+                             "(Prakash et al. 2020)")
+    parser.add_argument("--observation", nargs="+", metavar="TIFF",
+                        help="noisy images for --signal (required with it), each with the shape of its clean "
+                             "image or n such frames")
+    parser.add_argument("-o", "--output", required=True, help="noise model file to write (.npz is appended if missing)")
+    parser.add_argument("--plot", help="PNG plot of the model against the data (default: the output with .png)")
+    parser.add_argument("--kind", choices=("histogram", "gmm"), default="histogram",
+                        help="histogram (the PN2V paper's) or gmm (Gaussian mixture)")
+    parser.add_argument("--bins", type=int, default=256, help="histogram: bins along signal and observation")
+    parser.add_argument("--value-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="histogram: range of signal and observation (default: the data's minimum and "
+                             "maximum); make it wide enough for all images you will train on and denoise")
+    parser.add_argument("--n-gaussians", type=int, default=3, help="gmm: mixture components")
+    parser.add_argument("--n-coeff", type=int, default=2, help="gmm: coefficients per polynomial (2: linear in s)")
+    parser.add_argument("--gmm-steps", type=int, default=1000, help="gmm: Adam steps of the fit")
+    parser.add_argument("--saturation", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="gmm: the camera's saturation values, treated as censored (default: none)")
+    _add_common(parser)
+    _add_training_options(parser, on_resume=False, n_samples=False)
+
+
+def _add_train(commands):
+    parser = _subparser(commands, "train", "Train a PN2V (or N2V) model on noisy TIFFs into a CSBDeep model folder.",
+                        "pn2v train noisy/ --noise-model noise_model.npz --model models/my_pn2v", _train)
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="noisy training TIFFs: files, folders or glob patterns, all images of one size "
+                             "(default with --resume: the interrupted run's)")
+    parser.add_argument("--model", required=True, metavar="MODEL_DIR",
+                        help="model folder to write (config.json, noise_model.npz, weights_*.h5, "
+                             "training_state.npz, training_log.csv)")
+    parser.add_argument("--noise-model", help="noise model file (from pn2v noise-model); needed for --mode pn2v "
+                                              "(default: none)")
+    parser.add_argument("--mode", choices=("pn2v", "n2v"),
+                        help="pn2v, or n2v (Noise2Void, no noise model) (default: pn2v)")
+    parser.add_argument("--validation", nargs="+", metavar="TIFF",
+                        help="validation TIFFs (default: --validation-fraction of the inputs)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted training in --model from its last completed epoch "
+                             "(weights, optimiser state, epoch count)")
+    parser.add_argument("--allow-out-of-range", action="store_true",
+                        help="train on pixels outside the noise model's range (off: refuse them)")
+    _add_common(parser)
+    _add_training_options(parser, on_resume=True)
+
+
+def _add_predict(commands):
+    parser = _subparser(commands, "predict", "Denoise TIFFs into an output folder (same file names, ImageJ TIFFs).",
+                        "pn2v predict --model models/my_pn2v noisy/ -o denoised/", _predict)
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="noisy TIFFs: files, folders or glob patterns")
+    parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="model folder (from pn2v train)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTPUT_DIR",
+                        help="folder for the results, created if missing")
+    parser.add_argument("--estimator", choices=("mmse", "prior_mean", "posterior"), default="mmse",
+                        help="mmse (uses each pixel's noisy value and the noise model), prior_mean (mean of "
+                             "the K samples), or posterior (--n-posterior samples of the clean image, written "
+                             "as ImageJ channels)")
+    parser.add_argument("--n-posterior", type=int, default=10, help="samples per image with --estimator posterior")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
+    parser.add_argument("--n-tiles", nargs=2, type=int, metavar=("NY", "NX"),
+                        help="tiles along Y and X (default: as few as keep a tile's K samples below 2**26 values)")
+    parser.add_argument("--dtype", choices=IMAGEJ_DTYPES + ("same",), default="float32",
+                        help="pixel type of the results; integer types are rounded and clipped, 'same' is "
+                             "the input's type")
+    parser.add_argument("--allow-out-of-range", action="store_true",
+                        help="denoise pixels outside the noise model's range (off: refuse them)")
+    _add_common(parser)
+
+
+def _add_export(commands):
+    parser = _subparser(commands, "export", "Export a model as a TensorFlow SavedModel or a bioimage.io package.",
+                        "pn2v export --model models/my_pn2v -o my_pn2v.zip --test-input noisy/image1.tif",
+                        _export)
+    parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="model folder (from pn2v train)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="SavedModel folder, or the package's .zip file for bioimageio")
+    parser.add_argument("--format", choices=("auto", "savedmodel", "bioimageio"), default="auto",
+                        help="auto: bioimageio for an output ending in .zip, savedmodel otherwise")
+    parser.add_argument("--test-input", metavar="TIFF",
+                        help="bioimageio: a raw noisy image for the package's test and cover (its first "
+                             "image if a stack) (default: none; required for bioimageio)")
+    parser.add_argument("--name", help="bioimageio: model name (default: from the model folder)")
+    parser.add_argument("--description", help="bioimageio: one-line description (default: says estimator and "
+                                              "noise model)")
+    parser.add_argument("--author", action="append", default=[], metavar="NAME",
+                        help="bioimageio: an author's name; repeat for several (default: none)")
+    parser.add_argument("--license", default="CC-BY-4.0", help="bioimageio: SPDX license of the weights")
+    _add_common(parser, quiet=False)
+
+
+def _add_evaluate(commands):
+    parser = _subparser(commands, "evaluate", "PSNR of denoised TIFFs against ground-truth TIFFs, as a table.",
+                        "pn2v evaluate denoised/ --ground-truth clean/", _evaluate)
+    parser.add_argument("predictions", nargs="+", metavar="PREDICTION",
+                        help="denoised TIFFs: files, folders or glob patterns")
+    parser.add_argument("-g", "--ground-truth", nargs="+", required=True, metavar="TIFF",
+                        help="ground-truth TIFFs, matched to the predictions by file name (a single pair "
+                             "regardless of names)")
+    parser.add_argument("--data-range", type=float,
+                        help="peak range of the PSNR (default: each ground-truth image's max - min)")
+    parser.add_argument("--csv", help="also write the table to this CSV file (default: none)")
+    _add_common(parser, quiet=False)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+def main(argv=None):
+    """Run ``pn2v`` with ``argv`` (default: the command line); returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_INPUT
+    prefix = f"pn2v {args.command}"
+    with _signals_interrupt() as received, _one_line_warnings(prefix):
+        try:
+            return args.run(args) or 0
+        except (ValueError, FileExistsError, FileNotFoundError, ImportError) as error:
+            return _fail(prefix, "error", error, EXIT_INPUT)
+        except FloatingPointError as error:
+            return _fail(prefix, "error", error, EXIT_DIVERGED)
+        except (KeyboardInterrupt, Interrupted) as error:
+            return _fail(prefix, "interrupted", error, 128 + received.get("signal", signal.SIGINT))
+
+
+def _fail(prefix, what, error, code):
+    if os.environ.get("PN2V_DEBUG"):
+        raise error
+    message = " ".join(str(error).split())
+    print(f"{prefix}: {what}" + (f": {message}" if message else ""), file=sys.stderr)
+    return code
+
+
+@contextmanager
+def _signals_interrupt():
+    """SIGTERM (and SIGINT) raise KeyboardInterrupt; yields a dict that records which came."""
+    received = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum, frame):
+        received["signal"] = signum
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@contextmanager
+def _one_line_warnings(prefix):
+    def show(message, category, filename, lineno, file=None, line=None):
+        from tqdm import tqdm
+        tqdm.write(f"{prefix}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+# -- shared steps --------------------------------------------------------------------------------
+
+def _model_folder(path):
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise InputError(folder, "not a model folder (no config.json); train one with pn2v train")
+    return folder
+
+
+def _load_model(folder):
+    from .model import PN2V
+    return PN2V(None, folder.name, basedir=str(folder.parent))
+
+
+def _refuse_existing(path, overwrite):
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def _check_range(noise_model, image, allow):
+    """Pixels outside the noise model's range are an input error unless ``allow``."""
+    try:
+        noise_model.check_range(image.stack, "pixel", strict=not allow)
+    except ValueError as error:
+        raise InputError(image.path, f"{error}; make the noise model from data that cover these values "
+                                     "(pn2v noise-model --value-range), or pass --allow-out-of-range") from None
+
+
+def _read_images(inputs, axes, patch_shape=None, noise_model=None, allow_out_of_range=False):
+    """Read TIFFs of one image size as one float32 stack (N, Y, X); returns (stack, images)."""
+    import numpy as np
+
+    images = [read_image(path, axes) for path in find_tiffs(inputs)]
+    first = images[0]
+    for image in images:
+        if image.stack.shape[1:] != first.stack.shape[1:]:
+            raise InputError(image.path, f"images of {_size(image.stack)} pixels, unlike the {_size(first.stack)} "
+                                         f"of {first.path}; training needs images of one size")
+        if patch_shape is not None and any(s < p for s, p in zip(image.stack.shape[1:], patch_shape)):
+            raise InputError(image.path, f"images of {_size(image.stack)} pixels are smaller than the training "
+                                         f"patch {patch_shape[0]}x{patch_shape[1]} (--patch-size)")
+        if noise_model is not None:
+            _check_range(noise_model, image, allow_out_of_range)
+    return np.concatenate([image.stack for image in images]), images
+
+
+def _size(stack):
+    return "x".join(str(s) for s in stack.shape[-2:])
+
+
+def _split_validation(X, images, fraction, patch_shape):
+    """Hold out the last images (or the last rows of a single image) for validation."""
+    if not 0 < fraction < 1:
+        raise UsageError(f"--validation-fraction must be between 0 and 1, got {fraction}")
+    if len(X) > 1:
+        n_val = min(len(X) - 1, max(1, round(fraction * len(X))))
+        return X[:-n_val], X[-n_val:]
+    rows = max(patch_shape[0], round(fraction * X.shape[1]))
+    if X.shape[1] - rows < patch_shape[0]:
+        raise InputError(images[0].path, f"one image of {_size(X)} pixels cannot be split into training and "
+                                         f"validation parts of at least {patch_shape[0]} rows (--patch-size); "
+                                         "give more images or --validation")
+    return X[:, :-rows], X[:, -rows:]
+
+
+def _settings(args, keys, defaults):
+    """Option values of ``keys``, the ``defaults`` where an option was not given."""
+    return {key: getattr(args, key) if getattr(args, key, None) is not None else defaults.get(key)
+            for key in keys}
+
+
+def _config(X, mode, settings):
+    """A valid PN2VConfig from the training settings; invalid values are named as options."""
+    from .config import PN2VConfig
+
+    kwargs = {attribute: settings[option] for attribute, option in CONFIG_OPTIONS.items() if option in settings}
+    kwargs["n2v_patch_shape"] = (settings["patch_size"],) * 2
+    config = PN2VConfig(X, mode=mode, **kwargs)
+    invalid = config.is_valid(return_invalid=True)[1]
+    if invalid:
+        options = [f"--{CONFIG_OPTIONS[name].replace('_', '-')} {settings[CONFIG_OPTIONS[name]]}"
+                   for name in invalid if name in CONFIG_OPTIONS]
+        raise UsageError(f"invalid option values: {', '.join(options or invalid)}"
+                         + (" (the patch size must be a multiple of 2**(unet-depth - 1))"
+                            if "n2v_patch_shape" in invalid else ""))
+    return config
+
+
+def _fit(model, X, X_val, settings, quiet, initial_epoch=0, checkpoint=None, description="training"):
+    from .progress import TrainingProgress
+
+    callbacks = [] if checkpoint is None else [checkpoint]
+    callbacks.append(TrainingProgress(settings["epochs"], settings["steps_per_epoch"], initial_epoch, quiet,
+                                      description))
+    return model.train(X, X_val, epochs=settings["epochs"], steps_per_epoch=settings["steps_per_epoch"],
+                       initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+
+
+def _training_data(settings, patch_shape, noise_model):
+    """Read the inputs (and validation files) of the training settings: (X, X_val)."""
+    allow = settings.get("allow_out_of_range", False)
+    X, images = _read_images(settings["inputs"], settings["axes"], patch_shape, noise_model, allow)
+    if settings.get("validation"):
+        X_val, _ = _read_images(settings["validation"], settings["axes"], patch_shape, noise_model, allow)
+        return X, X_val
+    return _split_validation(X, images, settings["validation_fraction"], patch_shape)
+
+
+# -- pn2v noise-model ----------------------------------------------------------------------------
+
+def _noise_model(args):
+    output = Path(args.output if args.output.endswith(".npz") else args.output + ".npz")
+    plot = Path(args.plot) if args.plot else output.with_suffix(".png")
+    for path in (output, plot):
+        _refuse_existing(path, args.overwrite)
+    if (args.observation is None) != (args.signal is None):
+        raise UsageError("--signal and --observation go together")
+    if args.calibration:
+        signal, observation = _calibration_pairs(args.calibration, args.axes)
+        noise_model = _fit_noise_model(args, signal, observation)
+    elif args.signal:
+        signal, observation = _file_pairs(args.signal, args.observation, args.axes)
+        noise_model = _fit_noise_model(args, signal, observation)
+    else:
+        noise_model, signal, observation = _bootstrap(args)
+    noise_model.plot(plot, signal=signal, observation=observation, overwrite=args.overwrite)
+    noise_model.save(output, overwrite=args.overwrite)
+    low, high = noise_model.signal_range
+    _say(f"{noise_model.kind} noise model from {signal.size} pixels: signals {low:.6g}..{high:.6g}, values "
+         f"{noise_model.value_range[0]:.6g}..{noise_model.value_range[1]:.6g}; wrote {output} and {plot}", args)
+
+
+def _fit_noise_model(args, signal, observation):
+    from .noise_models import GMMNoiseModel, HistogramNoiseModel
+
+    if args.kind == "histogram":
+        return HistogramNoiseModel.from_pairs(signal, observation, bins=args.bins, value_range=args.value_range)
+    return GMMNoiseModel.fit(signal, observation, **_gmm_options(args))
+
+
+def _gmm_options(args):
+    return dict(n_gaussians=args.n_gaussians, n_coeff=args.n_coeff, steps=args.gmm_steps, saturation=args.saturation,
+                seed=args.seed if args.seed is not None else TRAINING_DEFAULTS["seed"])
+
+
+def _calibration_pairs(inputs, axes):
+    """Calibration stacks -> (signal, observation) as 1-D arrays; a signal is its stack's mean."""
+    import numpy as np
+
+    images = [read_image(path, axes) for path in find_tiffs(inputs)]
+    if len(images) > 1 and all(len(image.stack) == 1 for image in images):
+        stacks = [_read_images([image.path for image in images], axes)[0]]  # single frames: one stack
+    else:
+        for image in images:
+            if len(image.stack) < 2:
+                raise InputError(image.path, "a calibration stack needs at least 2 frames of a static sample; "
+                                             "this file has 1 (give the stack, or a folder of single frames)")
+        stacks = [image.stack for image in images]
+    signal = np.concatenate([np.broadcast_to(stack.mean(axis=0), stack.shape).ravel() for stack in stacks])
+    return signal, np.concatenate([stack.ravel() for stack in stacks])
+
+
+def _file_pairs(signal_inputs, observation_inputs, axes):
+    import numpy as np
+
+    from .noise_models.pairs import flatten_pairs
+
+    signals, observations = find_tiffs(signal_inputs), find_tiffs(observation_inputs)
+    if len(signals) != len(observations):
+        raise UsageError(f"{len(signals)} --signal files but {len(observations)} --observation files; "
+                         "they are paired in sorted order")
+    pairs = []
+    for signal_path, observation_path in zip(signals, observations):
+        signal, observation = read_image(signal_path, axes), read_image(observation_path, axes)
+        try:
+            pairs.append(flatten_pairs(signal.stack, observation.stack))
+        except ValueError as error:
+            raise InputError(observation_path, f"{error} (its clean image: {signal_path})") from None
+    return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
+
+
+def _bootstrap(args):
+    """Train N2V on the noisy images (in memory) and fit the noise model to its predictions."""
+    import keras
+
+    from .bootstrap import bootstrap_noise_model
+    from .model import PN2V
+
+    settings = _settings(args, TRAINING_DEFAULTS, TRAINING_DEFAULTS)
+    patch_shape = _config(None, "n2v", settings).n2v_patch_shape
+    images, files = _read_images(args.bootstrap, args.axes, patch_shape)
+    X, X_val = _split_validation(images, files, args.validation_fraction or 0.1, patch_shape)
+    keras.utils.set_random_seed(settings["seed"])
+    n2v = PN2V(_config(X, "n2v", settings), "bootstrap_n2v", basedir=None)
+    _fit(n2v, X, X_val, settings, args.quiet, description="N2V for the bootstrap")
+    fit_options = _gmm_options(args) if args.kind == "gmm" else dict(bins=args.bins, value_range=args.value_range)
+    noise_model = bootstrap_noise_model(images, kind=args.kind, n2v_model=n2v, **fit_options)
+    return noise_model, n2v.predict(images, axes="SYX"), images
+
+
+# -- pn2v train ----------------------------------------------------------------------------------
+
+def _train(args):
+    folder = Path(args.model)
+    if args.resume:
+        return _resume(args, folder)
+    settings = _settings(args, list(TRAINING_DEFAULTS) + list(_RUN_SETTINGS) + ["mode", "noise_model"],
+                         {**TRAINING_DEFAULTS, "mode": "pn2v", "validation_fraction": 0.1})
+    if not settings["inputs"]:
+        raise UsageError("give the training TIFFs (files, folders or patterns)")
+    if settings["mode"] == "pn2v" and not settings["noise_model"]:
+        raise UsageError("--mode pn2v needs --noise-model (make one with pn2v noise-model), or use --mode n2v")
+    if (folder / "config.json").exists() and not args.overwrite:
+        raise FileExistsError(f"{folder}: a model exists there; pass --overwrite to replace it, or --resume to "
+                              "continue its training")
+    patch_shape = _config(None, settings["mode"], settings).n2v_patch_shape
+    noise_model = None
+    if settings["mode"] == "pn2v":
+        from .noise_models import load_noise_model
+        noise_model = load_noise_model(settings["noise_model"])
+    X, X_val = _training_data(settings, patch_shape, noise_model)
+
+    import keras
+
+    from .model import PN2V
+    from .resume import EpochCheckpoint, remove_training_files
+
+    keras.utils.set_random_seed(settings["seed"])
+    model = PN2V(_config(X, settings["mode"], settings), folder.name, basedir=str(folder.parent),
+                 noise_model=noise_model, overwrite=args.overwrite)
+    remove_training_files(model.logdir)
+    _absolute_paths(settings)
+    _train_model(model, X, X_val, settings, args, EpochCheckpoint(model, settings), 0)
+
+
+def _resume(args, folder):
+    from .resume import STATE_FILE, EpochCheckpoint, load_state, restore
+
+    given = [f"--{name.replace('_', '-')}" for name in _FIXED_ON_RESUME if getattr(args, name) is not None]
+    given += ["--overwrite"] if args.overwrite else []
+    if given:
+        raise UsageError(f"--resume continues with the model's configuration; leave out {', '.join(given)}")
+    _model_folder(folder)
+    if not (folder / STATE_FILE).is_file():
+        raise InputError(folder, f"no {STATE_FILE}: no completed epoch to resume from (train without --resume)")
+    state = load_state(folder / STATE_FILE)
+    settings = {**state.settings, **{k: v for k, v in _settings(args, _RUN_SETTINGS, {}).items() if v}}
+    if state.epoch >= settings["epochs"]:
+        raise InputError(folder, f"the training has done all {settings['epochs']} epochs; pass a larger --epochs "
+                                 "to train further")
+    model = _load_model(folder)
+    X, X_val = _training_data(settings, model.config.n2v_patch_shape, model.noise_model)
+    model.prepare_for_training()
+    restore(model, state)
+    _absolute_paths(settings)
+    _say(f"resuming {folder} after epoch {state.epoch} of {settings['epochs']}", args)
+    _train_model(model, X, X_val, settings, args, EpochCheckpoint(model, settings, state), state.epoch)
+
+
+def _train_model(model, X, X_val, settings, args, checkpoint, initial_epoch):
+    folder = model.logdir
+    try:
+        _fit(model, X, X_val, settings, args.quiet, initial_epoch, checkpoint)
+    except KeyboardInterrupt:
+        done = checkpoint.history[-1]["epoch"] if checkpoint.history else 0
+        kept = (f"{done} of {settings['epochs']} epochs are saved in {folder}; continue with: "
+                f"pn2v train --model {folder} --resume") if done else "no epoch was completed, nothing is saved"
+        raise Interrupted(kept) from None
+    except FloatingPointError as error:
+        raise FloatingPointError(f"{error} (pn2v train --learning-rate; the last finite epoch's state is in "
+                                 f"{folder})") from None
+    best = min(checkpoint.history, key=lambda row: row["val_loss"])
+    _say(f"trained {folder}: {checkpoint.history[-1]['epoch']} epochs, best val_loss {best['val_loss']:.4f} "
+         f"(epoch {best['epoch']}) in weights_best.h5", args)
+
+
+def _absolute_paths(settings):
+    """Record input paths so that --resume finds them from any working directory."""
+    for key in ("inputs", "validation"):
+        if settings.get(key):
+            settings[key] = [os.path.abspath(p) for p in settings[key]]
+    if settings.get("noise_model"):
+        settings["noise_model"] = os.path.abspath(settings["noise_model"])
+
+
+# -- pn2v predict --------------------------------------------------------------------------------
+
+def _predict(args):
+    from .progress import TileProgress, bar
+
+    folder = _model_folder(args.model)
+    inputs = find_tiffs(args.inputs)
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(outdir, "exists and is not a folder")
+    outputs = _output_paths(inputs, outdir, args.overwrite)
+    if args.n_posterior < 1 or (args.n_tiles and min(args.n_tiles) < 1):
+        raise UsageError("--n-posterior and --n-tiles must be at least 1")
+    model = _load_model(folder)
+    if args.estimator == "posterior" and model.config.mode != "pn2v":
+        raise UsageError(f"--estimator posterior needs a pn2v model; {folder} has mode {model.config.mode!r}")
+    uses_noise_model = args.estimator != "prior_mean" and model.noise_model is not None
+    for path in inputs:  # every input is checked before anything is written
+        image = read_image(path, args.axes)
+        _output_dtype(image, args.dtype)
+        if uses_noise_model:
+            _check_range(model.noise_model, image, args.allow_out_of_range)
+    outdir.mkdir(parents=True, exist_ok=True)
+    files = bar(args.quiet, total=len(inputs), desc="files", unit="file")
+    for path, output in zip(inputs, outputs):
+        image = read_image(path, args.axes)
+        tiles = TileProgress(path.name, args.quiet)
+        try:
+            result, axes = _denoise(model, image, args, tiles)
+        finally:
+            tiles.close()
+        _write_result(output, result, axes, _output_dtype(image, args.dtype), args.overwrite)
+        files.update(1)
+    files.close()
+    _say(f"wrote {len(outputs)} denoised file{'s' if len(outputs) > 1 else ''} ({args.estimator}) to {outdir}", args)
+
+
+def _output_paths(inputs, outdir, overwrite):
+    outputs, sources = [], {}
+    for path in inputs:
+        output = outdir / (path.stem + ".tif")
+        if output in sources:
+            raise InputError(path, f"{sources[output]} has the same name; both would be written to {output}")
+        if output.exists() and output.resolve() in {p.resolve() for p in inputs}:
+            raise InputError(output, "the result would replace this input; choose another output folder")
+        _refuse_existing(output, overwrite)
+        sources[output] = path
+        outputs.append(output)
+    return outputs
+
+
+def _output_dtype(image, dtype):
+    if dtype != "same":
+        return dtype
+    if image.data.dtype.name not in IMAGEJ_DTYPES:
+        raise InputError(image.path, f"--dtype same: {image.data.dtype.name} cannot be written as an ImageJ TIFF; "
+                                     f"choose --dtype {', '.join(IMAGEJ_DTYPES)}")
+    return image.data.dtype.name
+
+
+def _denoise(model, image, args, progress):
+    n_tiles = tuple(args.n_tiles) if args.n_tiles else None
+    if args.estimator == "posterior":
+        samples = model.sample_posterior(image.data, n_samples=args.n_posterior, axes=image.axes, n_tiles=n_tiles,
+                                         seed=args.seed, progress=progress)
+        return samples, "C" + image.axes
+    return model.predict(image.data, axes=image.axes, n_tiles=n_tiles, estimator=args.estimator,
+                         progress=progress), image.axes
+
+
+def _write_result(output, result, axes, dtype, overwrite):
+    from .io import as_dtype, write_tiff
+
+    result, clipped = as_dtype(result, dtype)
+    if clipped:
+        warnings.warn(f"{output}: {clipped} pixels were clipped to the range of {dtype}")
+    write_tiff(output, result, axes, overwrite=overwrite)
+
+
+# -- pn2v export ---------------------------------------------------------------------------------
+
+def _export(args):
+    folder = _model_folder(args.model)
+    output = Path(args.output)
+    kind = args.format if args.format != "auto" else ("bioimageio" if output.suffix == ".zip" else "savedmodel")
+    test_input = None
+    if kind == "bioimageio":
+        if args.test_input is None:
+            raise UsageError("a bioimage.io package needs --test-input TIFF (a raw noisy image for its test)")
+        output = output if output.suffix == ".zip" else output.with_name(output.name + ".zip")
+        test_input = read_image(args.test_input, args.axes).stack[0]
+    _refuse_existing(output, args.overwrite)
+    model = _load_model(folder)
+    if kind == "savedmodel":
+        model.export_SavedModel(output, overwrite=args.overwrite)
+    else:
+        model.export_bioimageio(output, test_input, overwrite=args.overwrite, name=args.name,
+                                description=args.description, license=args.license,
+                                authors=[{"name": name} for name in args.author] or None)
+    print(f"wrote {output} ({kind})")
+
+
+# -- pn2v evaluate -------------------------------------------------------------------------------
+
+def _evaluate(args):
+    import numpy as np
+
+    from .metrics import psnr, psnr_scale_invariant
+
+    if args.csv:
+        _refuse_existing(args.csv, args.overwrite)
+    rows = []
+    for prediction_path, truth_path in _pair_by_name(find_tiffs(args.predictions), find_tiffs(args.ground_truth)):
+        prediction, truth = read_image(prediction_path, args.axes), read_image(truth_path, args.axes)
+        if prediction.stack.shape != truth.stack.shape:
+            raise InputError(prediction_path, f"shape {prediction.data.shape} differs from the ground truth's "
+                                              f"{truth.data.shape} ({truth_path})")
+        try:
+            values = [(psnr(t, p, args.data_range), psnr_scale_invariant(t, p, args.data_range))
+                      for t, p in zip(truth.stack, prediction.stack)]
+        except ValueError as error:
+            raise InputError(truth_path, f"{error}; give --data-range") from None
+        rows.append((prediction_path, truth_path, np.array(values)))
+    everything = np.concatenate([values for *_, values in rows])
+    table = [[str(p), str(t), len(v), *v.mean(axis=0)] for p, t, v in rows]
+    table.append(["mean", "", len(everything), *everything.mean(axis=0)])
+    print(format_table(table))
+    if args.csv:
+        _write_csv(args.csv, table)
+
+
+TABLE_COLUMNS = ("prediction", "ground truth", "images", "PSNR (dB)", "scale-invariant PSNR (dB)")
+
+
+def format_table(table):
+    """Markdown table of evaluation rows (prediction, ground truth, images, PSNR, scale-invariant PSNR)."""
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += [f"| {p} | {t} | {n} | {a:.2f} | {b:.2f} |" for p, t, n, a, b in table]
+    return "\n".join(lines)
+
+
+def _write_csv(path, table):
+    import csv
+
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(TABLE_COLUMNS)
+        writer.writerows(table)
+
+
+def _pair_by_name(predictions, truths):
+    if len(predictions) == 1 and len(truths) == 1:
+        return [(predictions[0], truths[0])]
+    by_stem = {}
+    for path in truths:
+        if path.stem in by_stem:
+            raise InputError(path, f"{by_stem[path.stem]} has the same name; ground truths are matched by name")
+        by_stem[path.stem] = path
+    missing = [p for p in predictions if p.stem not in by_stem]
+    if missing:
+        raise InputError(missing[0], f"no ground-truth file named {missing[0].stem}.tif among --ground-truth")
+    return [(p, by_stem[p.stem]) for p in predictions]
+
+
+def _say(text, args):
+    from .progress import say
+    say(text, getattr(args, "quiet", False))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
