@@ -168,7 +168,8 @@ def _add_train(commands):
                         help="continue the interrupted training in --model from its last completed epoch "
                              "(weights, optimiser state, epoch count)")
     parser.add_argument("--allow-out-of-range", action="store_true",
-                        help="train on pixels outside the noise model's range (off: refuse them)")
+                        help="train on pixels far outside the noise model's range (off: pixels more than 5%% of "
+                             "its width beyond it are refused; closer ones give a warning)")
     _add_common(parser)
     _add_training_options(parser, on_resume=True)
 
@@ -192,7 +193,8 @@ def _add_predict(commands):
                         help="pixel type of the results; integer types are rounded and clipped, 'same' is "
                              "the input's type")
     parser.add_argument("--allow-out-of-range", action="store_true",
-                        help="denoise pixels outside the noise model's range (off: refuse them)")
+                        help="denoise pixels far outside the noise model's range (off: pixels more than 5%% of "
+                             "its width beyond it are refused; closer ones give a warning)")
     _add_common(parser)
 
 
@@ -310,10 +312,15 @@ def _refuse_existing(path, overwrite):
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
 
 
+#: Pixels up to this fraction of the noise model's range beyond it only warn (noise tails a little
+#: past the calibration's extremes); further out they are an input error.
+RANGE_ERROR_MARGIN = 0.05
+
+
 def _check_range(noise_model, image, allow):
-    """Pixels outside the noise model's range are an input error unless ``allow``."""
+    """Pixels far outside the noise model's range are an input error unless ``allow``."""
     try:
-        noise_model.check_range(image.stack, "pixel", strict=not allow)
+        noise_model.check_range(image.stack, "pixel", error_margin=None if allow else RANGE_ERROR_MARGIN)
     except ValueError as error:
         raise InputError(image.path, f"{error}; make the noise model from data that cover these values "
                                      "(pn2v noise-model --value-range), or pass --allow-out-of-range") from None

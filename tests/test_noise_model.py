@@ -616,3 +616,13 @@ def test_saturated_camera_data_gives_finite_likelihoods_and_loss():
 
     assert np.all(np.isfinite(log_p)) and np.isfinite(loss)
     assert log_p[1, 1] > log_p[1, 0] - 1e-6 and log_p[1, 0] > np.log(MIN_PROBABILITY)  # saturation is explained
+
+
+def test_check_range_errors_only_beyond_the_margin(tiny_model):
+    """value_range (0, 8): a margin of 0.05 allows down to -0.4 and up to 8.4 with a warning."""
+    with pytest.warns(UserWarning, match="exceed"):
+        tiny_model.check_range(np.array([-0.3, 8.3]), "pixel", error_margin=0.05)
+    with pytest.raises(ValueError, match="by more than 5% of its width"):
+        tiny_model.check_range(np.array([1.0, 8.5]), "pixel", error_margin=0.05)
+    with pytest.raises(ValueError, match="by more than 5% of its width"):
+        tiny_model.check_range(np.array([-0.5, 1.0]), "pixel", error_margin=0.05)

@@ -77,9 +77,13 @@ class NoiseModel(keras.layers.Layer):
         """(low, high) of signals the model was calibrated for (``_signal_range``; default: value_range)."""
         return getattr(self, "_signal_range", None) or self.value_range
 
-    def check_range(self, values, name="data", strict=False):
-        """Warn once per ``name`` if ``values`` leave the range the model describes (raise
-        ``ValueError`` instead if ``strict``); reject NaN."""
+    def check_range(self, values, name="data", error_margin=None):
+        """Warn once per ``name`` if ``values`` leave the range the model describes; reject NaN.
+
+        With ``error_margin`` (a fraction of the range's width), values further than that beyond
+        the range raise ``ValueError`` instead; values closer to it still only warn (noise tails
+        a little past the calibration's extremes are normal).
+        """
         if np.isnan(values).any():
             raise ValueError(f"{name} contains NaN values")
         low, high = self.signal_range if name == "signal" else self.value_range
@@ -88,8 +92,10 @@ class NoiseModel(keras.layers.Layer):
         if vmin >= low - slack and vmax <= high + slack:
             return
         message = f"{name} values [{vmin:g}, {vmax:g}] exceed the noise model's range [{low:g}, {high:g}]"
-        if strict:
-            raise ValueError(message)
+        if error_margin is not None:
+            margin = error_margin * (high - low)
+            if vmin < low - margin or vmax > high + margin:
+                raise ValueError(f"{message} by more than {error_margin:.0%} of its width")
         if name not in self._warned:
             self._warned.add(name)
             warnings.warn(f"{message}; {self._out_of_range_note}", stacklevel=3)
