@@ -1,35 +1,90 @@
-"""Training and prediction speed of PN2V against N2V on the same network.
+"""Training and prediction speed and peak memory of PN2V against N2V on the same network.
 
-Prints patches/s for training (PN2V with the head and likelihood at the masked pixels only, and
-N2V) and seconds per image for MMSE and prior-mean prediction, with the ratios the project
-targets (PN2V >= 0.9x N2V training throughput; MMSE <= 1.5x prior mean).
+One command measures, each measurement in its own subprocess (so its peak resident memory,
+``ru_maxrss`` at its end, is its own):
 
-    python benchmarks/speed.py                 # paper network: depth 3, 64 features, K = 800
-    python benchmarks/speed.py --n-first 32 --n-samples 400 --size 256
-    python benchmarks/speed.py --noise-model gmm   # PN2V with a 3-Gaussian GMM noise model
+- training throughput (patches/s, s per optimiser step) of PN2V and N2V for the paper's network
+  (depth 3, 64 features, K = 800, 96x96 patches, batch 4) and a small one (the demo's: depth 3,
+  16 features, K = 800, 64x64 patches, batch 16, 3% masked), and the ratio PN2V/N2V;
+- prediction throughput (megapixels/s) of MMSE and prior mean with the paper's network on square
+  images of the given sizes, with glibc's default allocator settings and with
+  ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=10000000000`` ("tuned");
+- the FLOP rate achieved by the network's forward pass (forward FLOPs per pixel x pixels / prior-mean
+  prediction time; prior mean is dominated by the forward pass) against the machine's practical
+  peak, a large float32 ``tf.linalg.matmul`` timed here.
+
+The network is untrained: speed does not depend on the weights.
+
+    python benchmarks/speed.py                                   # everything
+    python benchmarks/speed.py --configs small --sizes 512 --allocator default --steps 5 --repeats 1
+    python benchmarks/speed.py --json /tmp/speed.json --append-markdown BENCHMARKS.md
 """
 
 import argparse
+import datetime
 import json
 import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from pn2v_tf import PN2V, PN2VConfig  # noqa: E402
-from pn2v_tf.data import MaskedPatches  # noqa: E402
-from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
-from pn2v_tf.noise_models import GMMNoiseModel, HistogramNoiseModel  # noqa: E402
+TUNED_ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "10000000000"}
+SMALL_CONFIG = dict(n_depth=3, n_first=16, n_samples=800, patch=64, batch=16, perc_pix=3.0)
+TARGETS = {
+    "train": "PN2V >= 0.7x N2V training throughput (goal 0.9x)",
+    "predict": "MMSE 512x512 <= 1.5x prior mean; MMSE 2048x2048 with K = 800 under 1.5 GB peak RSS",
+    "pytorch": "original PyTorch PN2V on this CPU: PN2V 1.69 patches/s, N2V 8.85 patches/s "
+               "(paper config, 100x100, batch 4); MMSE 512x512 22 s / 3.2 GB",
+}
 
 
-def training_throughput(model, images, patch, batch, steps, warmup=3):
-    """Patches per second of ``train_on_batch`` on pre-generated masked batches."""
+def peak_rss_mb():
+    """Peak resident memory of this process so far (``ru_maxrss`` is in KB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def network_config(args, name):
+    if name == "small":
+        return dict(SMALL_CONFIG)
+    return dict(n_depth=args.n_depth, n_first=args.n_first, n_samples=args.n_samples,
+                patch=args.patch, batch=args.batch, perc_pix=args.perc_pix)
+
+
+def build_model(net, mode, noise_model_kind, image_side):
+    from pn2v_tf import PN2V, PN2VConfig
+    from pn2v_tf.datasets import make_synthetic_data
+    from pn2v_tf.noise_models import GMMNoiseModel, HistogramNoiseModel
+
+    data = make_synthetic_data(seed=0, shape=(image_side, image_side), n_train=1)
+    noise_model = None
+    if mode == "pn2v":
+        if noise_model_kind == "gmm":
+            noise_model = GMMNoiseModel.from_calibration_stack(data.calibration, n_gaussians=3, n_coeff=2)
+        else:
+            noise_model = HistogramNoiseModel.from_calibration_stack(data.calibration)
+    config = PN2VConfig(data.train, mode=mode, unet_n_depth=net["n_depth"], unet_n_first=net["n_first"],
+                        n_samples=net["n_samples"], n2v_perc_pix=net["perc_pix"],
+                        n2v_patch_shape=(net["patch"], net["patch"]))
+    return PN2V(config, mode, basedir=None, noise_model=noise_model), data
+
+
+def measure_training(net, mode, noise_model_kind, steps, warmup=3):
+    """Patches/s and s/step of ``train_on_batch`` on pre-generated masked batches."""
+    from pn2v_tf.data import MaskedPatches
+
+    model, data = build_model(net, mode, noise_model_kind, image_side=256)
     cfg = model.config
-    data = MaskedPatches(images, (patch, patch), batch, steps + warmup, cfg.n2v_perc_pix,
-                         cfg.n2v_neighborhood_radius, seed=0)
-    batches = [data[i] for i in range(steps + warmup)]
+    patches = MaskedPatches(data.train, (net["patch"], net["patch"]), net["batch"], steps + warmup,
+                            cfg.n2v_perc_pix, cfg.n2v_neighborhood_radius, seed=0)
+    batches = [patches[i] for i in range(steps + warmup)]
     training = model._training_model
     training.compile(optimizer="adam", loss=model._loss())
     for x, y in batches[:warmup]:
@@ -37,66 +92,217 @@ def training_throughput(model, images, patch, batch, steps, warmup=3):
     start = time.perf_counter()
     for x, y in batches[warmup:]:
         training.train_on_batch(x, y)
-    return steps * batch / (time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return {"patches_per_s": steps * net["batch"] / seconds, "s_per_step": seconds / steps, "steps": steps}
 
 
-def prediction_seconds(model, image, estimator, repeats):
-    model.predict(image, estimator=estimator, n_tiles=None)  # trace and compile
+def measure_prediction(net, estimator, size, noise_model_kind, repeats):
+    """Median seconds of ``predict`` (automatic tiling) on a size x size image after one warm-up."""
+    from pn2v_tf.nets import count_forward_flops_per_pixel
+
+    model, data = build_model(net, "pn2v", noise_model_kind, image_side=min(size, 512))
+    reps = -(-size // data.test.shape[0])
+    image = np.tile(data.test, (reps, reps))[:size, :size]
+    model.predict(image, estimator=estimator)  # trace and compile
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        model.predict(image, estimator=estimator, n_tiles=None)
+        model.predict(image, estimator=estimator)
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    seconds = float(np.median(times))
+    flops = count_forward_flops_per_pixel(model.config) * size * size
+    return {"s": seconds, "mpix_per_s": size * size / seconds / 1e6, "forward_gflop": flops / 1e9,
+            "forward_gflop_per_s": flops / seconds / 1e9, "repeats": repeats}
 
 
-def main():
+def measure_matmul(n=2048, repeats=10):
+    """Practical float32 peak: best time of an n x n matmul, 2 n^3 / t."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.standard_normal((n, n), dtype=np.float32))
+    b = tf.constant(rng.standard_normal((n, n), dtype=np.float32))
+    tf.linalg.matmul(a, b).numpy()
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b).numpy()
+        best = min(best, time.perf_counter() - start)
+    return {"n": n, "s": best, "gflop_per_s": 2.0 * n ** 3 / best / 1e9}
+
+
+def run_one(args):
+    """Body of a child process: one measurement, its result and peak RSS as JSON."""
+    kind, *rest = args.only.split(":")
+    if kind == "train":
+        config_name, mode = rest
+        result = measure_training(network_config(args, config_name), mode, args.noise_model, args.steps)
+    elif kind == "predict":
+        size, estimator = rest
+        result = measure_prediction(network_config(args, "paper"), estimator, int(size), args.noise_model,
+                                    args.repeats)
+    elif kind == "matmul":
+        result = measure_matmul()
+    else:
+        raise SystemExit(f"unknown measurement {args.only!r}")
+    result["peak_rss_mb"] = peak_rss_mb()
+    with open(args.result, "w") as f:
+        json.dump(result, f)
+
+
+def child(args, only, allocator="default"):
+    """Run one measurement in a fresh interpreter and read back its JSON."""
+    env = dict(os.environ)
+    for key in TUNED_ALLOCATOR_ENV:
+        env.pop(key, None)
+    if allocator == "tuned":
+        env.update(TUNED_ALLOCATOR_ENV)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "result.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--only", only, "--result", path,
+               "--steps", str(args.steps), "--repeats", str(args.repeats), "--noise-model", args.noise_model,
+               "--n-depth", str(args.n_depth), "--n-first", str(args.n_first), "--n-samples", str(args.n_samples),
+               "--patch", str(args.patch), "--batch", str(args.batch), "--perc-pix", str(args.perc_pix)]
+        print(f"  running {only} ({allocator} allocator) ...", file=sys.stderr, flush=True)
+        subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
+        with open(path) as f:
+            return json.load(f)
+
+
+def machine_info():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import tensorflow as tf
+    return {"cpu": cpu, "cores": os.cpu_count(), "tensorflow": tf.__version__, "python": platform.python_version()}
+
+
+def run_all(args):
+    results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+               "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:]),
+               "machine": machine_info(), "noise_model": args.noise_model,
+               "configs": {name: network_config(args, name) for name in args.configs},
+               "train": {}, "predict": {}}
+    for name in args.configs:
+        runs = {mode: child(args, f"train:{name}:{mode}") for mode in ("pn2v", "n2v")}
+        runs["ratio_pn2v_over_n2v"] = runs["pn2v"]["patches_per_s"] / runs["n2v"]["patches_per_s"]
+        results["train"][name] = runs
+    allocators = ("default", "tuned") if args.allocator == "both" else (args.allocator,)
+    for allocator in allocators:
+        per_size = {}
+        for size in args.sizes:
+            runs = {est: child(args, f"predict:{size}:{est}", allocator) for est in ("prior_mean", "mmse")}
+            runs["ratio_mmse_over_prior_mean"] = runs["mmse"]["s"] / runs["prior_mean"]["s"]
+            per_size[str(size)] = runs
+        results["predict"][allocator] = per_size
+    if results["predict"]:
+        results["matmul"] = child(args, "matmul")
+    return results
+
+
+def format_markdown(results):
+    """The results as a markdown section: heading (date, command, machine), tables, targets."""
+    m = results["machine"]
+    lines = [f"## {results['date']}", "",
+             f"Command: `{results['command']}`", "",
+             f"Machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}; "
+             f"{results['noise_model']} noise model; untrained networks", ""]
+    if results["train"]:
+        lines += ["| training | network | patches/s | s/step | peak RSS MB | PN2V/N2V |",
+                  "|---|---|---|---|---|---|"]
+        for name, runs in results["train"].items():
+            c = results["configs"][name]
+            net = (f"{name}: depth {c['n_depth']}, {c['n_first']} feat., K={c['n_samples']}, "
+                   f"{c['patch']}x{c['patch']}, batch {c['batch']}, {c['perc_pix']:g}% masked")
+            for mode in ("pn2v", "n2v"):
+                r = runs[mode]
+                ratio = f"{runs['ratio_pn2v_over_n2v']:.2f}" if mode == "pn2v" else ""
+                lines.append(f"| {mode.upper()} | {net} | {r['patches_per_s']:.2f} | {r['s_per_step']:.3f} | "
+                             f"{r['peak_rss_mb']:.0f} | {ratio} |")
+        lines += ["", f"Target: {TARGETS['train']}.", ""]
+    if results["predict"]:
+        peak = results["matmul"]["gflop_per_s"]
+        lines += ["| prediction (paper network) | allocator | image | s | Mpixel/s | peak RSS MB | "
+                  "MMSE/prior mean | forward GFLOP/s (% of peak) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for allocator, per_size in results["predict"].items():
+            for size, runs in per_size.items():
+                for est in ("prior_mean", "mmse"):
+                    r = runs[est]
+                    ratio = f"{runs['ratio_mmse_over_prior_mean']:.2f}" if est == "mmse" else ""
+                    rate = (f"{r['forward_gflop_per_s']:.1f} ({100 * r['forward_gflop_per_s'] / peak:.0f}%)"
+                            if est == "prior_mean" else "")
+                    lines.append(f"| {est.replace('_', ' ')} | {allocator} | {size}x{size} | {r['s']:.2f} | "
+                                 f"{r['mpix_per_s']:.3f} | {r['peak_rss_mb']:.0f} | {ratio} | {rate} |")
+        mm = results["matmul"]
+        lines += ["", f"Machine's practical peak: {peak:.1f} GFLOP/s (float32 tf.linalg.matmul, "
+                  f"{mm['n']}x{mm['n']}, best of 10). The forward rate is the network's forward FLOPs "
+                  "(count_forward_flops_per_pixel x pixels) over the prior-mean prediction time, which "
+                  "the forward pass dominates. Tuned allocator: "
+                  + " ".join(f"{k}={v}" for k, v in TUNED_ALLOCATOR_ENV.items()) + ".", "",
+                  f"Target: {TARGETS['predict']}.", ""]
+    lines += [f"Reference: {TARGETS['pytorch']}.", ""]
+    return "\n".join(lines)
+
+
+MARKDOWN_HEADER = """# Benchmarks
+
+Speed and peak memory of pn2v_tf, appended by `python benchmarks/speed.py --append-markdown BENCHMARKS.md`
+(one section per run, figures exactly as the script printed them). Each measurement runs in its own
+process; peak RSS is that process's `ru_maxrss`, including Python, TensorFlow and the test data.
+
+"""
+
+
+def append_markdown(path, text):
+    new = not os.path.exists(path)
+    with open(path, "a") as f:
+        if new:
+            f.write(MARKDOWN_HEADER)
+        f.write(text + "\n")
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n-depth", type=int, default=3)
-    parser.add_argument("--n-first", type=int, default=64)
-    parser.add_argument("--n-samples", type=int, default=800)
-    parser.add_argument("--patch", type=int, default=96, help="patch side (multiple of 2**(depth-1))")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--n-depth", type=int, default=3, help="paper network")
+    parser.add_argument("--n-first", type=int, default=64, help="paper network")
+    parser.add_argument("--n-samples", type=int, default=800, help="paper network's K")
+    parser.add_argument("--patch", type=int, default=96, help="paper training patch side (multiple of 2**(depth-1))")
+    parser.add_argument("--batch", type=int, default=4, help="paper training batch")
     parser.add_argument("--perc-pix", type=float, default=3.125, help="3.125%% of 96x96 = 289 masked pixels")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--size", type=int, default=512, help="side of the predicted image")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", nargs="*", choices=("paper", "small"), default=["paper", "small"],
+                        help="training configurations (none: skip training)")
+    parser.add_argument("--sizes", nargs="*", type=int, default=[512, 2048],
+                        help="sides of the predicted images (none: skip prediction)")
+    parser.add_argument("--allocator", choices=("default", "tuned", "both"), default="both",
+                        help="glibc malloc settings of the prediction processes")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps (after 3 warm-up steps)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed predictions (median; after one warm-up)")
     parser.add_argument("--noise-model", choices=("histogram", "gmm"), default="histogram",
                         help="PN2V's noise model, built from the synthetic calibration stack")
     parser.add_argument("--json", help="also write the results to this file")
-    args = parser.parse_args()
+    parser.add_argument("--append-markdown", metavar="PATH", help="append the markdown section to this file")
+    parser.add_argument("--only", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
 
-    data = make_synthetic_data(seed=0, shape=(args.size, args.size), n_train=2)
-    if args.noise_model == "gmm":
-        noise_model = GMMNoiseModel.from_calibration_stack(data.calibration, n_gaussians=3, n_coeff=2)
-    else:
-        noise_model = HistogramNoiseModel.from_calibration_stack(data.calibration)
-    common = dict(unet_n_depth=args.n_depth, unet_n_first=args.n_first, n_samples=args.n_samples,
-                  n2v_perc_pix=args.perc_pix, n2v_patch_shape=(args.patch, args.patch))
-    models = {mode: PN2V(PN2VConfig(data.train, mode=mode, **common), mode, basedir=None,
-                         noise_model=noise_model if mode == "pn2v" else None)
-              for mode in ("n2v", "pn2v")}
-
-    results = {"config": vars(args)}
-    for mode, model in models.items():
-        results[f"train_{mode}_patches_per_s"] = training_throughput(
-            model, data.train, args.patch, args.batch, args.steps)
-    for estimator in ("prior_mean", "mmse"):
-        results[f"predict_{estimator}_s"] = prediction_seconds(models["pn2v"], data.test, estimator, args.repeats)
-    results["train_ratio_pn2v_over_n2v"] = results["train_pn2v_patches_per_s"] / results["train_n2v_patches_per_s"]
-    results["predict_ratio_mmse_over_prior_mean"] = results["predict_mmse_s"] / results["predict_prior_mean_s"]
-
-    print(f"network: depth {args.n_depth}, {args.n_first} features, K = {args.n_samples}; "
-          f"training patches {args.patch}x{args.patch}, batch {args.batch}; {args.noise_model} noise model")
-    print(f"train N2V   {results['train_n2v_patches_per_s']:7.2f} patches/s")
-    print(f"train PN2V  {results['train_pn2v_patches_per_s']:7.2f} patches/s   "
-          f"ratio PN2V/N2V {results['train_ratio_pn2v_over_n2v']:.2f}")
-    print(f"predict {args.size}x{args.size} prior mean {results['predict_prior_mean_s']:6.2f} s")
-    print(f"predict {args.size}x{args.size} MMSE       {results['predict_mmse_s']:6.2f} s   "
-          f"ratio MMSE/prior mean {results['predict_ratio_mmse_over_prior_mean']:.2f}")
+    if args.only:
+        run_one(args)
+        return
+    results = run_all(args)
+    text = format_markdown(results)
+    print(text)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
+    if args.append_markdown:
+        append_markdown(args.append_markdown, text)
 
 
 if __name__ == "__main__":
