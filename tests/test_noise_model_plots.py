@@ -282,3 +282,13 @@ def test_plot_fit_summary_rejects_bad_input(tiny_model, tmp_path, models, kwargs
     with pytest.raises(ValueError, match=message):
         plot_fit_summary(models, path=tmp_path / "summary.png", **kwargs)
     assert os.listdir(tmp_path) == []
+
+
+def test_figures_get_the_usual_file_permissions(tiny_model, tmp_path):
+    """Written like any file (mode 0666 less the umask), not 0600 as a private temporary file."""
+    umask = os.umask(0o022)
+    try:
+        path = plot_noise_model(tiny_model, tmp_path / "shared.png", n_slices=1, bins=8) and tmp_path / "shared.png"
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -12,13 +12,13 @@ functions return the numbers they plotted.
 """
 
 import os
-import tempfile
 from collections.abc import Mapping
 
 import numpy as np
 
 from .._checks import is_int
 from .base import NoiseModel
+from ..io import atomic_path
 from .pairs import flatten_pairs
 
 #: Default half-width of the signal band around each slice, as a fraction of the signal range.
@@ -244,14 +244,10 @@ def _check_path(path, overwrite):
 
 def _save(fig, path):
     """Write ``fig`` to a temporary PNG next to ``path``, then move it into place."""
-    handle, tmp = tempfile.mkstemp(suffix=".tmp.png", dir=os.path.dirname(path) or ".")
-    os.close(handle)
     try:
-        fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
         fig.clear()
 
 
