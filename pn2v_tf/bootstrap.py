@@ -8,6 +8,7 @@ import numpy as np
 
 from ._checks import is_int
 from .config import PN2VConfig
+from .io import stack_from_axes
 from .model import PN2V
 from .noise_models import GMMNoiseModel, HistogramNoiseModel
 
@@ -78,11 +79,7 @@ def train_n2v(images, config_kwargs=None, epochs=None, steps_per_epoch=None):
 
 
 def _as_stack(images):
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim == 2:
-        images = images[np.newaxis]
-    if images.ndim != 3 or images.shape[0] == 0:
+    images = np.asarray(images)
+    if images.ndim not in (2, 3) or images.size == 0:
         raise ValueError(f"images must have axes SYX or YX, got shape {images.shape}")
-    if not np.all(np.isfinite(images)):
-        raise ValueError("images contain NaN or inf pixels")
-    return images
+    return stack_from_axes(images, "SYX"[-images.ndim:])[0]

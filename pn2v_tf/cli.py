@@ -167,11 +167,16 @@ def _add_train(commands):
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted training in --model from its last completed epoch "
                              "(weights, optimiser state, epoch count)")
-    parser.add_argument("--allow-out-of-range", action="store_true",
-                        help="train on pixels far outside the noise model's range (off: pixels more than 5%% of "
-                             "its width beyond it are refused; closer ones give a warning)")
+    _add_range_option(parser, "train on")
     _add_common(parser)
     _add_training_options(parser, on_resume=True)
+
+
+def _add_range_option(parser, verb):
+    parser.add_argument("--allow-out-of-range", action="store_true",
+                        help=f"{verb} pixels far outside the noise model's range (off: pixels more than "
+                             f"{RANGE_ERROR_MARGIN * 100:g}%% of its width beyond it are refused; closer ones give a "
+                             "warning)")
 
 
 def _add_predict(commands):
@@ -192,9 +197,7 @@ def _add_predict(commands):
     parser.add_argument("--dtype", choices=IMAGEJ_DTYPES + ("same",), default="float32",
                         help="pixel type of the results; integer types are rounded and clipped, 'same' is "
                              "the input's type")
-    parser.add_argument("--allow-out-of-range", action="store_true",
-                        help="denoise pixels far outside the noise model's range (off: pixels more than 5%% of "
-                             "its width beyond it are refused; closer ones give a warning)")
+    _add_range_option(parser, "denoise")
     _add_common(parser)
 
 

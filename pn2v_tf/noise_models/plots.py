@@ -268,21 +268,10 @@ def _model_grid(noise_model, bins, n_slices):
     if s_high <= s_low:  # one calibrated signal: show a band one bin wide around it
         s_low, s_high = s_low - 0.5 * width, s_high + 0.5 * width
     x = x_low + (np.arange(bins) + 0.5) * width
-    s = np.linspace(*_inside_in_float32(s_low, s_high), bins)
+    s = np.linspace(s_low, s_high, bins)
     log_p = noise_model.log_likelihood(x[:, np.newaxis], s[np.newaxis, :])
     slices = s_low + (np.arange(n_slices) + 0.5) * (s_high - s_low) / n_slices
     return {"signal": s, "observation": x, "log_likelihood": np.asarray(log_p), "slice_signals": slices}
-
-
-def _inside_in_float32(low, high):
-    """``low`` and ``high`` nudged inwards to float32 values, so that the model, which computes in
-    float32, does not see the ends of its own range as outside it."""
-    low32, high32 = np.float32(low), np.float32(high)
-    if float(low32) < low:
-        low32 = np.nextafter(low32, np.float32(np.inf))
-    if float(high32) > high:
-        high32 = np.nextafter(high32, np.float32(-np.inf))
-    return float(low32), float(high32)
 
 
 def _empirical_slices(pairs, slice_signals, window, edges):
