@@ -1,0 +1,422 @@
+"""The PN2V paper's Table 1 on the real FMD microscopy data: PSNR of each method against ground truth.
+
+For every chosen dataset (Confocal mice, Confocal zebrafish, Two-photon mice) and noise regime
+(raw = NR1, avg2 .. avg16 = NR2 .. NR5) the script trains and evaluates the paper's rows:
+
+- ``n2v``       U-Net trained with Noise2Void on the noisy images it denoises;
+- ``pn2v``      PN2V (MMSE) with a 256-bin histogram noise model from (ground truth, noisy) pairs;
+- ``pn2v_gmm``  PN2V (MMSE) with a GMM noise model bootstrapped from the N2V prediction (no ground
+                truth anywhere: fully unsupervised);
+- ``care``      the same U-Net trained supervised (noisy -> ground truth), two-fold across the image
+                halves so that no pixel is predicted by a network that saw its ground truth;
+- ``vst_bm3d``  BM3D after a generalised Anscombe transform whose Poisson-Gaussian parameters are
+                estimated from each noisy image (needs the ``bm3d`` package).
+
+It reports PSNR (data range 255) per image, their mean +- 2 SEM, and the scale-and-shift-invariant
+PSNR, as markdown with the paper's numbers beside ours. Everything it trains and predicts is
+written under ``--outdir``.
+
+    python benchmarks/fmd_table1.py --budget quick --outdir fmd_quick [--append-markdown BENCHMARKS.md]
+    python benchmarks/fmd_table1.py --budget paper --outdir fmd_paper        # meant for a GPU
+
+Data: ``../shared/data/fmd`` beside the checkout (or ``--data``); see its README.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+DATASETS = ("Confocal_MICE", "Confocal_FISH", "TwoPhoton_MICE")
+REGIMES = ("raw", "avg2", "avg4", "avg8", "avg16")
+METHODS = ("vst_bm3d", "n2v", "pn2v", "pn2v_gmm", "care")
+ROW_NAMES = {"input": "Input", "vst_bm3d": "VST+BM3D", "n2v": "N2V", "pn2v": "PN2V (histogram)",
+             "pn2v_gmm": "PN2V (bootstrapped GMM)", "care": "CARE (supervised)"}
+DATA_RANGE = 255.0
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fmd"
+
+# The paper's Table 1 (Krull et al. 2020, doi:10.3389/fcomp.2020.00005), mean PSNR over its 50 test
+# images per regime. Only numbers seen in a source are entered; None prints as "n/a".
+# Input: the paper's row as quoted in the data folder's README.md.
+PAPER = {
+    "Confocal_MICE": {"input": (29.38, 32.44, 35.59, 38.90, 42.64)},
+    "Confocal_FISH": {"input": (22.81, 25.89, 29.05, 32.39, 36.21)},
+    "TwoPhoton_MICE": {"input": (24.94, 27.83, 30.69, 33.67, 37.72)},
+}
+PAPER_SOURCE = ("Input row: Table 1 of the paper as quoted in ../shared/data/fmd/README.md. The method rows "
+                "of Table 1 could not be read offline in this project's environment and are left n/a; "
+                "fill them from the paper.")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Network and schedule shared by the N2V, PN2V and CARE rows."""
+
+    n_first: int
+    n_depth: int
+    n_samples: int
+    patch: int
+    batch_size: int
+    learning_rate: float
+    epochs: int
+    steps: int
+    pn2v_epochs: int
+    care_epochs: int
+    reduce_lr_patience: int
+    gmm_steps: int
+    bm3d_profile: str
+
+    def describe(self):
+        return (f"U-Net depth {self.n_depth}, {self.n_first} features, K = {self.n_samples}; "
+                f"{self.patch}x{self.patch} patches, batch {self.batch_size}, Adam {self.learning_rate:g}; "
+                f"N2V {self.epochs} x {self.steps} steps, PN2V {self.pn2v_epochs} x {self.steps}, "
+                f"CARE {self.care_epochs} x {self.steps} per fold; learning rate halved after "
+                f"{self.reduce_lr_patience} epochs without validation gain; GMM fit {self.gmm_steps} steps")
+
+
+BUDGETS = {
+    # ~30 min on 2 CPU cores for NR1 of the three datasets: a 16-feature U-Net instead of 64 and about
+    # 2,000 instead of 10,000 optimiser steps (the paper: 200 epochs x 50 steps).
+    "quick": Budget(n_first=16, n_depth=3, n_samples=800, patch=64, batch_size=16, learning_rate=2e-3,
+                    epochs=30, steps=40, pn2v_epochs=60, care_epochs=15, reduce_lr_patience=3,
+                    gmm_steps=1000, bm3d_profile="np"),
+    # The paper's network and schedule (depth 3, 64 features, K = 800, 100x100 patches, batch 4,
+    # Adam 1e-4, 200 epochs x 50 steps); meant for a GPU.
+    "paper": Budget(n_first=64, n_depth=3, n_samples=800, patch=100, batch_size=4, learning_rate=1e-4,
+                    epochs=200, steps=50, pn2v_epochs=200, care_epochs=200, reduce_lr_patience=10,
+                    gmm_steps=2000, bm3d_profile="np"),
+}
+BUDGETS["smoke"] = Budget(n_first=4, n_depth=2, n_samples=16, patch=16, batch_size=4, learning_rate=1e-3,
+                          epochs=2, steps=3, pn2v_epochs=2, care_epochs=2, reduce_lr_patience=3,
+                          gmm_steps=50, bm3d_profile="np")  # checks the pipeline in seconds; numbers meaningless
+DEFAULT_REGIMES = {"quick": ("raw",), "paper": REGIMES, "smoke": ("raw",)}
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+def load_regime(data_dir, dataset, regime):
+    """The 4 noisy images of one dataset and regime and their ground truth, float32 (4, Y, X)."""
+    from PIL import Image
+
+    def stack(folder):
+        paths = sorted((data_dir / folder).glob(f"{dataset}_*.png"))
+        if not paths:
+            raise FileNotFoundError(f"no {dataset}_*.png in {data_dir / folder}")
+        return np.stack([np.asarray(Image.open(p), dtype=np.float32) for p in paths])
+
+    noisy, gt = stack(regime), stack("gt")
+    if noisy.shape != gt.shape:
+        raise ValueError(f"{dataset}/{regime}: noisy {noisy.shape} and ground truth {gt.shape} differ")
+    return noisy, gt
+
+
+def check_data_dir(data_dir):
+    missing = [d for d in ("raw", "gt") if not (data_dir / d).is_dir()]
+    if missing:
+        sys.exit(f"fmd_table1: the FMD data is not at {data_dir} (missing {', '.join(missing)}/); "
+                 "pass --data DIR (see ../shared/data/README.md)")
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+def score(gt, images):
+    """Per-image PSNR and scale-and-shift-invariant PSNR (data range 255)."""
+    from pn2v_tf.metrics import psnr, psnr_scale_invariant
+
+    return {"psnr": [psnr(g, p, DATA_RANGE) for g, p in zip(gt, images)],
+            "psnr_si": [psnr_scale_invariant(g, p, DATA_RANGE) for g, p in zip(gt, images)]}
+
+
+def mean_2sem(values):
+    values = np.asarray(values, dtype=np.float64)
+    sem = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return float(values.mean()), float(2 * sem)
+
+
+# -- methods ------------------------------------------------------------------------------------
+
+class Runner:
+    """Trains and applies every method on one dataset and regime; models go under ``folder``."""
+
+    def __init__(self, budget, folder, seed, noisy, gt):
+        self.budget, self.folder, self.seed = budget, folder, seed
+        self.noisy, self.gt = noisy, gt
+        self.extra = {}
+
+    def config(self, X, mode, epochs):
+        from pn2v_tf import PN2VConfig
+
+        b = self.budget
+        return PN2VConfig(X, mode=mode, n_samples=b.n_samples, unet_n_depth=b.n_depth, unet_n_first=b.n_first,
+                          n2v_patch_shape=(b.patch, b.patch), train_batch_size=b.batch_size,
+                          train_learning_rate=b.learning_rate, train_epochs=epochs, train_steps_per_epoch=b.steps,
+                          train_reduce_lr={"factor": 0.5, "patience": b.reduce_lr_patience},
+                          train_tensorboard=False, seed=self.seed)
+
+    def new_model(self, name, mode, epochs, X, noise_model=None):
+        import keras
+
+        from pn2v_tf import PN2V
+
+        keras.utils.set_random_seed(self.seed)
+        return PN2V(self.config(X, mode, epochs), name, basedir=str(self.folder / "models"), overwrite=True,
+                    noise_model=noise_model)
+
+    def train_self_supervised(self, name, mode, epochs, noise_model=None):
+        """Trained on the noisy images it then denoises; validation patches from the same images."""
+        model = self.new_model(name, mode, epochs, self.noisy, noise_model)
+        started = time.time()
+        model.train(self.noisy, self.noisy, verbose=0)
+        self.extra[f"{name}_train_s"] = time.time() - started
+        return model
+
+    def n2v(self):
+        self.n2v_model = self.train_self_supervised("n2v", "n2v", self.budget.epochs)
+        return self.n2v_model.predict(self.noisy, axes="SYX")
+
+    def pn2v(self):
+        from pn2v_tf.noise_models import HistogramNoiseModel
+
+        # Bins of width 1 centred on the 8-bit values 0..255.
+        noise_model = HistogramNoiseModel.from_pairs(self.gt, self.noisy, bins=256, value_range=(-0.5, 255.5))
+        noise_model.save(self.folder / "noise_model_histogram.npz", overwrite=True)
+        model = self.train_self_supervised("pn2v", "pn2v", self.budget.pn2v_epochs, noise_model)
+        self.extra["pn2v_prior_mean"] = model.predict(self.noisy, axes="SYX", estimator="prior_mean")
+        return model.predict(self.noisy, axes="SYX", estimator="mmse")
+
+    def pn2v_gmm(self):
+        from pn2v_tf.bootstrap import bootstrap_noise_model
+
+        if not hasattr(self, "n2v_model"):
+            self.n2v()
+        noise_model = bootstrap_noise_model(self.noisy, kind="gmm", n2v_model=self.n2v_model, seed=self.seed,
+                                            steps=self.budget.gmm_steps, saturation=(0.0, 255.0))
+        noise_model.save(self.folder / "noise_model_bootstrapped_gmm.npz", overwrite=True)
+        model = self.train_self_supervised("pn2v_gmm", "pn2v", self.budget.pn2v_epochs, noise_model)
+        return model.predict(self.noisy, axes="SYX", estimator="mmse")
+
+    def care(self):
+        """Two folds over the left and right image halves: train on one half's (noisy, gt) pairs,
+        predict the other half (the network still sees the whole noisy image as context)."""
+        width = self.noisy.shape[2]
+        halves = (slice(0, width // 2), slice(width // 2, width))
+        prediction = np.empty_like(self.noisy)
+        for fold, (train, test) in enumerate((halves, halves[::-1])):
+            X, Y = self.noisy[:, :, train], self.gt[:, :, train]
+            val_rows = slice(0, X.shape[1] // 4)  # a quarter of the training half for validation
+            fit_rows = slice(X.shape[1] // 4, None)
+            model = self.new_model(f"care_fold{fold}", "care", self.budget.care_epochs, X[:, fit_rows])
+            started = time.time()
+            model.train(X[:, fit_rows], X[:, val_rows], Y[:, fit_rows], Y[:, val_rows], verbose=0)
+            self.extra[f"care_fold{fold}_train_s"] = time.time() - started
+            prediction[:, :, test] = model.predict(self.noisy, axes="SYX")[:, :, test]
+        return prediction
+
+    def vst_bm3d(self):
+        try:
+            import bm3d
+        except ImportError:
+            raise SystemExit("fmd_table1: the VST+BM3D row needs the bm3d package (pip install bm3d), "
+                             "or leave it out with --methods") from None
+        from pn2v_tf.vst import vst_denoise
+
+        def denoiser(image, sigma):
+            return bm3d.bm3d(image, sigma, profile=self.budget.bm3d_profile)
+
+        out, parameters = [], []
+        for image in self.noisy:
+            result = vst_denoise(image, denoiser, clip=(0.0, 255.0))
+            out.append(result.denoised)
+            parameters.append((result.gain, result.offset))
+        self.extra["vst_parameters"] = parameters
+        return np.stack(out)
+
+
+# -- one dataset and regime -----------------------------------------------------------------------
+
+def run_regime(args, budget, dataset, regime):
+    noisy, gt = load_regime(args.data, dataset, regime)
+    folder = args.outdir / f"{dataset}_{regime}"
+    folder.mkdir(parents=True, exist_ok=True)
+    runner = Runner(budget, folder, args.seed, noisy, gt)
+    predictions, seconds = {"input": noisy}, {}
+    for method in args.methods:
+        print(f"--- {dataset} {regime}: {ROW_NAMES[method]}", flush=True)
+        started = time.time()
+        predictions[method] = getattr(runner, method)()
+        seconds[method] = time.time() - started
+        print(f"    {seconds[method]:.0f} s, PSNR {np.mean(score(gt, predictions[method])['psnr']):.2f} dB",
+              flush=True)
+    if "pn2v_prior_mean" in runner.extra:
+        predictions["pn2v_prior_mean"] = runner.extra.pop("pn2v_prior_mean")
+    write_predictions(folder, predictions, gt)
+    scores = {name: score(gt, images) for name, images in predictions.items()}
+    write_figure(folder / "figure.png", dataset, regime, predictions, gt, scores)
+    result = {"dataset": dataset, "regime": regime, "scores": scores, "seconds": seconds,
+              "extra": {k: v for k, v in runner.extra.items()}}
+    with open(folder / "result.json", "w") as f:
+        json.dump(result, f, indent=1, default=float)
+    return result
+
+
+def write_predictions(folder, predictions, gt):
+    import tifffile
+
+    for name, images in {**predictions, "ground_truth": gt}.items():
+        tifffile.imwrite(folder / f"{name}.tif", np.asarray(images, dtype=np.float32), imagej=True,
+                         metadata={"axes": "TYX"})
+
+
+def write_figure(path, dataset, regime, predictions, gt, scores, crop=128):
+    """Input, N2V, PN2V and ground truth crops side by side (as the paper's Fig. 2), for image 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ("input", "vst_bm3d", "n2v", "pn2v", "pn2v_gmm", "care") if n in predictions]
+    panels = [(ROW_NAMES[n], predictions[n][0], scores[n]["psnr"][0]) for n in names]
+    panels.append(("Ground truth", gt[0], None))
+    crop = min(crop, *gt.shape[1:])
+    y0, x0 = _brightest_crop(gt[0], crop)
+    low, high = np.percentile(gt[0], (0.5, 99.8))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), layout="constrained")
+    for ax, (title, image, value) in zip(axes, panels):
+        ax.imshow(image[y0:y0 + crop, x0:x0 + crop], cmap="gray", vmin=low, vmax=high)
+        ax.set_title(title if value is None else f"{title}\n{value:.2f} dB", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(f"{dataset}, {regime} (image 1, {crop}x{crop} crop)", fontsize=10)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _brightest_crop(image, crop):
+    """Top-left corner of the crop with the most structure (largest ground-truth variance)."""
+    step = max(1, crop // 2)
+    corners = [(y, x) for y in range(0, image.shape[0] - crop + 1, step)
+               for x in range(0, image.shape[1] - crop + 1, step)]
+    return max(corners, key=lambda c: float(np.var(image[c[0]:c[0] + crop, c[1]:c[1] + crop])))
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def markdown_report(results, args, budget, elapsed):
+    rows = ["input", *[m for m in METHODS if m in args.methods]]
+    if any("pn2v_prior_mean" in r["scores"] for r in results):
+        rows.insert(rows.index("pn2v") + 1, "pn2v_prior_mean")
+    names = {**ROW_NAMES, "pn2v_prior_mean": "PN2V prior mean (histogram)"}
+    lines = [f"### FMD, PN2V Table 1 protocol (`--budget {args.budget}`)", "",
+             f"Command: `python benchmarks/fmd_table1.py {' '.join(args.argv)}`", "",
+             f"Machine: {machine()}; total {elapsed / 60:.1f} min.", "",
+             f"Network and schedule: {budget.describe()}.", "", PROTOCOL, "",
+             "PSNR in dB (data range 255): mean over the 4 images +- 2 SEM; in brackets the paper's "
+             "Table 1 (mean over its 50 test images; n/a where not available here). Scale-and-shift-"
+             "invariant PSNR (si) is given for all datasets; the paper uses it for two-photon.", ""]
+    for result in results:
+        dataset, regime = result["dataset"], result["regime"]
+        paper = PAPER.get(dataset, {})
+        column = REGIMES.index(regime)
+        lines += [f"**{dataset}, {regime} (NR{column + 1})**", "",
+                  "| method | PSNR | si-PSNR | paper | train+predict (s) |", "|---|---|---|---|---|"]
+        for row in rows:
+            if row not in result["scores"]:
+                continue
+            value, err = mean_2sem(result["scores"][row]["psnr"])
+            si, si_err = mean_2sem(result["scores"][row]["psnr_si"])
+            published = paper.get(row)
+            published = "n/a" if published is None else f"{published[column]:.2f}"
+            seconds = result["seconds"].get(row)
+            seconds = "" if seconds is None else f"{seconds:.0f}"
+            lines.append(f"| {names[row]} | {value:.2f} +- {err:.2f} | {si:.2f} +- {si_err:.2f} | "
+                         f"{published} | {seconds} |")
+        lines.append("")
+    lines += [f"Paper numbers: {PAPER_SOURCE}", ""]
+    return "\n".join(lines)
+
+
+PROTOCOL = (
+    "Protocol: the 4 test images of each dataset and regime (field of view 19 of FMD, 512x512, 8-bit) "
+    "are all the data there is. N2V and both PN2V models train on those 4 noisy images and denoise "
+    "them (self-supervised; validation patches from the same images). The histogram noise model counts "
+    "(ground truth, noisy) pairs of the same 4 images, 256 bins of width 1; the bootstrapped GMM "
+    "(3 Gaussians, linear in the signal, 255 treated as saturated) is fitted to (N2V prediction, noisy) "
+    "pairs and uses no ground truth. CARE trains on (noisy, ground truth) of one image half and "
+    "predicts the other, both ways. VST+BM3D estimates gain and offset of a Poisson-Gaussian model "
+    "from each noisy image, applies the generalised Anscombe transform, BM3D with sigma 1 and the "
+    "closed-form unbiased inverse. The paper instead trained on the 19 other fields of view "
+    "(950 images) and tested on 50 images per regime.")
+
+
+def machine():
+    cores = os.cpu_count()
+    try:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        accelerator = f"{len(gpus)} GPU" if gpus else "no GPU"
+        version = f"TensorFlow {tf.__version__}"
+    except ImportError:
+        accelerator, version = "?", "?"
+    return f"{platform.processor() or platform.machine()}, {cores} cores, {accelerator}, {version}"
+
+
+# -- command line -------------------------------------------------------------------------------
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--budget", choices=tuple(BUDGETS), default="quick",
+                        help="quick: ~30 min on 2 CPU cores for the raw regime; paper: the paper's network "
+                             "and schedule, all regimes (meant for a GPU)")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--regimes", nargs="+", choices=REGIMES, default=None,
+                        help="noise regimes; default: raw for quick, all for paper")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the FMD folder (raw/, avg*/, gt/)")
+    parser.add_argument("--outdir", type=Path, default=Path("fmd_table1"), help="models, predictions, figures")
+    parser.add_argument("--overwrite", action="store_true", help="reuse a non-empty --outdir")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write all results to this JSON file")
+    parser.add_argument("--append-markdown", type=Path, help="append the report to this markdown file")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.data = args.data.resolve()
+    if args.regimes is None:
+        args.regimes = list(DEFAULT_REGIMES[args.budget])
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_data_dir(args.data)
+    if args.outdir.exists() and any(args.outdir.iterdir()) and not args.overwrite:
+        sys.exit(f"fmd_table1: {args.outdir} is not empty; pass --overwrite or choose another --outdir")
+    args.outdir.mkdir(parents=True, exist_ok=True)
+    budget = BUDGETS[args.budget]
+    started = time.time()
+    results = [run_regime(args, budget, d, r) for d in args.datasets for r in args.regimes]
+    elapsed = time.time() - started
+    report = markdown_report(results, args, budget, elapsed)
+    print("\n" + report)
+    (args.outdir / "table.md").write_text(report + "\n")
+    summary = {"budget": asdict(budget), "args": args.argv, "seconds": elapsed, "machine": machine(),
+               "results": results}
+    for path in filter(None, (args.outdir / "results.json", args.json)):
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=1, default=float)
+    if args.append_markdown:
+        with open(args.append_markdown, "a") as f:
+            f.write("\n" + report + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
