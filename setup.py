@@ -31,6 +31,8 @@ setup(
         # export_bioimageio and the package's validation and model test (tested with pydantic
         # 2.12; bioimageio.spec 0.5.12 cannot serialise descriptions with pydantic 2.14)
         "bioimageio": ["bioimageio.spec>=0.5.12", "bioimageio.core>=0.11", "pydantic<2.13"],
+        # the VST+BM3D row of benchmarks/fmd_table1.py (BM3D itself is not worth re-implementing)
+        "benchmarks": ["bm3d>=4"],
     },
     entry_points={"console_scripts": ["pn2v = pn2v_tf.cli:main", "pn2v-demo = pn2v_tf.demo:main"]},
     license="BSD-3-Clause",
