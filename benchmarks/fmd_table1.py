@@ -41,6 +41,7 @@ METHODS = ("vst_bm3d", "n2v", "pn2v", "pn2v_gmm", "care")
 ROW_NAMES = {"input": "Input", "vst_bm3d": "VST+BM3D", "n2v": "N2V", "pn2v": "PN2V (histogram)",
              "pn2v_gmm": "PN2V (bootstrapped GMM)", "care": "CARE (supervised)"}
 DATA_RANGE = 255.0
+EIGHT_BIT_BINS = (-0.5, 255.5)  # 256 bins of width 1 centred on the values 0..255
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fmd"
 
 # The paper's Table 1 (Krull et al. 2020, doi:10.3389/fcomp.2020.00005), mean PSNR over its 50 test
@@ -187,8 +188,7 @@ class Runner:
     def pn2v(self):
         from pn2v_tf.noise_models import HistogramNoiseModel
 
-        # Bins of width 1 centred on the 8-bit values 0..255.
-        noise_model = HistogramNoiseModel.from_pairs(self.gt, self.noisy, bins=256, value_range=(-0.5, 255.5))
+        noise_model = HistogramNoiseModel.from_pairs(self.gt, self.noisy, bins=256, value_range=EIGHT_BIT_BINS)
         noise_model.save(self.folder / "noise_model_histogram.npz", overwrite=True)
         model = self.train_self_supervised("pn2v", "pn2v", self.budget.pn2v_epochs, noise_model)
         self.extra["pn2v_prior_mean"] = model.predict(self.noisy, axes="SYX", estimator="prior_mean")
@@ -196,13 +196,17 @@ class Runner:
 
     def pn2v_gmm(self):
         from pn2v_tf.bootstrap import bootstrap_noise_model
+        from pn2v_tf.noise_models import HistogramNoiseModel
 
         if not hasattr(self, "n2v_model"):
             self.n2v()
         noise_model = bootstrap_noise_model(self.noisy, kind="gmm", n2v_model=self.n2v_model, seed=self.seed,
                                             steps=self.budget.gmm_steps, saturation=(0.0, 255.0))
         noise_model.save(self.folder / "noise_model_bootstrapped_gmm.npz", overwrite=True)
-        model = self.train_self_supervised("pn2v_gmm", "pn2v", self.budget.pn2v_epochs, noise_model)
+        # Exact at the 8-bit values and linear between integer signals; a lookup per sample instead
+        # of a censored 3-component mixture makes training about 4x faster.
+        table = HistogramNoiseModel.from_noise_model(noise_model, bins=256, value_range=EIGHT_BIT_BINS)
+        model = self.train_self_supervised("pn2v_gmm", "pn2v", self.budget.pn2v_epochs, table)
         return model.predict(self.noisy, axes="SYX", estimator="mmse")
 
     def care(self):
@@ -350,7 +354,8 @@ PROTOCOL = (
     "them (self-supervised; validation patches from the same images). The histogram noise model counts "
     "(ground truth, noisy) pairs of the same 4 images, 256 bins of width 1; the bootstrapped GMM "
     "(3 Gaussians, linear in the signal, 255 treated as saturated) is fitted to (N2V prediction, noisy) "
-    "pairs and uses no ground truth. CARE trains on (noisy, ground truth) of one image half and "
+    "pairs and uses no ground truth; for speed PN2V uses it tabulated at the 8-bit values "
+    "(`HistogramNoiseModel.from_noise_model`). CARE trains on (noisy, ground truth) of one image half and "
     "predicts the other, both ways. VST+BM3D estimates gain and offset of a Poisson-Gaussian model "
     "from each noisy image, applies the generalised Anscombe transform, BM3D with sigma 1 and the "
     "closed-form unbiased inverse. The paper instead trained on the 19 other fields of view "

@@ -324,3 +324,25 @@ def test_a_fitted_gmm_plots_and_scores_like_its_own_log_likelihood(tmp_path, cam
 
     assert (tmp_path / "gmm.png").stat().st_size > 10_000
     assert scores["gmm"] == pytest.approx(np.mean(camera_gmm.log_likelihood(observation, signal)), rel=1e-6)
+
+
+def test_tabulated_gmm_matches_at_integer_observations_and_interpolates_between_signals():
+    from pn2v_tf.noise_models import HistogramNoiseModel
+
+    rng = np.random.default_rng(3)
+    signal = rng.uniform(5, 200, 200_000)
+    observation = np.clip(np.round(signal + rng.normal(0, 1, signal.size) * np.sqrt(2 * signal + 9)), 0, 255)
+    gmm = GMMNoiseModel.fit(signal, observation, n_gaussians=2, n_coeff=2, steps=200, saturation=(0.0, 255.0))
+    table = HistogramNoiseModel.from_noise_model(gmm, bins=256, value_range=(-0.5, 255.5))
+    x = np.arange(0, 256, dtype=np.float32)
+    for s in (20.0, 100.0, 180.0):
+        exact = np.exp(gmm.log_likelihood(x, np.full_like(x, s)))
+        tabulated = np.exp(table.log_likelihood(x, np.full_like(x, s)))
+        # the source's mass over the integers is ~1 (saturation puts the tails at 0 and 255)
+        np.testing.assert_allclose(tabulated, exact / exact.sum(), rtol=1e-4, atol=1e-9)
+    # between integer signals the table interpolates the two neighbouring rows linearly
+    below, above = (np.exp(table.log_likelihood(x, np.full_like(x, s))) for s in (50.0, 51.0))
+    middle = np.exp(table.log_likelihood(x, np.full_like(x, 50.25)))
+    np.testing.assert_allclose(middle, 0.75 * below + 0.25 * above, rtol=1e-4, atol=1e-9)
+    with pytest.raises(TypeError, match="NoiseModel"):
+        HistogramNoiseModel.from_noise_model("gmm")
