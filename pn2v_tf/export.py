@@ -131,7 +131,7 @@ class WholeImage:
             if self.n_outputs == 1:
                 return samples
             if estimator == "prior_mean":
-                return prior_mean(samples)
+                return prior_mean(samples, self.noise_model)
             return mmse(strip[:, first:first + count], samples, self.noise_model)
         return estimate
 

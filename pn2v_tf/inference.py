@@ -19,7 +19,10 @@ DEFAULT_MAX_TILE_ELEMENTS = 2 ** 26
 
 
 def mmse(observation, samples, noise_model):
-    """Paper Eq. 10: ``sum_k p(x|s_k) s_k / sum_k p(x|s_k)``, as a softmax over log-likelihoods.
+    """Paper Eq. 10: ``sum_k p(x|s_k) s_k / sum_k p(x|s_k)``.
+
+    With weights p(x|s_k) read directly where the noise model's likelihood cannot underflow (a
+    floored histogram: no exp or log per sample), otherwise as a softmax over log-likelihoods.
 
     Parameters
     ----------
@@ -29,12 +32,20 @@ def mmse(observation, samples, noise_model):
         Prior samples s_k, raw units.
     noise_model : pn2v_tf.noise_models.NoiseModel
     """
+    samples = noise_model.clip_signal(samples)
+    if noise_model.direct_likelihood:
+        likelihood = noise_model._likelihood(observation, samples)
+        return (tf.reduce_sum(likelihood * samples, axis=-1, keepdims=True)
+                / tf.reduce_sum(likelihood, axis=-1, keepdims=True))
     weights = tf.nn.softmax(noise_model.log_likelihood(observation, samples), axis=-1)
     return tf.reduce_sum(weights * samples, axis=-1, keepdims=True)
 
 
-def prior_mean(samples):
-    """Mean of the prior samples, ``(1/K) sum_k s_k``."""
+def prior_mean(samples, noise_model=None):
+    """Mean of the prior samples, ``(1/K) sum_k s_k``; with a noise model, of the samples as its
+    likelihood sees them (``noise_model.clip_signal``), as in :func:`mmse`."""
+    if noise_model is not None:
+        samples = noise_model.clip_signal(samples)
     return tf.reduce_mean(samples, axis=-1, keepdims=True)
 
 
@@ -43,6 +54,7 @@ def posterior_samples(observation, samples, noise_model, n, seed):
 
     Returns a tensor (..., n).
     """
+    samples = noise_model.clip_signal(samples)
     log_weights = noise_model.log_likelihood(observation, samples)
     shape = tf.shape(samples)
     flat = tf.reshape(log_weights, (-1, shape[-1]))
@@ -91,7 +103,7 @@ class TilePredictor:
         if self.estimator == "mmse":
             return mmse(observation, samples, self.noise_model)
         if self.estimator == "prior_mean":
-            return prior_mean(samples)
+            return prior_mean(samples, self.noise_model)
         return posterior_samples(observation, samples, self.noise_model, self.n_posterior, seed)
 
     def _predict_eager(self, tile, seed):

@@ -283,7 +283,7 @@ def test_gradient_of_log_likelihood_is_slope_over_probability(tiny_model):
     np.testing.assert_allclose(gradient, [slope / (0.40625 / WIDTH)], rtol=1e-5)
 
 
-def test_gradient_is_zero_outside_signal_range(tiny_model):
+def test_gradient_is_zero_outside_signal_range_and_clip_signal_gives_the_same_value(tiny_model):
     x = tf.constant([2.5, 2.5, 5.0, 5.0])
     s = tf.constant([-4.0, 0.5, 5.5, 20.0])   # signal_range is (1, 5)
 
@@ -293,6 +293,8 @@ def test_gradient_is_zero_outside_signal_range(tiny_model):
     gradient = tape.gradient(log_p, s)
 
     np.testing.assert_array_equal(gradient.numpy(), 0.0)
+    np.testing.assert_array_equal(tiny_model.clip_signal(s).numpy(), [1.0, 1.0, 5.0, 5.0])
+    np.testing.assert_array_equal(log_p.numpy(), tiny_model.log_likelihood(x, tiny_model.clip_signal(s)).numpy())
 
 
 def test_likelihood_of_tensors_is_a_tensor_usable_in_graphs(tiny_model):
