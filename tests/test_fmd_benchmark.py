@@ -105,3 +105,8 @@ def test_smoke_run_writes_everything_and_care_is_two_fold(fmd, fake_data, tmp_pa
 
     with pytest.raises(SystemExit, match="not empty"):
         fmd.main(argv)
+
+    # the report again from results.json, without training: the same tables
+    again = tmp_path / "AGAIN.md"
+    fmd.main(["--report-from", str(outdir / "results.json"), "--append-markdown", str(again)])
+    assert again.read_text().split("Machine:")[1] == table.split("Machine:")[1]
