@@ -19,10 +19,9 @@ DEFAULT_MAX_TILE_ELEMENTS = 2 ** 26
 
 
 def mmse(observation, samples, noise_model):
-    """Paper Eq. 10: ``sum_k p(x|s_k) s_k / sum_k p(x|s_k)``.
-
-    With weights p(x|s_k) read directly where the noise model's likelihood cannot underflow (a
-    floored histogram: no exp or log per sample), otherwise as a softmax over log-likelihoods.
+    """Paper Eq. 10: ``sum_k p(x|s_k) s_k / sum_k p(x|s_k)``, as a softmax over log-likelihoods
+    (reading a histogram's probabilities directly and dividing two sums was slower under XLA on
+    CPU), of the samples as the likelihood sees them (``noise_model.clip_signal``).
 
     Parameters
     ----------
@@ -33,10 +32,6 @@ def mmse(observation, samples, noise_model):
     noise_model : pn2v_tf.noise_models.NoiseModel
     """
     samples = noise_model.clip_signal(samples)
-    if noise_model.direct_likelihood:
-        likelihood = noise_model._likelihood(observation, samples)
-        return (tf.reduce_sum(likelihood * samples, axis=-1, keepdims=True)
-                / tf.reduce_sum(likelihood, axis=-1, keepdims=True))
     weights = tf.nn.softmax(noise_model.log_likelihood(observation, samples), axis=-1)
     return tf.reduce_sum(weights * samples, axis=-1, keepdims=True)
 

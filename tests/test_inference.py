@@ -135,24 +135,24 @@ def test_mmse_with_histogram_of_gaussian_noise_equals_analytic_posterior_mean(pr
     np.testing.assert_allclose(actual[:, 0], _posterior_mean(x), atol=0.1)
 
 
-def test_direct_histogram_weights_equal_the_softmax_of_log_likelihoods():
-    """The histogram's MMSE weights p(x|s_k) directly; it must equal the log-space softmax, also
+def test_mmse_and_prior_mean_weight_samples_as_the_histogram_sees_them():
+    """Samples beyond the histogram's signal range count as its edge value (as in the loss), also
     with empty cells (floored probabilities) and XLA."""
     rng = np.random.default_rng(5)
     counts = rng.poisson(3.0, (32, 32)).astype(float) * (rng.uniform(size=(32, 32)) < 0.7)
+    counts[:2] = 0  # the calibrated signal range starts at row 2
     noise_model = HistogramNoiseModel.from_counts(counts, (0.0, 64.0))
-    assert noise_model.direct_likelihood
     x = tf.constant(rng.uniform(0, 64, (50, 1)), tf.float32)
-    samples = tf.constant(rng.uniform(-4, 70, (50, 300)), tf.float32)
-    clipped = noise_model.clip_signal(samples)  # samples beyond the signal range count as its edge
-    assert np.any(clipped.numpy() != samples.numpy())
-    weights = tf.nn.softmax(noise_model.log_likelihood(x, clipped), axis=-1)
-    expected = tf.reduce_sum(weights * clipped, axis=-1, keepdims=True).numpy()
+    samples = tf.constant(rng.uniform(-40, 100, (50, 300)), tf.float32)
+    clipped = np.clip(samples.numpy(), *noise_model.signal_range)
+    assert np.any(clipped != samples.numpy())
+    weights = tf.nn.softmax(noise_model.log_likelihood(x, tf.constant(clipped)), axis=-1).numpy()
+    expected = np.sum(weights * clipped, axis=-1, keepdims=True)
     np.testing.assert_allclose(mmse(x, samples, noise_model).numpy(), expected, rtol=1e-5)
     compiled = tf.function(lambda a, b: mmse(a, b, noise_model), jit_compile=True)
     np.testing.assert_allclose(compiled(x, samples).numpy(), expected, rtol=1e-5)
-    np.testing.assert_allclose(noise_model._likelihood(x, samples).numpy(),
-                               np.exp(noise_model.log_likelihood(x, samples).numpy()), rtol=1e-5)
+    np.testing.assert_allclose(prior_mean(samples, noise_model).numpy(), clipped.mean(-1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(prior_mean(samples).numpy(), samples.numpy().mean(-1, keepdims=True), rtol=1e-5)
 
 
 def test_prior_mean_is_the_sample_mean(prior_samples):

@@ -32,9 +32,6 @@ class NoiseModel(keras.layers.Layer):
     """
 
     kind = None
-    #: True when :meth:`_likelihood` is bounded away from 0 and finite, so that estimators may
-    #: weight by it directly instead of by a softmax over log-likelihoods (no exp/log per sample).
-    direct_likelihood = False
     #: What happens to values outside the range; the out-of-range warning says it.
     _out_of_range_note = "they are clamped to it"
 
@@ -69,10 +66,6 @@ class NoiseModel(keras.layers.Layer):
 
     def _log_likelihood(self, observation, signal):
         raise NotImplementedError
-
-    def _likelihood(self, observation, signal):
-        """Tensor ``p(x|s)``; subclasses with ``direct_likelihood`` compute it without a log."""
-        return keras.ops.exp(self._log_likelihood(observation, signal))
 
     def clip_signal(self, signal):
         """Signals as the likelihood sees them (tensor in, tensor out). Estimators weight these, so

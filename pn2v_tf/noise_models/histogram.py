@@ -145,13 +145,8 @@ class HistogramNoiseModel(NoiseModel):
     def bin_width(self):
         return (self._value_range[1] - self._value_range[0]) / self.bins
 
-    direct_likelihood = True
-
     def _log_likelihood(self, observation, signal):
         return ops.log(self._bin_probability(observation, signal)) - np.log(self.bin_width).astype("float32")
-
-    def _likelihood(self, observation, signal):
-        return self._bin_probability(observation, signal) * np.float32(1.0 / self.bin_width)
 
     def clip_signal(self, signal):
         """Signals as the likelihood sees them: clamped to ``signal_range``."""
