@@ -25,15 +25,17 @@ Data: ``../shared/data/fmd`` beside the checkout (or ``--data``); see its README
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+
+from speed import machine_info  # noqa: E402
 
 DATASETS = ("Confocal_MICE", "Confocal_FISH", "TwoPhoton_MICE")
 REGIMES = ("raw", "avg2", "avg4", "avg8", "avg16")
@@ -76,7 +78,6 @@ class Budget:
     care_epochs: int
     reduce_lr_patience: int
     gmm_steps: int
-    bm3d_profile: str
     n_val_patches: int = 256
 
     def describe(self):
@@ -93,16 +94,16 @@ BUDGETS = {
     # 1,600 instead of 10,000 optimiser steps (the paper: 200 epochs x 50 steps).
     "quick": Budget(n_first=16, n_depth=3, n_samples=800, patch=64, batch_size=16, learning_rate=2e-3,
                     epochs=40, steps=40, pn2v_epochs=40, care_epochs=10, reduce_lr_patience=8,
-                    gmm_steps=1000, bm3d_profile="np"),
+                    gmm_steps=1000),
     # The paper's network and schedule (depth 3, 64 features, K = 800, 100x100 patches, batch 4,
     # Adam 1e-4, 200 epochs x 50 steps); meant for a GPU.
     "paper": Budget(n_first=64, n_depth=3, n_samples=800, patch=100, batch_size=4, learning_rate=1e-4,
                     epochs=200, steps=50, pn2v_epochs=200, care_epochs=200, reduce_lr_patience=10,
-                    gmm_steps=2000, bm3d_profile="np"),
+                    gmm_steps=2000),
 }
 BUDGETS["smoke"] = Budget(n_first=4, n_depth=2, n_samples=16, patch=16, batch_size=4, learning_rate=1e-3,
                           epochs=2, steps=3, pn2v_epochs=2, care_epochs=2, reduce_lr_patience=3,
-                          gmm_steps=50, bm3d_profile="np", n_val_patches=8)  # checks the pipeline in seconds; numbers meaningless
+                          gmm_steps=50, n_val_patches=8)  # checks the pipeline in seconds; numbers meaningless
 DEFAULT_REGIMES = {"quick": ("raw",), "paper": REGIMES, "smoke": ("raw",)}
 
 
@@ -201,7 +202,7 @@ class Runner:
         from pn2v_tf.bootstrap import bootstrap_noise_model
         from pn2v_tf.noise_models import HistogramNoiseModel
 
-        if not hasattr(self, "n2v_model"):
+        if not hasattr(self, "n2v_model"):  # --methods without n2v: train it for the bootstrap only
             self.n2v()
         noise_model = bootstrap_noise_model(self.noisy, kind="gmm", n2v_model=self.n2v_model, seed=self.seed,
                                             steps=self.budget.gmm_steps, saturation=(0.0, 255.0))
@@ -238,7 +239,7 @@ class Runner:
         from pn2v_tf.vst import vst_denoise
 
         def denoiser(image, sigma):
-            return bm3d.bm3d(image, sigma, profile=self.budget.bm3d_profile)
+            return bm3d.bm3d(image, sigma)
 
         out, parameters = [], []
         for image in self.noisy:
@@ -270,18 +271,17 @@ def run_regime(args, budget, dataset, regime):
     scores = {name: score(gt, images) for name, images in predictions.items()}
     write_figure(folder / "figure.png", dataset, regime, predictions, gt, scores)
     result = {"dataset": dataset, "regime": regime, "scores": scores, "seconds": seconds,
-              "extra": {k: v for k, v in runner.extra.items()}}
+              "extra": runner.extra}
     with open(folder / "result.json", "w") as f:
         json.dump(result, f, indent=1, default=float)
     return result
 
 
 def write_predictions(folder, predictions, gt):
-    import tifffile
+    from pn2v_tf.io import write_tiff
 
     for name, images in {**predictions, "ground_truth": gt}.items():
-        tifffile.imwrite(folder / f"{name}.tif", np.asarray(images, dtype=np.float32), imagej=True,
-                         metadata={"axes": "TYX"})
+        write_tiff(folder / f"{name}.tif", np.asarray(images, dtype=np.float32), "SYX", overwrite=True)
 
 
 def write_figure(path, dataset, regime, predictions, gt, scores, crop=128):
@@ -373,16 +373,11 @@ PROTOCOL = (
 
 
 def machine():
-    cores = os.cpu_count()
-    try:
-        import tensorflow as tf
+    import tensorflow as tf
 
-        gpus = tf.config.list_physical_devices("GPU")
-        accelerator = f"{len(gpus)} GPU" if gpus else "no GPU"
-        version = f"TensorFlow {tf.__version__}"
-    except ImportError:
-        accelerator, version = "?", "?"
-    return f"{platform.processor() or platform.machine()}, {cores} cores, {accelerator}, {version}"
+    info, gpus = machine_info(), tf.config.list_physical_devices("GPU")
+    accelerator = f"{len(gpus)} GPU" if gpus else "no GPU"
+    return f"{info['cpu']}, {info['cores']} cores, {accelerator}, TensorFlow {info['tensorflow']}"
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -410,6 +405,7 @@ def parse_args(argv=None):
     args.data = args.data.resolve()
     if args.regimes is None:
         args.regimes = list(DEFAULT_REGIMES[args.budget])
+    args.methods = [m for m in METHODS if m in args.methods]  # n2v before the GMM it bootstraps
     return args
 
 
@@ -443,7 +439,7 @@ def report_again(args):
     """The report of a finished run, from its results.json (its own command line and budget)."""
     summary = json.loads(args.report_from.read_text())
     run_args = parse_args(summary["args"])
-    budget = Budget(**summary["budget"])
+    budget = Budget(**{k: v for k, v in summary["budget"].items() if k in Budget.__dataclass_fields__})
     report = markdown_report(summary["results"], run_args, budget, summary["seconds"], summary.get("machine"))
     print(report)
     if args.append_markdown:

@@ -1,20 +1,12 @@
 """Configuration of a PN2V model: network, prior samples, masking and training schedule."""
 
-import numbers
-
 import numpy as np
 from csbdeep.models import BaseConfig
 
 from ._checks import is_int as _is_int
+from ._checks import is_number as _is_number
 
 MODES = ("pn2v", "n2v", "care")
-
-
-def _is_number(value, low=None, low_inclusive=True):
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-    if not ok or low is None:
-        return ok
-    return value >= low if low_inclusive else value > low
 
 
 class PN2VConfig(BaseConfig):

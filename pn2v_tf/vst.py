@@ -24,12 +24,11 @@ Only numpy and scipy are used; BM3D (the ``bm3d`` package) is the caller's choic
 
 from collections import namedtuple
 import math
-import numbers
 
 import numpy as np
 from scipy import ndimage, signal
 
-from ._checks import is_int
+from ._checks import is_int, is_number
 
 __all__ = ["estimate_poisson_gaussian", "gat_forward", "gat_inverse", "vst_denoise", "VSTResult"]
 
@@ -387,14 +386,9 @@ def _check_image(image, minimum=1):
     z = np.asarray(image)
     if z.ndim != 2:
         raise ValueError(f"image must be 2-D, got shape {z.shape}")
-    if not (np.issubdtype(z.dtype, np.number) or z.dtype == bool) or np.iscomplexobj(z):
-        raise ValueError(f"image must be real numbers, got dtype {z.dtype}")
     if min(z.shape) < minimum:
         raise ValueError(f"image must be at least {minimum} x {minimum} pixels, got shape {z.shape}")
-    z = z.astype(np.float64)
-    if not np.all(np.isfinite(z)):
-        raise ValueError("image contains NaN or infinite values")
-    return z
+    return _finite_array(z, "image")
 
 
 def _finite_array(values, name):
@@ -409,7 +403,7 @@ def _finite_array(values, name):
 
 def _check_parameters(gain, offset):
     for name, value in (("gain", gain), ("offset", offset)):
-        if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
+        if not is_number(value):
             raise ValueError(f"{name} must be a finite real number, got {value!r}")
     if gain <= 0:
         raise ValueError(f"gain must be positive, got {gain!r} (no signal-dependent noise: "
@@ -434,7 +428,7 @@ def _clip_limits(image, clip):
     except (TypeError, ValueError):
         raise ValueError(f"clip must be 'auto', None or (low, high), not {clip!r}") from None
     for value in (low, high):
-        if value is not None and not (isinstance(value, numbers.Real) and np.isfinite(value)):
+        if value is not None and not is_number(value):
             raise ValueError(f"clip limits must be finite numbers or None, got {clip!r}")
     if low is not None and high is not None and low >= high:
         raise ValueError(f"clip must have low < high, got {clip!r}")
@@ -450,5 +444,5 @@ def _check_estimation_options(n_bins, window, min_count, max_clipped_fraction, i
         raise ValueError(f"min_count must be a positive integer, got {min_count!r}")
     if not is_int(iterations, 0):
         raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}")
-    if not (isinstance(max_clipped_fraction, numbers.Real) and 0 <= max_clipped_fraction <= 1):
+    if not (is_number(max_clipped_fraction, 0) and max_clipped_fraction <= 1):
         raise ValueError(f"max_clipped_fraction must be in [0, 1], got {max_clipped_fraction!r}")

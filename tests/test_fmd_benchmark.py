@@ -67,7 +67,7 @@ def test_score_uses_data_range_255(fmd):
     assert result["psnr"] == pytest.approx([20 * np.log10(255), 20 * np.log10(255 / 2)])
     # a gain and offset error costs nothing in the scale-and-shift-invariant PSNR
     gt = np.random.default_rng(1).uniform(0, 100, (1, 16, 16))
-    assert fmd.score(gt, 2 * gt + 5)["psnr_si"][0] == np.inf or fmd.score(gt, 2 * gt + 5)["psnr_si"][0] > 200
+    assert fmd.score(gt, 2 * gt + 5)["psnr_si"][0] > 200
 
 
 def test_smoke_run_writes_everything_and_care_is_two_fold(fmd, fake_data, tmp_path):

@@ -10,7 +10,8 @@ then divided by ``w`` to become a density.
 Signal rows without calibration data are filled by linear interpolation between the nearest rows
 that have data; signals below the first or above the last such row are clamped to it
 (``signal_range``; such signals get no gradient), and the estimators clamp prior samples the same
-way (``clip_signal``), so a sample that strayed outside counts as the edge value it was trained as. Observations outside ``value_range`` fall into the first or last bin.
+way (``clip_signal``), so a sample that strayed outside counts as the edge value it was trained as.
+Observations outside ``value_range`` fall into the first or last bin.
 """
 
 import warnings
@@ -145,15 +146,11 @@ class HistogramNoiseModel(NoiseModel):
     def bin_width(self):
         return (self._value_range[1] - self._value_range[0]) / self.bins
 
-    def _log_likelihood(self, observation, signal):
-        return ops.log(self._bin_probability(observation, signal)) - np.log(self.bin_width).astype("float32")
-
     def clip_signal(self, signal):
         """Signals as the likelihood sees them: clamped to ``signal_range``."""
         return ops.clip(signal, *self._signal_range)
 
-    def _bin_probability(self, observation, signal):
-        """Probability of x's bin, interpolated between the s rows, floored at MIN_PROBABILITY."""
+    def _log_likelihood(self, observation, signal):
         low, width, bins = self._value_range[0], self.bin_width, self.bins
         observation = ops.cast(observation, "float32")
         signal = ops.cast(signal, "float32")
@@ -167,7 +164,8 @@ class HistogramNoiseModel(NoiseModel):
         table = ops.reshape(self.histogram, (-1,))
         below = ops.take(table, index)
         above = ops.take(table, index + bins)
-        return ops.maximum(below + frac * (above - below), MIN_PROBABILITY)
+        probability = below + frac * (above - below)
+        return ops.log(ops.maximum(probability, MIN_PROBABILITY)) - np.log(width).astype("float32")
 
     # -- config and files --------------------------------------------------------------------
     def get_config(self):
