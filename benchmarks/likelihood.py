@@ -1,8 +1,10 @@
 """Cost of the PN2V loss and its gradient for each noise model, without the network.
 
-Times ``-log mean_k p(x|s_k)`` and its gradient with respect to the K samples, in one
-``tf.function``, for a batch shaped like the training graph's masked pixels: (batch, masked
-pixels per patch, K). Prints milliseconds per evaluation and the ratio to the histogram's.
+Times ``-log mean_k p(x|s_k)`` and its gradient with respect to the K samples for a batch shaped
+like the training graph's masked pixels, (batch, masked pixels per patch, K), two ways: as
+TensorFlow runs it op by op in one ``tf.function``, and as training runs it, through
+:class:`pn2v_tf.losses.PN2VLoss` (loss and gradient fused into one XLA program). Prints
+milliseconds per evaluation and the ratio to the histogram's.
 
     python benchmarks/likelihood.py [--batch 16] [--pixels 123] [--n-samples 800] [--repeats 10]
 """
@@ -17,15 +19,22 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
-from pn2v_tf.losses import pn2v_negative_log_likelihood  # noqa: E402
+from pn2v_tf.losses import PN2VLoss, pn2v_negative_log_likelihood  # noqa: E402
 from pn2v_tf.noise_models import GMMNoiseModel, HistogramNoiseModel  # noqa: E402
 
 
-def loss_and_gradient_ms(noise_model, observation, samples, repeats):
+def loss_and_gradient_ms(noise_model, observation, samples, repeats, fused):
+    loss_fn = PN2VLoss(noise_model)
+
+    def per_pixel():
+        if fused:
+            return loss_fn.call(observation, samples)
+        return pn2v_negative_log_likelihood(noise_model.log_likelihood(observation, samples))
+
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(pn2v_negative_log_likelihood(noise_model.log_likelihood(observation, samples)))
+            loss = tf.reduce_mean(per_pixel())
         return loss, tape.gradient(loss, samples)
 
     step()
@@ -56,12 +65,15 @@ def main(argv=None):
     observation = tf.constant(rng.uniform(low, high, (args.batch, args.pixels, 1)).astype(np.float32))
     samples = tf.Variable(rng.uniform(low, high, (args.batch, args.pixels, args.n_samples)).astype(np.float32))
     print(f"loss + gradient for {args.batch} x {args.pixels} x {args.n_samples} samples\n")
-    print("| noise model | ms | ratio to histogram |\n|---|---|---|")
-    reference = None
+    print("| noise model | op by op, ms | ratio to histogram | fused XLA (as trained), ms | ratio to histogram |")
+    print("|---|---|---|---|---|")
+    reference = {}
     for name, model in models.items():
-        ms = loss_and_gradient_ms(model, observation, samples, args.repeats)
-        reference = reference or ms
-        print(f"| {name} | {ms:.1f} | {ms / reference:.2f} |")
+        ms = {fused: loss_and_gradient_ms(model, observation, samples, args.repeats, fused) for fused in (False, True)}
+        for fused in ms:
+            reference.setdefault(fused, ms[fused])
+        print(f"| {name} | {ms[False]:.1f} | {ms[False] / reference[False]:.2f} | {ms[True]:.1f} | "
+              f"{ms[True] / reference[True]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ masked pixels, (B, M, 1) and (B, M, K), so every pixel a loss sees is a masked o
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from .noise_models import NoiseModel
@@ -32,9 +33,30 @@ class PN2VLoss(keras.losses.Loss):
         if isinstance(noise_model, dict):
             noise_model = NoiseModel.from_dict(noise_model)
         self.noise_model = noise_model
+        self._loss_and_gradient = tf.function(self._per_pixel_loss_and_gradient, jit_compile=True)
 
     def call(self, y_true, y_pred):
-        return pn2v_negative_log_likelihood(self.noise_model.log_likelihood(y_true, y_pred))
+        return self._fused(y_true, y_pred)
+
+    def _per_pixel_loss_and_gradient(self, y_true, y_pred):
+        with tf.GradientTape() as tape:
+            tape.watch(y_pred)
+            loss = pn2v_negative_log_likelihood(self.noise_model.log_likelihood(y_true, y_pred))
+        return loss, tape.gradient(loss, y_pred)
+
+    @tf.custom_gradient
+    def _fused(self, y_true, y_pred):
+        """Loss and its gradient in one XLA program (the likelihood's gathers, logs and
+        logsumexp fused; 3x faster than TensorFlow's op-by-op graph on CPU, see
+        ``benchmarks/likelihood.py``). Each pixel's loss depends on its own K samples only, so the
+        gradient of any weighting of the per-pixel losses is that weight times their gradient."""
+        dtype = y_pred.dtype
+        loss, gradient = self._loss_and_gradient(tf.cast(y_true, tf.float32), tf.cast(y_pred, tf.float32))
+
+        def backward(upstream):
+            return None, tf.cast(tf.cast(upstream, tf.float32)[..., None] * gradient, dtype)
+
+        return loss, backward
 
     def get_config(self):
         config = super().get_config()

@@ -168,6 +168,40 @@ def test_pn2v_loss_gradient_pulls_samples_towards_likely_signals(tiny_model):
     np.testing.assert_allclose(gradient, [expected, expected], rtol=1e-5)
 
 
+@pytest.mark.parametrize("noise_model", ["histogram", "gmm"])
+def test_pn2v_loss_fused_gradient_equals_autodiff_of_the_formula(gaussian_model, noise_model):
+    """PN2VLoss computes loss and gradient in one XLA program with a custom gradient; for any
+    per-pixel weighting (Keras' sample weights, its mean over pixels) it must equal TensorFlow's
+    gradient of the plain formula, also inside a tf.function as in training."""
+    from pn2v_tf.noise_models import GMMNoiseModel
+
+    if noise_model == "gmm":
+        model = GMMNoiseModel(n_gaussians=2, n_coeff=2, signal_range=(0, 64), scale=10.0)
+        model.set_weights([w + 0.1 * np.arange(w.size).reshape(w.shape) for w in model.get_weights()])
+    else:
+        model = gaussian_model
+    rng = np.random.default_rng(7)
+    y_true = tf.constant(rng.uniform(10, 50, (3, 5, 1)).astype(np.float32))
+    y_pred = tf.Variable(y_true + rng.normal(0, 4, (3, 5, 9)).astype(np.float32))
+    weights = tf.constant(rng.uniform(0.5, 2.0, (3, 5)).astype(np.float32))
+    loss = PN2VLoss(model)
+
+    @tf.function
+    def fused():
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(weights * loss.call(y_true, y_pred))
+        return value, tape.gradient(value, y_pred)
+
+    with tf.GradientTape() as tape:
+        reference = tf.reduce_sum(weights * pn2v_negative_log_likelihood(model.log_likelihood(y_true, y_pred)))
+    expected = tape.gradient(reference, y_pred).numpy()
+
+    value, gradient = fused()
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(float(value), float(reference), rtol=1e-5)
+    np.testing.assert_allclose(gradient.numpy(), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+
+
 def test_pn2v_loss_on_masked_network_counts_only_the_masked_pixels(gaussian_model):
     """The masked training graph gives the same loss as the full prediction network read at the
     masked coordinates: only those pixels enter the loss."""
