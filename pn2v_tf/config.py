@@ -32,6 +32,10 @@ class PN2VConfig(BaseConfig):
     n_samples : int
         Number K of prior samples the network predicts per pixel in mode ``'pn2v'``. Default: 800.
         Modes ``'n2v'`` and ``'care'`` predict one value.
+    samples_init_spread : float
+        How far apart the K samples start (> 0): the head's kernel is one shared Glorot-uniform
+        column plus this times an independent Glorot-uniform kernel
+        (:class:`pn2v_tf.nets.SampleHeadInitializer`). Default: 0.01.
     unet_n_depth : int
         Number of resolution levels of the U-Net, as in the PN2V reference (3 = two 2x
         downsamplings). Default: 3.
@@ -88,6 +92,7 @@ class PN2VConfig(BaseConfig):
 
         self.mode = mode
         self.n_samples = 800
+        self.samples_init_spread = 0.01
         self.unet_n_depth = 3
         self.unet_n_first = 64
         self.unet_kern_size = 3
@@ -120,6 +125,7 @@ class PN2VConfig(BaseConfig):
             "n_dim": self.n_dim == 2,
             "axes": self.axes == "YXC",
             "n_samples": _is_int(self.n_samples, 1),
+            "samples_init_spread": _is_number(self.samples_init_spread, 0, low_inclusive=False),
             "unet_n_depth": _is_int(self.unet_n_depth, 1),
             "unet_n_first": _is_int(self.unet_n_first, 1),
             "unet_kern_size": _is_int(self.unet_kern_size, 1) and self.unet_kern_size % 2 == 1,

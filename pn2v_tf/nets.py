@@ -10,7 +10,8 @@ One set of layers makes two Keras models that share all weights:
 
 The U-Net follows the PN2V reference: ``n_depth`` resolution levels with two convolutions each,
 max pooling down, 2x2 transposed convolutions up, skip connections merged by addition. The head is a
-``Dense`` layer (a 1x1 convolution when applied to an image).
+``Dense`` layer (a 1x1 convolution when applied to an image) whose K outputs start close together
+(:class:`SampleHeadInitializer`).
 """
 
 import keras
@@ -53,6 +54,39 @@ class GatherPixels(layers.Layer):
         return (features_shape[0], coords_shape[1], features_shape[-1])
 
 
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+class SampleHeadInitializer(keras.initializers.Initializer):
+    """Kernel (F, K) of the K-sample head: one shared Glorot-uniform column, as a one-output head
+    would get, plus ``spread`` times an independent Glorot-uniform kernel.
+
+    The K prior samples then start as near copies of one prediction and spread out as training
+    asks for it. With independent columns (Glorot over (F, K)) they start as K unrelated
+    functions of the features, most of them far from the data; the PN2V loss gives a sample a
+    gradient only where its likelihood is not negligible, so such samples stay wrong for long and
+    make the prior too wide (``benchmarks/pn2v_convergence.py`` shows the effect on FMD data).
+
+    Parameters
+    ----------
+    spread : float
+        Scale of the per-sample part, > 0 (0 would keep all samples equal forever). Default: 0.01.
+    seed : int or None
+        Seed of both parts.
+    """
+
+    def __init__(self, spread=0.01, seed=None):
+        self.spread = float(spread)
+        self.seed = seed
+
+    def __call__(self, shape, dtype=None):
+        shared_seed = None if self.seed is None else self.seed + 1
+        shared = keras.initializers.GlorotUniform(seed=shared_seed)((shape[0], 1), dtype=dtype)
+        per_sample = keras.initializers.GlorotUniform(seed=self.seed)(shape, dtype=dtype)
+        return shared + self.spread * per_sample
+
+    def get_config(self):
+        return {"spread": self.spread, "seed": self.seed}
+
+
 def block_size(n_depth):
     """Image sides must be multiples of this (one pixel at the coarsest level)."""
     return 2 ** (n_depth - 1)
@@ -73,7 +107,7 @@ def receptive_radius(n_depth, kern_size):
 class UNetLayers:
     """The layers of the U-Net body and the head; calling it applies them to a tensor."""
 
-    def __init__(self, n_depth, n_first, kern_size, n_outputs, mean, std):
+    def __init__(self, n_depth, n_first, kern_size, n_outputs, mean, std, samples_init_spread=0.01):
         conv = dict(kernel_size=kern_size, padding="same", activation="relu")
         self.standardize = Standardize(mean, std, name="standardize")
         self.down = [
@@ -90,7 +124,8 @@ class UNetLayers:
             for level in range(n_depth - 1)
         ]
         self.merge = [layers.Add(name=f"up{level}_merge") for level in range(n_depth - 1)]
-        self.head = layers.Dense(n_outputs, name="head")
+        head_init = SampleHeadInitializer(samples_init_spread) if n_outputs > 1 else "glorot_uniform"
+        self.head = layers.Dense(n_outputs, kernel_initializer=head_init, name="head")
 
     def features(self, image):
         """Raw image (B, Y, X, 1) -> last-level features (B, Y, X, n_first)."""
@@ -123,7 +158,7 @@ def build_networks(config):
         ``{'image': (B, Y, X, 1), 'coords': (B, M, 2)}`` -> (B, M, K), the same outputs at the coordinates.
     """
     net = UNetLayers(config.unet_n_depth, config.unet_n_first, config.unet_kern_size,
-                     config.n_outputs, config.means[0], config.stds[0])
+                     config.n_outputs, config.means[0], config.stds[0], config.samples_init_spread)
     image = keras.Input((None, None, 1), name="image")
     features = net.features(image)
     prediction = keras.Model(image, net.samples(features), name="pn2v_prediction")

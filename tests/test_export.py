@@ -100,7 +100,9 @@ def pn2v(data):
     noise_model = HistogramNoiseModel.from_calibration_stack(
         data.calibration, bins=64, value_range=(float(everything.min()) - 1, float(everything.max()) + 1))
     keras.utils.set_random_seed(0)
-    return PN2V(PN2VConfig(data.train, mode="pn2v", n_samples=K, **TINY), "tiny_pn2v", basedir=None,
+    # untrained: samples spread wide (not the default start) so that MMSE and prior mean differ
+    return PN2V(PN2VConfig(data.train, mode="pn2v", n_samples=K, samples_init_spread=1.0, **TINY), "tiny_pn2v",
+                basedir=None,
                 noise_model=noise_model)
 
 
@@ -109,7 +111,8 @@ def pn2v_gmm(data):
     """The export knows noise models only by their interface: a second kind."""
     noise_model = GMMNoiseModel.fit(data.calibration.mean(axis=0), data.calibration, steps=20)
     keras.utils.set_random_seed(2)
-    return PN2V(PN2VConfig(data.train, mode="pn2v", n_samples=K, **TINY), "tiny_gmm", basedir=None,
+    return PN2V(PN2VConfig(data.train, mode="pn2v", n_samples=K, samples_init_spread=1.0, **TINY), "tiny_gmm",
+                basedir=None,
                 noise_model=noise_model)
 
 
