@@ -89,10 +89,18 @@ class TilePredictor:
         self.n_posterior = int(n_posterior)
         self.seed = int(seed)
         self.n_channels_out = self.n_posterior if estimator == "posterior" else 1
+        self._network = tf.function(self._network_eager, reduce_retracing=True)
         self._estimate = tf.function(self._estimate_eager, jit_compile=jit_compile)
-        self._predict = tf.function(self._predict_eager, reduce_retracing=True)
 
-    def _estimate_eager(self, observation, samples, seed):
+    def _network_eager(self, tile):
+        return self.network(tile, training=False)
+
+    def _estimate_eager(self, observation, samples, seed, start, size):
+        # The estimate only where the result is kept (a tile's context is there for the network).
+        # ``size`` holds Python ints, so XLA slices without copying the samples and compiles once
+        # per crop shape (a tiling has at most nine); ``start`` is a tensor.
+        begin = tf.concat([[0], start, [0]], axis=0)
+        observation, samples = (tf.slice(t, begin, [-1, size[0], size[1], -1]) for t in (observation, samples))
         if self.n_outputs == 1:
             return tf.repeat(samples, self.n_channels_out, axis=-1)
         if self.estimator == "mmse":
@@ -101,16 +109,21 @@ class TilePredictor:
             return prior_mean(samples, self.noise_model)
         return posterior_samples(observation, samples, self.noise_model, self.n_posterior, seed)
 
-    def _predict_eager(self, tile, seed):
-        return self._estimate(tile, self.network(tile, training=False), seed)
+    def __call__(self, tile, tile_index=0, crop=None):
+        """Estimate for a tile (Y, X) or (B, Y, X, 1) -> (Y, X, C) / (B, Y, X, C) as NumPy.
 
-    def __call__(self, tile, tile_index=0):
-        """Estimate for a tile (Y, X) or (B, Y, X, 1) -> (Y, X, C) / (B, Y, X, C) as NumPy."""
+        With ``crop`` (two slices along Y and X, as a tile iterator gives them) the estimate is
+        computed and returned for that part of the tile only.
+        """
         tile = np.asarray(tile, dtype=np.float32)
         batched = tile.ndim == 4
-        x = tile if batched else tile[np.newaxis, ..., np.newaxis]
+        x = tf.constant(tile if batched else tile[np.newaxis, ..., np.newaxis])
+        crop = (slice(None), slice(None)) if crop is None else crop
+        bounds = [c.indices(n)[:2] for c, n in zip(crop, x.shape[1:3])]
+        start = tf.constant([low for low, _ in bounds], dtype=tf.int32)
+        size = tuple(int(high - low) for low, high in bounds)
         seed = tf.constant([self.seed, tile_index], dtype=tf.int32)
-        out = self._predict(tf.constant(x), seed).numpy()
+        out = self._estimate(x, self._network(x), seed, start, size).numpy()
         return out if batched else out[0]
 
 
@@ -141,8 +154,8 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
     Parameters
     ----------
     predict_tile : callable
-        ``(tile (y, x), tile_index) -> (y, x, C)``; its output at a pixel may depend on pixels up to
-        ``overlap`` away.
+        ``(tile (y, x), tile_index, crop) -> (y', x', C)``, the result for the part ``crop`` (two
+        slices) of the tile; its output at a pixel may depend on pixels up to ``overlap`` away.
     image : numpy.ndarray (Y, X)
     n_tiles : tuple of int
         Tiles along Y and X.
@@ -164,7 +177,7 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
     padded = np.pad(image, padding, mode="reflect" if max(max(p) for p in padding) < min(shape) else "symmetric")
     n_tiles = tuple(int(n) for n in n_tiles)
     if n_tiles == (1, 1):
-        result = predict_tile(padded, first_index)
+        result = predict_tile(padded, first_index, (slice(None), slice(None)))
     else:
         result = np.empty(padded.shape + (n_channels_out,), dtype=np.float32)
         n_overlap = tile_context(overlap, block) // block
@@ -173,5 +186,5 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="invalid value .* for 'n_tiles'")
             for index, (tile, crop, target) in enumerate(tiles):
-                result[target] = predict_tile(tile, first_index + index)[crop]
+                result[target] = predict_tile(tile, first_index + index, crop)
     return result[: shape[0], : shape[1]]

@@ -405,9 +405,9 @@ def _counting(predict_tile, progress, total):
     """``predict_tile`` that reports ``progress(done, total)`` after each tile."""
     done = 0
 
-    def counted(tile, tile_index):
+    def counted(tile, tile_index, crop):
         nonlocal done
-        out = predict_tile(tile, tile_index)
+        out = predict_tile(tile, tile_index, crop)
         done += 1
         progress(done, total)
         return out

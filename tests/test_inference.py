@@ -155,6 +155,23 @@ def test_mmse_and_prior_mean_weight_samples_as_the_histogram_sees_them():
     np.testing.assert_allclose(prior_mean(samples).numpy(), samples.numpy().mean(-1, keepdims=True), rtol=1e-5)
 
 
+def test_mmse_does_not_underflow_far_from_every_sample():
+    """x = 1000 sigma away from all samples: every p(x|s_k) underflows float32, but the weights are
+    taken relative to the largest (a softmax), so the MMSE is finite and equals the float64 value,
+    within 0.001 of the nearest sample (weights fall by about exp(-1) per sample spacing)."""
+    samples = np.linspace(0.0, 1.0, 1001)[np.newaxis]
+    x = np.array([[1000.0]])
+    log_p = -0.5 * (x - samples) ** 2
+    assert np.all(np.exp(log_p.astype(np.float32)) == 0.0)
+    weights = np.exp(log_p - log_p.max())
+    expected = (weights * samples).sum() / weights.sum()
+
+    actual = mmse(tf.constant(x, tf.float32), tf.constant(samples, tf.float32), GaussianNoiseModel(1.0)).numpy()
+
+    assert expected == pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(actual, [[expected]], rtol=1e-5)
+
+
 def test_prior_mean_is_the_sample_mean(prior_samples):
     actual = prior_mean(tf.constant(prior_samples)).numpy()
 
@@ -231,6 +248,22 @@ def test_tile_predictor_applies_estimator_to_network_output(network, camera_nois
 
     assert actual.shape == (24, 32, 1)
     np.testing.assert_allclose(actual, expected, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
+@pytest.mark.parametrize("estimator", ["mmse", "prior_mean"])
+@pytest.mark.parametrize("crop", [(slice(4, 20), slice(0, 28)), (slice(0, 24), slice(8, 32)),
+                                  (slice(3, -5), slice(None))])
+def test_tile_predictor_estimates_only_the_cropped_part(network, camera_noise_model, estimator, crop):
+    """The network sees the whole tile (the context), the estimate covers the crop and equals the
+    crop of the whole tile's estimate."""
+    tile = np.random.default_rng(3).normal(100, 10, (24, 32)).astype(np.float32)
+    predictor = TilePredictor(network, camera_noise_model, estimator)
+
+    actual = predictor(tile, crop=crop)
+
+    np.testing.assert_allclose(actual, predictor(tile)[crop], rtol=1e-5)
+    assert actual.shape == tile[crop].shape + (1,)
 
 
 def test_tile_predictor_accepts_batches(network, camera_noise_model):
@@ -317,8 +350,8 @@ def test_predict_tiled_stitches_an_identity_exactly():
     """A pixel-wise predictor: every tile contributes exactly its own kept region."""
     image = np.arange(37 * 50, dtype=np.float32).reshape(37, 50)
 
-    def predict_tile(tile, tile_index):
-        return np.stack([tile, 2 * tile], axis=-1)
+    def predict_tile(tile, tile_index, crop):
+        return np.stack([tile, 2 * tile], axis=-1)[crop]
 
     result = predict_tiled(predict_tile, image, (3, 4), block=4, overlap=5, n_channels_out=2)
 
