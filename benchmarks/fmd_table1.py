@@ -90,7 +90,7 @@ class Budget:
 
 
 BUDGETS = {
-    # ~35 min on 2 CPU cores for NR1 of the three datasets: a 16-feature U-Net instead of 64 and
+    # ~21 min on 2 CPU cores for NR1 of the three datasets: a 16-feature U-Net instead of 64 and
     # 1,600 instead of 10,000 optimiser steps (the paper: 200 epochs x 50 steps).
     "quick": Budget(n_first=16, n_depth=3, n_samples=800, patch=64, batch_size=16, learning_rate=2e-3,
                     epochs=40, steps=40, pn2v_epochs=40, care_epochs=10, reduce_lr_patience=8,
@@ -386,7 +386,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--budget", choices=tuple(BUDGETS), default="quick",
-                        help="quick: ~35 min on 2 CPU cores for the raw regime; paper: the paper's network "
+                        help="quick: ~21 min on 2 CPU cores for the raw regime; paper: the paper's network "
                              "and schedule, all regimes (meant for a GPU)")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--regimes", nargs="+", choices=REGIMES, default=None,
