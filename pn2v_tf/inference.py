@@ -1,9 +1,9 @@
 """From prior samples to estimates (MMSE, prior mean, posterior samples), tile by tile.
 
-The estimators are the paper's formulas on tensors; :class:`TilePredictor` runs network and
-estimator for one tile inside one ``tf.function`` (the estimator compiled by XLA), so memory grows
-with the tile, not with image x K; :func:`predict_tiled` cuts an image into overlapping tiles and
-stitches the results with CSBDeep's tile iterator.
+The estimators are the paper's formulas on tensors; :class:`TilePredictor` runs the network on one
+tile (a ``tf.function``) and the estimator, compiled by XLA, on the part of it that is kept, so
+memory grows with the tile, not with image x K; :func:`predict_tiled` cuts an image into
+overlapping tiles and stitches the results with CSBDeep's tile iterator.
 """
 
 import warnings
@@ -59,7 +59,8 @@ def posterior_samples(observation, samples, noise_model, n, seed):
 
 
 class TilePredictor:
-    """Network plus estimator for one tile, traced once per tile shape.
+    """Network plus estimator for one tile: the network traced per tile shape, the estimator per
+    shape of the kept part.
 
     Parameters
     ----------

@@ -63,7 +63,8 @@ class SampleHeadInitializer(keras.initializers.Initializer):
     asks for it. With independent columns (Glorot over (F, K)) they start as K unrelated
     functions of the features, most of them far from the data; the PN2V loss gives a sample a
     gradient only where its likelihood is not negligible, so such samples stay wrong for long and
-    make the prior too wide (``benchmarks/pn2v_convergence.py`` shows the effect on FMD data).
+    make the prior too wide (on FMD data this cost histogram-PN2V 0.63 to 1.02 dB at the quick budget
+    of ``benchmarks/fmd_table1.py``; BENCHMARKS.md).
 
     Parameters
     ----------
