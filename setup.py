@@ -21,6 +21,8 @@ setup(
         "h5py",
         "tqdm",
         "matplotlib",
+        # reads the rdf.yaml of bioimage.io packages (load_bioimageio) without the optional bioimageio extra
+        "pyyaml",
     ],
     extras_require={
         # TensorFlow comes as one of these: the CPU-only wheel is a fraction of the size.

@@ -20,6 +20,7 @@ _EXPORTS = {
     "NoiseModel": ".noise_models",
     "load_noise_model": ".noise_models",
     "bootstrap_noise_model": ".bootstrap",
+    "load_bioimageio": ".packaged",
     "MaskedPatches": ".data",
     "SupervisedPatches": ".data",
 }

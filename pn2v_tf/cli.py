@@ -183,17 +183,20 @@ def _add_predict(commands):
     parser = _subparser(commands, "predict", "Denoise TIFFs into an output folder (same file names, ImageJ TIFFs).",
                         "pn2v predict --model models/my_pn2v noisy/ -o denoised/", _predict)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="noisy TIFFs: files, folders or glob patterns")
-    parser.add_argument("--model", required=True, metavar="MODEL_DIR", help="model folder (from pn2v train)")
+    parser.add_argument("--model", required=True, metavar="MODEL",
+                        help="model folder (from pn2v train), or a bioimage.io package made by pn2v_tf (.zip, "
+                             "or its unpacked folder), which runs through its SavedModel")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT_DIR",
                         help="folder for the results, created if missing")
     parser.add_argument("--estimator", choices=("mmse", "prior_mean", "posterior"), default="mmse",
                         help="mmse (uses each pixel's noisy value and the noise model), prior_mean (mean of "
                              "the K samples), or posterior (--n-posterior samples of the clean image, written "
-                             "as ImageJ channels)")
+                             "as ImageJ channels; needs a model folder)")
     parser.add_argument("--n-posterior", type=int, default=10, help="samples per image with --estimator posterior")
     parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
     parser.add_argument("--n-tiles", nargs=2, type=int, metavar=("NY", "NX"),
-                        help="tiles along Y and X (default: as few as keep a tile's K samples below 2**26 values)")
+                        help="tiles along Y and X (default: as few as keep a tile's K samples below 2**26 values; "
+                             "a package's graph bounds its memory itself)")
     parser.add_argument("--dtype", choices=IMAGEJ_DTYPES + ("same",), default="float32",
                         help="pixel type of the results; integer types are rounded and clipped, 'same' is "
                              "the input's type")
@@ -212,7 +215,8 @@ def _add_export(commands):
                         help="auto: bioimageio for an output ending in .zip, savedmodel otherwise")
     parser.add_argument("--test-input", metavar="TIFF",
                         help="bioimageio: a raw noisy image for the package's test and cover (its first "
-                             "image if a stack) (default: none; required for bioimageio)")
+                             "image if a stack) (default: the crop of a validation image that training kept in "
+                             "the model folder, example_input.tif)")
     parser.add_argument("--name", help="bioimageio: model name (default: from the model folder)")
     parser.add_argument("--description", help="bioimageio: one-line description (default: says estimator and "
                                               "noise model)")
@@ -303,6 +307,21 @@ def _model_folder(path):
     if not (folder / "config.json").is_file():
         raise InputError(folder, "not a model folder (no config.json); train one with pn2v train")
     return folder
+
+
+def _is_package(path):
+    path = Path(path)
+    return path.suffix == ".zip" or (path.is_dir() and (path / "rdf.yaml").is_file()
+                                     and not (path / "config.json").is_file())
+
+
+def _load_package(path):
+    from .packaged import load_bioimageio
+
+    try:
+        return load_bioimageio(path)
+    except ValueError as error:
+        raise InputError(path, str(error).removeprefix(f"{path}: ")) from None
 
 
 def _load_model(folder):
@@ -591,7 +610,12 @@ def _absolute_paths(settings):
 def _predict(args):
     from .progress import TileProgress, bar
 
-    folder = _model_folder(args.model)
+    package = _is_package(args.model)
+    folder = Path(args.model) if package else _model_folder(args.model)
+    if package and args.estimator == "posterior":
+        raise UsageError("--estimator posterior needs a model folder; a bioimage.io package gives mmse and prior_mean")
+    if package and args.n_tiles:
+        raise UsageError("--n-tiles is for model folders; a bioimage.io package's graph bounds its memory itself")
     inputs = find_tiffs(args.inputs)
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
@@ -599,7 +623,7 @@ def _predict(args):
     outputs = _output_paths(inputs, outdir, args.overwrite)
     if args.n_posterior < 1 or (args.n_tiles and min(args.n_tiles) < 1):
         raise UsageError("--n-posterior and --n-tiles must be at least 1")
-    model = _load_model(folder)
+    model = _load_package(folder) if package else _load_model(folder)
     if args.estimator == "posterior" and model.config.mode != "pn2v":
         raise UsageError(f"--estimator posterior needs a pn2v model; {folder} has mode {model.config.mode!r}")
     uses_noise_model = args.estimator != "prior_mean" and model.noise_model is not None
@@ -652,8 +676,9 @@ def _denoise(model, image, args, progress):
         samples = model.sample_posterior(image.data, n_samples=args.n_posterior, axes=image.axes, n_tiles=n_tiles,
                                          seed=args.seed, progress=progress)
         return samples, "C" + image.axes
-    return model.predict(image.data, axes=image.axes, n_tiles=n_tiles, estimator=args.estimator,
-                         progress=progress), image.axes
+    tiling = {} if n_tiles is None else {"n_tiles": n_tiles}
+    return model.predict(image.data, axes=image.axes, estimator=args.estimator, progress=progress,
+                         **tiling), image.axes
 
 
 def _write_result(output, result, axes, dtype, overwrite):
@@ -671,12 +696,18 @@ def _export(args):
     folder = _model_folder(args.model)
     output = Path(args.output)
     kind = args.format if args.format != "auto" else ("bioimageio" if output.suffix == ".zip" else "savedmodel")
+    from .model import EXAMPLE_INPUT_FILE
+
     test_input = None
     if kind == "bioimageio":
-        if args.test_input is None:
-            raise UsageError("a bioimage.io package needs --test-input TIFF (a raw noisy image for its test)")
         output = output if output.suffix == ".zip" else output.with_name(output.name + ".zip")
-        test_input = read_image(args.test_input, args.axes).stack[0]
+        if args.test_input is not None:
+            test_input = read_image(args.test_input, args.axes).stack[0]
+        elif not (folder / EXAMPLE_INPUT_FILE).is_file():
+            raise UsageError(f"a bioimage.io package needs --test-input TIFF (a raw noisy image for its test); "
+                             f"{folder} keeps no {EXAMPLE_INPUT_FILE} (trained before pn2v_tf kept one)")
+        else:
+            test_input = read_image(folder / EXAMPLE_INPUT_FILE).stack[0]
     _refuse_existing(output, args.overwrite)
     model = _load_model(folder)
     if kind == "savedmodel":

@@ -2,7 +2,9 @@
 
 The SavedModel holds the whole prediction of :meth:`pn2v_tf.PN2V.predict` in one graph: padding to
 the network's block size, normalisation, U-Net, noise model, estimator, cropping. It needs only
-TensorFlow to run (not Keras, not this package). Its signatures, each with input key ``input``
+TensorFlow to run (not Keras, not this package), from TensorFlow 2.7 on: the weights are constants
+of the graph (no variables), so that TensorFlow Java in deepImageJ loads it with the engines it
+installs (2.7 and 2.10) as well as today's TensorFlow does. Its signatures, each with input key ``input``
 (float32, shape (batch, Y, X, 1), raw intensities) and output key ``output`` (float32, same shape):
 
 ``serving_default`` and ``serve``
@@ -22,21 +24,25 @@ strip keeps; the result equals the untiled one.
 
 import os
 import shutil
+import string
 import tempfile
 from pathlib import Path
 
-import keras
 import numpy as np
 import tensorflow as tf
 import tifffile
 
 from ._checks import is_int
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, mmse, prior_mean, tile_context
+from .model import NOISE_MODEL_FILE
 from .nets import block_size, receptive_radius
 from .version import __version__
 
 INPUT_KEY = "input"
 OUTPUT_KEY = "output"
+#: The weights file of a bioimage.io package and the key of its rdf's ``config`` that says pn2v_tf made it.
+WEIGHTS_FILE = "tf_saved_model.zip"
+PACKAGE_CONFIG_KEY = "pn2v_tf"
 
 #: What the exported graph and package cite.
 PN2V_CITATION = ("Krull, A., Vicar, T., Prakash, M., Lalit, M., Jug, F. (2020). Probabilistic Noise2Void: "
@@ -94,7 +100,8 @@ def map_strips(function, image, rows, context):
         out = function(image[:, low:high], start - low, tf.minimum(rows, height - start))
         return index + 1, kept.write(index, tf.transpose(out, [1, 0, 2, 3]))
 
-    _, kept = tf.while_loop(lambda index, _: index < n_strips, body, (tf.constant(0), kept))
+    # one strip at a time: strips in parallel would multiply the memory the bound is there to keep
+    _, kept = tf.while_loop(lambda index, _: index < n_strips, body, (tf.constant(0), kept), parallel_iterations=1)
     return tf.transpose(kept.concat(), [1, 0, 2, 3])
 
 
@@ -187,17 +194,55 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
     if not is_int(max_tile_elements, 1):
         raise ValueError(f"max_tile_elements must be a positive integer, got {max_tile_elements!r}")
     whole = WholeImage(model.keras_model, model.noise_model, *block_and_context(model.config), max_tile_elements)
-    spec = [tf.TensorSpec((None, None, None, 1), tf.float32, name=INPUT_KEY)]
-    archive = keras.export.ExportArchive()
-    archive.track(model.keras_model)
-    # the first endpoint is also written as serving_default (what TensorFlow Java / deepImageJ call)
-    archive.add_endpoint("serve", lambda image: {OUTPUT_KEY: whole.estimate(image, "mmse")}, spec)
+    outputs = {"serve": lambda image: whole.estimate(image, "mmse")}
     if whole.n_outputs > 1:
-        archive.add_endpoint("prior_mean", lambda image: {OUTPUT_KEY: whole.estimate(image, "prior_mean")}, spec)
-        archive.add_endpoint("samples", lambda image: {OUTPUT_KEY: whole.samples(image)}, spec)
+        outputs["prior_mean"] = lambda image: whole.estimate(image, "prior_mean")
+        outputs["samples"] = whole.samples
     with _atomic_target(path, overwrite) as tmp:
-        archive.write_out(str(tmp), verbose=False)
+        write_frozen_saved_model(outputs, tmp)
     return path
+
+
+def write_frozen_saved_model(outputs, path):
+    """Write graph functions of one image as a SavedModel whose weights are constants of its graph.
+
+    Parameters
+    ----------
+    outputs : dict
+        Signature name -> function of a float32 tensor (B, Y, X, 1) returning one tensor. The first
+        one is also written as ``serving_default``.
+    path : pathlib.Path
+        Folder to create.
+
+    Notes
+    -----
+    One graph, traced once with all outputs and frozen (variables become constants, control flow
+    becomes the classic Switch/Merge/Enter/Exit ops), written in the TensorFlow 1 SavedModel layout
+    with default attributes stripped and no variables. TensorFlow 2.10 and later write
+    ``DisableCopyOnRead`` into the variable-saving functions of a TensorFlow 2 SavedModel, which
+    TensorFlow 2.7 (deepImageJ's default engine) cannot load; a graph without variables has no such
+    functions. Each signature runs only the part of the graph its output needs.
+    """
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.util.deprecation import silence
+
+    names = list(outputs)
+    spec = tf.TensorSpec((None, None, None, 1), tf.float32, name=INPUT_KEY)
+    traced = tf.function(lambda image: [outputs[name](image) for name in names]).get_concrete_function(spec)
+    frozen = convert_variables_to_constants_v2(traced)
+    graph_def = frozen.graph.as_graph_def()
+    output_names = [tensor.name for tensor in frozen.outputs]
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session, silence():
+        tf.compat.v1.import_graph_def(graph_def, name="")
+        image = graph.get_tensor_by_name(frozen.inputs[0].name)
+        signatures = {name: tf.compat.v1.saved_model.predict_signature_def(
+            {INPUT_KEY: image}, {OUTPUT_KEY: graph.get_tensor_by_name(output)})
+            for name, output in zip(names, output_names)}
+        signatures[tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY] = signatures[names[0]]
+        builder = tf.compat.v1.saved_model.Builder(str(path))
+        builder.add_meta_graph_and_variables(session, [tf.saved_model.SERVING], signature_def_map=signatures,
+                                             strip_default_attrs=True)
+        builder.save()
 
 
 # -- bioimage.io ---------------------------------------------------------------------------------
@@ -257,13 +302,15 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
     with tempfile.TemporaryDirectory(prefix=".pn2v_bioimageio-", dir=path.parent) as tmp:
         folder = Path(tmp)
         export_saved_model(model, folder / "saved_model", max_tile_elements=max_tile_elements)
-        _zip_folder(folder / "saved_model", folder / "tf_saved_model.zip")
+        _zip_folder(folder / "saved_model", folder / WEIGHTS_FILE)
+        if model.noise_model is not None:
+            model.noise_model.save(folder / NOISE_MODEL_FILE)
         np.save(folder / "test_input.npy", image[np.newaxis, ..., np.newaxis])
         np.save(folder / "test_output.npy", output[np.newaxis, ..., np.newaxis])
         tifffile.imwrite(folder / "sample_input.tif", image)
         tifffile.imwrite(folder / "sample_output.tif", output)
         _write_cover(image, output, folder / "cover.png")
-        rdf = _rdf(model, name, description, authors, license, tags)
+        rdf = _rdf(model, name, description, authors, license, tags, _digest(folder / "saved_model" / "saved_model.pb"))
         (folder / "README.md").write_text(_documentation(model, rdf, image, output))
         descr = build_description(rdf, context=ValidationContext(root=folder, file_name="rdf.yaml"))
         if descr.validation_summary.status == "failed":
@@ -274,8 +321,14 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
     return path
 
 
-def _rdf(model, name, description, authors, license, tags):
-    """The rdf (model description, format 0.5) as a dict; files relative to the package root."""
+def _rdf(model, name, description, authors, license, tags, digest):
+    """The rdf (model description, format 0.5) as a dict; files relative to the package root.
+
+    Beyond what bioimage.io validation asks, JDLL (deepImageJ's model reader) needs a model ``id``
+    (or it leaves the model out of its list), an ``id`` on every axis, an input ``size.min`` that is
+    a multiple of ``step`` (its tiles are multiples of ``step``), the halo on output axes that refer
+    to the input, and the weights zip at the package root with ``saved_model.pb`` at the zip's root.
+    """
     from bioimageio.spec.model.v0_5 import ModelDescr
 
     cfg = model.config
@@ -285,10 +338,12 @@ def _rdf(model, name, description, authors, license, tags):
             else {"n2v": "Noise2Void denoising", "care": "CARE denoising"}[cfg.mode])
     space = {"size": {"min": 2 * halo + block, "step": block}}
     same = {"tensor_id": INPUT_KEY}
+    name = name or f"{'PN2V' if pn2v else cfg.mode.upper()} {model.name}"
     return {
         "format_version": ModelDescr.implemented_format_version,
         "type": "model",
-        "name": name or f"{'PN2V' if pn2v else cfg.mode.upper()} {model.name}",
+        "id": _model_id(name, digest),
+        "name": name,
         "description": description or f"{what} of 2D microscopy images, exported by pn2v_tf {__version__}",
         "authors": list(authors or []),
         "cite": [{"text": PN2V_CITATION, "doi": PN2V_DOI}],
@@ -299,9 +354,9 @@ def _rdf(model, name, description, authors, license, tags):
         "inputs": [{
             "id": INPUT_KEY,
             "description": "raw noisy image (camera counts, not normalised)",
-            "axes": [{"type": "batch"},
+            "axes": [{"type": "batch", "id": "batch"},
                      {"type": "space", "id": "y", **space}, {"type": "space", "id": "x", **space},
-                     {"type": "channel", "channel_names": ["raw"]}],
+                     {"type": "channel", "id": "channel", "channel_names": ["raw"]}],
             "test_tensor": {"source": "test_input.npy"},
             "sample_tensor": {"source": "sample_input.tif"},
             "data": {"type": "float32"},
@@ -310,19 +365,21 @@ def _rdf(model, name, description, authors, license, tags):
         "outputs": [{
             "id": OUTPUT_KEY,
             "description": "denoised image, same units as the input",
-            "axes": [{"type": "batch"},
+            "axes": [{"type": "batch", "id": "batch"},
                      {"type": "space", "id": "y", "size": {**same, "axis_id": "y"}, "halo": halo},
                      {"type": "space", "id": "x", "size": {**same, "axis_id": "x"}, "halo": halo},
-                     {"type": "channel", "channel_names": ["denoised"]}],
+                     {"type": "channel", "id": "channel", "channel_names": ["denoised"]}],
             "test_tensor": {"source": "test_output.npy"},
             "sample_tensor": {"source": "sample_output.tif"},
             "data": {"type": "float32"},
         }],
         "weights": {"tensorflow_saved_model_bundle": {
-            "source": "tf_saved_model.zip", "tensorflow_version": tf.__version__,
-            "comment": "network, noise model and estimator in one graph; signature serving_default",
+            "source": WEIGHTS_FILE, "tensorflow_version": tf.__version__,
+            "comment": ("network, noise model and estimator in one graph with the weights as constants; "
+                        "signature serving_default; runs in TensorFlow 2.7 and later"),
         }},
-        "config": {"pn2v_tf": {"version": __version__, "mode": cfg.mode, "n_samples": cfg.n_samples,
+        "attachments": [{"source": NOISE_MODEL_FILE}] if model.noise_model is not None else [],
+        "config": {PACKAGE_CONFIG_KEY: {"version": __version__, "mode": cfg.mode, "n_samples": cfg.n_samples,
                                "unet_n_depth": cfg.unet_n_depth, "unet_n_first": cfg.unet_n_first,
                                "means": list(cfg.means), "stds": list(cfg.stds),
                                "noise_model": None if model.noise_model is None else model.noise_model.kind}},
@@ -405,13 +462,27 @@ class _atomic_target:
 
 
 def _zip_folder(folder, zip_path):
-    """Zip the contents of ``folder`` (paths relative to it), as the SavedModel weights format wants."""
+    """Zip the contents of ``folder`` (paths relative to it, folders included even when empty, such
+    as a SavedModel's ``variables``), as the SavedModel weights format wants."""
     import zipfile
 
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
         for file in sorted(folder.rglob("*")):
-            if file.is_file():
-                archive.write(file, file.relative_to(folder).as_posix())
+            archive.write(file, file.relative_to(folder).as_posix())
+
+
+def _digest(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _model_id(name, digest):
+    """A model id as bioimage.io allows it (lowercase letters, digits, ``_-``): the name, and the
+    start of the weights' digest so that two exports of the same name differ."""
+    allowed = set(string.ascii_lowercase + string.digits + "_")
+    slug = "-".join("".join(c if c in allowed else " " for c in name.lower()).split()) or "pn2v_tf"
+    return f"{slug}-{digest[:8]}"
 
 
 def _check_test_input(image, block, min_side):

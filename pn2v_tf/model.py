@@ -19,6 +19,9 @@ from .nets import block_size, build_networks, receptive_radius
 from .noise_models import NoiseModel, load_noise_model
 
 NOISE_MODEL_FILE = "noise_model.npz"
+#: A crop of the first validation image, written by ``train``: the default test input of ``export_TF``.
+EXAMPLE_INPUT_FILE = "example_input.tif"
+EXAMPLE_INPUT_SIDE = 256
 _NEEDS_NOISE_MODEL = ("mode 'pn2v' needs a noise model: pass noise_model=... "
                       "(e.g. HistogramNoiseModel.from_calibration_stack(stack))")
 
@@ -200,6 +203,7 @@ class PN2V(BaseModel):
             raise ValueError(f"initial_epoch must be an integer in [0, epochs={epochs!r}), got {initial_epoch!r}")
         train_data, validation_data = self._datasets(X, validation_X, Y, validation_Y, steps_per_epoch)
         train_data.epoch = initial_epoch
+        self._save_example_input(validation_X[0])
         if not self._model_prepared:
             self.prepare_for_training()
         history = self._training_model.fit(train_data, validation_data=validation_data, epochs=epochs,
@@ -209,6 +213,17 @@ class PN2V(BaseModel):
             self._training_diverged()
         self._training_finished()
         return history
+
+    def _save_example_input(self, image):
+        """Keep a central crop (at most EXAMPLE_INPUT_SIDE pixels a side) of a raw validation image."""
+        if self.basedir is None:
+            return
+        import tifffile
+
+        starts = [max(0, (side - EXAMPLE_INPUT_SIDE) // 2) for side in image.shape]
+        crop = image[starts[0]:starts[0] + EXAMPLE_INPUT_SIDE, starts[1]:starts[1] + EXAMPLE_INPUT_SIDE]
+        with atomic_path(self.logdir / EXAMPLE_INPUT_FILE) as tmp:
+            tifffile.imwrite(tmp, crop, imagej=True, metadata={"axes": "YX"})
 
     def _training_diverged(self):
         """Restore the best saved weights (if any) and stop with a clear message."""
@@ -379,6 +394,45 @@ class PN2V(BaseModel):
         from .export import export_bioimageio
         return export_bioimageio(self, path, test_input, overwrite=overwrite, **kwargs)
 
+    def export_TF(self, fname=None, test_input=None, overwrite=False, **kwargs):
+        """Export for Fiji under CSBDeep's name: the bioimage.io package of :meth:`export_bioimageio`.
+
+        Parameters
+        ----------
+        fname : str or os.PathLike or None
+            The zip file. Default: ``<name>.bioimage.io.zip`` in the model folder.
+        test_input : numpy.ndarray or None
+            A raw noisy image (Y, X) for the package's test and cover. Default: the crop of the first
+            validation image that ``train`` keeps in the model folder (``example_input.tif``).
+        overwrite : bool
+            Replace an existing file.
+        kwargs : dict
+            The other options of :meth:`export_bioimageio` (``name``, ``authors``, ...).
+
+        Returns
+        -------
+        pathlib.Path
+            The zip file.
+        """
+        if fname is None:
+            if self.basedir is None:
+                raise ValueError("export_TF needs fname= for a model without a folder (basedir=None)")
+            fname = self.logdir / f"{self.name}.bioimage.io.zip"
+        if test_input is None:
+            test_input = self._example_input()
+        return self.export_bioimageio(fname, test_input, overwrite=overwrite, **kwargs)
+
+    def _example_input(self):
+        example = None if self.basedir is None else self.logdir / EXAMPLE_INPUT_FILE
+        if example is None or not example.exists():
+            where = "this model has no folder" if example is None else f"{example} does not exist (trained before " \
+                "pn2v_tf kept one, or not trained)"
+            raise ValueError(f"export_TF needs test_input=: a raw noisy image (Y, X) like the data the model is for, "
+                             f"which the package uses as its test input and cover; {where}")
+        import tifffile
+
+        return tifffile.imread(example)
+
 
 _MAX_TILES_PER_IMAGE = 2 ** 16  # tile indices (posterior seeds) of different images never meet
 
@@ -417,7 +471,7 @@ def _counting(predict_tile, progress, total):
 
 def _remove_model_files(logdir):
     """Before a model is replaced (``overwrite=True``): its weights and noise model go."""
-    for pattern in ("weights_*.h5", "weights_*.h5.tmp", NOISE_MODEL_FILE):
+    for pattern in ("weights_*.h5", "weights_*.h5.tmp", NOISE_MODEL_FILE, EXAMPLE_INPUT_FILE):
         for path in logdir.glob(pattern):
             path.unlink()
 

@@ -1,5 +1,6 @@
 """Tests of pn2v_tf.export: the SavedModel (against ``PN2V.predict``, in processes that do not import
-pn2v_tf, also in TensorFlow 2.12) and the bioimage.io package (validation and model test).
+pn2v_tf, also in TensorFlow 2.12 and in deepImageJ's TensorFlow 2.7 and 2.10) and the bioimage.io
+package (validation, model test, what JDLL reads).
 
 The networks are untrained (fixed seed): the export has to reproduce ``predict`` whatever the weights.
 """
@@ -25,10 +26,10 @@ from pn2v_tf import HistogramNoiseModel, PN2V, PN2VConfig  # noqa: E402
 from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
 from pn2v_tf.export import block_and_context  # noqa: E402
 from pn2v_tf.noise_models import GMMNoiseModel  # noqa: E402
+from tensorflow_runtimes import DEEPIMAGEJ_TENSORFLOWS, VENV_TENSORFLOW, tensorflow_runtime  # noqa: E402
 
 TINY = dict(unet_n_depth=2, unet_n_first=8, n2v_patch_shape=(32, 32), seed=0, train_tensorboard=False)
 K = 16
-OLD_TF = "2.12"
 
 # Run in a separate Python: loads SavedModels with TensorFlow (and Keras' TFSMLayer) only, applies
 # the jobs listed in the JSON file argv[1], writes their outputs, and reports what it imported.
@@ -54,7 +55,7 @@ for job in jobs:
     else:  # "session": graph mode by signature tensor names, as TensorFlow Java loads a SavedModel
         with tf.Graph().as_default(), tf.compat.v1.Session() as session:
             meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], job["model"])
-            signature = meta.signature_def["serving_default"]
+            signature = meta.signature_def[job["signature"]]
             out = session.run(signature.outputs["output"].name, {signature.inputs["input"].name: image})
     np.save(job["output"], out)
 report["pn2v_tf_imported"] = sorted(m for m in sys.modules if m.split(".")[0] == "pn2v_tf")
@@ -68,14 +69,16 @@ def _quiet(function, *args, **kwargs):
         return function(*args, **kwargs)
 
 
-def _run_loader(python, jobs, folder):
-    """Run LOADER with ``python`` (cwd ``folder``, PYTHONPATH cleared); returns (outputs, report)."""
+def _run_loader(runtime, jobs, folder):
+    """Run LOADER in ``runtime`` (a tensorflow_runtimes.Runtime, or None for this Python without
+    PYTHONPATH) in ``folder``; returns (outputs, report)."""
     folder = Path(folder)
     for index, job in enumerate(jobs):
         job.setdefault("output", str(folder / f"out{index}.npy"))
     (folder / "jobs.json").write_text(json.dumps(jobs))
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([str(python), "-c", LOADER, str(folder / "jobs.json"), str(folder / "report.json")],
+    command = runtime.command if runtime else [sys.executable]
+    env = runtime.env if runtime else {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([*command, "-c", LOADER, str(folder / "jobs.json"), str(folder / "report.json")],
                             cwd=folder, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return [np.load(job["output"]) for job in jobs], json.loads((folder / "report.json").read_text())
@@ -108,8 +111,10 @@ def pn2v(data):
 
 @pytest.fixture(scope="module")
 def pn2v_gmm(data):
-    """The export knows noise models only by their interface: a second kind."""
-    noise_model = GMMNoiseModel.fit(data.calibration.mean(axis=0), data.calibration, steps=20)
+    """The export knows noise models only by their interface: a second kind, with censored
+    (saturated) tails, whose likelihood needs other operations than the plain mixture's."""
+    saturation = tuple(float(v) for v in np.percentile(data.calibration, [2, 98]))
+    noise_model = GMMNoiseModel.fit(data.calibration.mean(axis=0), data.calibration, steps=20, saturation=saturation)
     keras.utils.set_random_seed(2)
     return PN2V(PN2VConfig(data.train, mode="pn2v", n_samples=K, samples_init_spread=1.0, **TINY), "tiny_gmm",
                 basedir=None,
@@ -124,6 +129,13 @@ def n2v(data):
 
 
 @pytest.fixture(scope="module")
+def care(data):
+    """Mode 'care': one output, trained on pairs (untrained here), no noise model."""
+    keras.utils.set_random_seed(3)
+    return PN2V(PN2VConfig(data.train, mode="care", **TINY), "tiny_care", basedir=None)
+
+
+@pytest.fixture(scope="module")
 def images(data):
     test = data.test
     return {"even": test, "odd": test[:61, :57], "tall": np.concatenate([test, test[::-1]])[:117, :61],
@@ -131,7 +143,7 @@ def images(data):
 
 
 @pytest.fixture(scope="module")
-def exported(pn2v, pn2v_gmm, n2v, images, tmp_path_factory):
+def exported(pn2v, pn2v_gmm, n2v, care, images, tmp_path_factory):
     folder = tmp_path_factory.mktemp("exports")
     block, context = block_and_context(pn2v.config)
     # strips of 2 blocks plus context: the tall image takes many strips
@@ -139,7 +151,8 @@ def exported(pn2v, pn2v_gmm, n2v, images, tmp_path_factory):
     paths = {"pn2v": pn2v.export_SavedModel(folder / "pn2v"),
              "strips": pn2v.export_SavedModel(folder / "strips", max_tile_elements=strips),
              "gmm": pn2v_gmm.export_SavedModel(folder / "gmm"),
-             "n2v": n2v.export_SavedModel(folder / "n2v")}
+             "n2v": n2v.export_SavedModel(folder / "n2v"),
+             "care": care.export_SavedModel(folder / "care")}
     for name, image in images.items():
         stack = image if image.ndim == 3 else image[np.newaxis]
         np.save(folder / f"{name}.npy", stack[..., np.newaxis].astype(np.float32))
@@ -161,7 +174,7 @@ def test_saved_model_reproduces_predict_in_a_process_without_pn2v_tf(pn2v, pn2v_
              ("n2v", "odd", "serving_default", "mmse")]
     jobs = [_job(folder, paths, model, image, signature) for model, image, signature, _ in cases]
     jobs += [_job(folder, paths, "pn2v", "odd", "samples"), _job(folder, paths, "pn2v", "odd", how="tfsm")]
-    outputs, report = _run_loader(sys.executable, jobs, tmp_path)
+    outputs, report = _run_loader(None, jobs, tmp_path)
 
     assert report["pn2v_tf_imported"] == []
     assert report["keys"] == [["input"], ["output"]]
@@ -197,11 +210,10 @@ def test_the_graph_rejects_images_smaller_than_a_block(exported):
 
 def test_saved_model_loads_and_reproduces_predict_in_tensorflow_2_12(pn2v, images, exported, tmp_path):
     folder, paths = exported
-    python = _old_tensorflow_python()
     jobs = [_job(folder, paths, "pn2v", "odd"), _job(folder, paths, "pn2v", "odd", how="session"),
             _job(folder, paths, "strips", "tall", how="session")]
-    outputs, report = _run_loader(python, jobs, tmp_path)
-    assert report["tensorflow"].startswith(OLD_TF + ".")
+    outputs, report = _run_loader(tensorflow_runtime(VENV_TENSORFLOW), jobs, tmp_path)
+    assert report["tensorflow"].startswith(VENV_TENSORFLOW + ".")
     assert report["pn2v_tf_imported"] == []
     odd = _quiet(pn2v.predict, images["odd"], n_tiles=(1, 1))
     _close(outputs[0][0, ..., 0], odd)
@@ -209,40 +221,24 @@ def test_saved_model_loads_and_reproduces_predict_in_tensorflow_2_12(pn2v, image
     _close(outputs[2][0, ..., 0], _quiet(pn2v.predict, images["tall"], n_tiles=(1, 1)))
 
 
-def _old_tensorflow_python():
-    """Python of a virtual environment with TensorFlow 2.12, made once in the user's cache folder.
+@pytest.mark.parametrize("version", DEEPIMAGEJ_TENSORFLOWS)
+def test_saved_model_runs_in_deepimagej_tensorflow_as_tensorflow_java_loads_it(version, pn2v, pn2v_gmm, n2v, care,
+                                                                               images, exported, tmp_path):
+    """Every mode and noise model kind, in graph mode by signature (TensorFlow Java's way)."""
+    folder, paths = exported
+    cases = [("pn2v", "odd", "serving_default", "mmse"), ("pn2v", "batch", "serving_default", "mmse"),
+             ("pn2v", "odd", "prior_mean", "prior_mean"), ("strips", "tall", "serving_default", "mmse"),
+             ("gmm", "odd", "serving_default", "mmse"), ("n2v", "odd", "serving_default", "mmse"),
+             ("care", "odd", "serving_default", "mmse")]
+    jobs = [_job(folder, paths, model, image, signature, how="session") for model, image, signature, _ in cases]
+    outputs, report = _run_loader(tensorflow_runtime(version), jobs, tmp_path)
 
-    It is built in a temporary folder and renamed when complete; the test is skipped (with the
-    reason) where it cannot be made, e.g. without network access.
-    """
-    if sys.version_info >= (3, 12):
-        pytest.skip(f"TensorFlow {OLD_TF} has no wheels for Python {sys.version_info[0]}.{sys.version_info[1]}")
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pn2v_tf"
-    venv = cache / f"tf{OLD_TF.replace('.', '')}-venv"
-    python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    if python.exists():
-        return python
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=venv.name + ".tmp-", dir=cache))
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, capture_output=True, timeout=300)
-        tmp_python = tmp / python.relative_to(venv)
-        install = subprocess.run([str(tmp_python), "-m", "pip", "install", "-q", f"tensorflow-cpu=={OLD_TF}.*",
-                                  "numpy<2"], capture_output=True, text=True, timeout=1800)
-        if install.returncode != 0:
-            pytest.skip(f"cannot install TensorFlow {OLD_TF} into a virtual environment: "
-                        f"{install.stderr.strip().splitlines()[-1:] or install.returncode}")
-        try:
-            os.replace(tmp, venv)
-        except OSError:  # another process finished it first
-            pass
-    except (OSError, subprocess.SubprocessError) as error:
-        pytest.skip(f"cannot make a virtual environment with TensorFlow {OLD_TF}: {error}")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    if not python.exists():
-        pytest.skip(f"no Python in {venv}")
-    return python
+    assert report["tensorflow"] == version
+    models = {"pn2v": pn2v, "strips": pn2v, "gmm": pn2v_gmm, "n2v": n2v, "care": care}
+    for (model, image, _, estimator), out in zip(cases, outputs):
+        axes = "SYX" if images[image].ndim == 3 else "YX"
+        expected = _quiet(models[model].predict, images[image], axes=axes, estimator=estimator, n_tiles=(1, 1))
+        _close(out.reshape(expected.shape), expected)
 
 
 # -- files: refuse, overwrite, nothing half-written ------------------------------------------------
@@ -260,14 +256,14 @@ def test_export_refuses_an_existing_path_unless_overwrite(n2v, tmp_path):
 
 
 def test_failed_export_leaves_nothing_half_written(n2v, tmp_path, monkeypatch):
-    import tensorflow as tf
+    import pn2v_tf.export
 
-    def write_half_and_fail(obj, path, *args, **kwargs):
+    def write_half_and_fail(outputs, path):
         Path(path).mkdir()
         (Path(path) / "saved_model.pb").write_bytes(b"half")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(tf.saved_model, "save", write_half_and_fail)
+    monkeypatch.setattr(pn2v_tf.export, "write_frozen_saved_model", write_half_and_fail)
     with pytest.raises(RuntimeError, match="disk full"):
         n2v.export_SavedModel(tmp_path / "new")
     assert list(tmp_path.iterdir()) == []
@@ -319,3 +315,154 @@ def test_bioimageio_package_validates_and_its_test_passes(pn2v, data, tmp_path, 
 
     summary = test_model(package)
     assert summary.status == "passed", summary.format()
+
+
+# -- what deepImageJ (JDLL) reads, and packages coming back ----------------------------------------
+
+@pytest.fixture(scope="module")
+def packages(pn2v, n2v, data, tmp_path_factory):
+    """bioimage.io packages of a pn2v and an n2v model (whose depth 3 needs test inputs of 60 pixels)."""
+    pytest.importorskip("bioimageio.spec", reason="optional extra not installed: pip install 'pn2v_tf[bioimageio]'")
+    folder = tmp_path_factory.mktemp("packages")
+    test_input = data.test[:, :61]
+    return {"pn2v": _quiet(pn2v.export_bioimageio, folder / "pn2v tiny", test_input, authors=[{"name": "A Tester"}]),
+            "n2v": n2v.export_bioimageio(folder / "n2v tiny", test_input, name="Tiny N2V (test)")}
+
+
+def _rdf(package):
+    import yaml
+
+    with zipfile.ZipFile(package) as archive:
+        return yaml.safe_load(archive.read("rdf.yaml"))
+
+
+def test_rdf_carries_what_jdll_needs_to_list_and_run_the_model(packages, pn2v, n2v):
+    block, halo = block_and_context(pn2v.config)
+    for package, model in ((packages["pn2v"], pn2v), (packages["n2v"], n2v)):
+        rdf = _rdf(package)
+        # listed by deepImageJ only with an id (bioimage.io's characters), unique per export
+        assert set(rdf["id"]) <= set("abcdefghijklmnopqrstuvwxyz0123456789_-") and len(rdf["id"]) > 9
+        for tensor in rdf["inputs"] + rdf["outputs"]:
+            assert all("id" in axis and "type" in axis for axis in tensor["axes"])
+            assert [axis["id"] for axis in tensor["axes"]] == ["batch", "y", "x", "channel"]
+            assert all(len(axis["channel_names"]) == 1 for axis in tensor["axes"] if axis["type"] == "channel")
+        block, halo = block_and_context(model.config)
+        for axis in rdf["inputs"][0]["axes"][1:3]:
+            # JDLL's tiles are multiples of step, so min must be one too
+            assert axis["size"] == {"min": 2 * halo + block, "step": block} and axis["size"]["min"] % block == 0
+        for axis in rdf["outputs"][0]["axes"][1:3]:
+            assert axis["size"] == {"tensor_id": "input", "axis_id": axis["id"]} and axis["halo"] == halo
+        weights = rdf["weights"]["tensorflow_saved_model_bundle"]
+        assert isinstance(weights["tensorflow_version"], str)
+        with zipfile.ZipFile(package) as archive:
+            assert "/" not in weights["source"] and weights["source"] in archive.namelist()
+            with zipfile.ZipFile(archive.open(weights["source"])) as saved_model:
+                assert "saved_model.pb" in saved_model.namelist()
+    assert _rdf(packages["pn2v"])["id"].startswith("pn2v-tiny_pn2v-")
+    assert _rdf(packages["n2v"])["id"].startswith("tiny-n2v-test-")
+    assert _rdf(packages["pn2v"])["attachments"][0]["source"] == "noise_model.npz"
+
+
+@pytest.mark.parametrize("version", DEEPIMAGEJ_TENSORFLOWS)
+def test_package_weights_unzipped_as_jdll_does_run_in_deepimagej_tensorflow(version, packages, pn2v, tmp_path):
+    """JDLL unzips the weights zip into the model folder and loads that folder by signature."""
+    jobs = []
+    for name, package in packages.items():
+        with zipfile.ZipFile(package) as archive:
+            archive.extractall(tmp_path / name)
+        with zipfile.ZipFile(tmp_path / name / "tf_saved_model.zip") as weights:
+            weights.extractall(tmp_path / name)
+        jobs.append({"model": str(tmp_path / name), "input": str(tmp_path / name / "test_input.npy"),
+                     "signature": "serving_default", "how": "session"})
+    outputs, report = _run_loader(tensorflow_runtime(version), jobs, tmp_path)
+    assert report["tensorflow"] == version
+    for name, out in zip(packages, outputs):
+        _close(out, np.load(tmp_path / name / "test_output.npy"))
+    test_input = np.load(tmp_path / "pn2v" / "test_input.npy")[0, ..., 0]
+    _close(outputs[0][0, ..., 0], _quiet(pn2v.predict, test_input))
+
+
+def test_a_package_predicts_like_its_model_without_the_model_folder(packages, pn2v, n2v, images, tmp_path):
+    from pn2v_tf import load_bioimageio
+
+    with zipfile.ZipFile(packages["pn2v"]) as archive:
+        archive.extractall(tmp_path / "unpacked")
+    for source in (packages["pn2v"], tmp_path / "unpacked"):
+        with load_bioimageio(source) as package:
+            assert package.mode == "pn2v" and package.noise_model.kind == "histogram"
+            for image, axes in ((images["odd"], "YX"), (images["batch"], "SYX"), (images["odd"][..., None], "YXC")):
+                for estimator in ("mmse", "prior_mean"):
+                    expected = _quiet(pn2v.predict, image, axes=axes, estimator=estimator)
+                    _close(_quiet(package.predict, image, axes=axes, estimator=estimator), expected)
+            unpacked = Path(package._tmp.name)
+            assert unpacked.is_dir()
+        assert not unpacked.exists()
+    with load_bioimageio(packages["n2v"]) as package:
+        assert package.mode == "n2v" and package.noise_model is None
+        _close(package.predict(images["odd"]), n2v.predict(images["odd"]))
+        with pytest.raises(ValueError, match="at least 4 pixels"):
+            package.predict(images["odd"][:3])
+        with pytest.raises(ValueError, match="no posterior samples"):
+            package.predict(images["odd"], estimator="posterior")
+
+
+def test_a_package_checks_the_noise_model_range_as_predict_does(packages, images):
+    from pn2v_tf import load_bioimageio
+
+    with load_bioimageio(packages["pn2v"]) as package:
+        low, high = package.noise_model.value_range
+        with pytest.warns(UserWarning, match="exceed the noise model's range"):
+            package.predict(np.clip(images["odd"], low, high) + (high - low))
+        with pytest.raises(ValueError, match="NaN"):
+            package.predict(np.full((32, 32), np.nan, np.float32))
+
+
+def _write_zip(path, files):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return path
+
+
+def test_load_bioimageio_refuses_what_is_not_a_pn2v_tf_package(packages, tmp_path):
+    from pn2v_tf import load_bioimageio
+
+    foreign = _rdf(packages["n2v"])
+    del foreign["config"]["pn2v_tf"]
+    import yaml
+
+    cases = {
+        _write_zip(tmp_path / "foreign.zip", {"rdf.yaml": yaml.safe_dump(foreign)}): "not made by pn2v_tf",
+        _write_zip(tmp_path / "dataset.zip", {"rdf.yaml": "type: dataset\nname: images\n"}): "does not describe a model",
+        _write_zip(tmp_path / "norfd.zip", {"weights.h5": b"\0"}): "has no rdf.yaml",
+        _write_zip(tmp_path / "broken.zip", {"rdf.yaml": "type: [model\n"}): "not valid YAML",
+    }
+    not_a_zip = tmp_path / "model.zip.txt"
+    not_a_zip.write_text("hello")
+    cases[not_a_zip] = "neither a zip file nor a folder"
+    for path, problem in cases.items():
+        with pytest.raises(ValueError, match=problem):
+            load_bioimageio(path)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_bioimageio(tmp_path / "missing.zip")
+
+
+def test_export_TF_writes_the_package_with_the_kept_example_input(data, tmp_path):
+    """CSBDeep's export_TF: a bioimage.io package in the model folder, the example input kept by train."""
+    pytest.importorskip("bioimageio.spec", reason="optional extra not installed: pip install 'pn2v_tf[bioimageio]'")
+    keras.utils.set_random_seed(4)
+    config = PN2VConfig(data.train, mode="n2v", train_epochs=1, train_steps_per_epoch=1, train_batch_size=2,
+                        **{**TINY, "n2v_patch_shape": (16, 16)})
+    model = PN2V(config, "trained", basedir=tmp_path)
+    with pytest.raises(ValueError, match="export_TF needs test_input=.*does not exist"):
+        model.export_TF()
+    model.train(data.train[:1], data.train[1:], verbose=0)
+    package = model.export_TF()
+    assert package == tmp_path / "trained" / "trained.bioimage.io.zip"
+    with zipfile.ZipFile(package) as archive:
+        test_input = np.load(archive.open("test_input.npy"))[0, ..., 0]
+    np.testing.assert_array_equal(test_input, data.train[1].astype(np.float32))  # 64 x 64: kept whole
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        model.export_TF()
+    with pytest.raises(ValueError, match="needs fname= for a model without a folder"):
+        PN2V(config, "in_memory", basedir=None).export_TF()
