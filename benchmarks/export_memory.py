@@ -7,6 +7,7 @@ it prints the size of one untiled image x K float32 tensor.
 
     python benchmarks/export_memory.py                      # 1024 x 1024, depth 3, 64 features, K = 800
     python benchmarks/export_memory.py --size 512 --n-samples 400
+    python benchmarks/export_memory.py --how session        # graph mode, as deepImageJ runs it
 """
 
 import argparse
@@ -25,10 +26,18 @@ RUN = r"""
 import json, resource, sys, time
 import numpy as np
 import tensorflow as tf
-serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 image = np.random.default_rng(0).normal(float(sys.argv[3]), float(sys.argv[4]), (1, int(sys.argv[2]), int(sys.argv[2]), 1))
-start = time.perf_counter()
-out = serve(input=tf.constant(image.astype(np.float32)))["output"].numpy()
+image = image.astype(np.float32)
+if sys.argv[5] == "eager":
+    serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    start = time.perf_counter()
+    out = serve(input=tf.constant(image))["output"].numpy()
+else:  # graph mode by signature, as TensorFlow Java (deepImageJ) runs it
+    session = tf.compat.v1.Session(graph=tf.Graph())
+    with session.graph.as_default():
+        signature = tf.compat.v1.saved_model.loader.load(session, ["serve"], sys.argv[1]).signature_def["serving_default"]
+    start = time.perf_counter()
+    out = session.run(signature.outputs["output"].name, {signature.inputs["input"].name: image})
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "shape": list(out.shape), "finite": bool(np.isfinite(out).all()),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -41,6 +50,8 @@ def main():
     parser.add_argument("--n-depth", type=int, default=3)
     parser.add_argument("--n-first", type=int, default=64)
     parser.add_argument("--n-samples", type=int, default=800)
+    parser.add_argument("--how", choices=("eager", "session"), default="eager",
+                        help="eager: tf.saved_model.load; session: graph mode by signature, as TensorFlow Java runs it")
     args = parser.parse_args()
 
     from pn2v_tf import PN2V, PN2VConfig
@@ -56,7 +67,7 @@ def main():
         path = model.export_SavedModel(Path(tmp) / "saved_model")
         env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         result = subprocess.run([sys.executable, "-c", RUN, str(path), str(args.size), str(config.means[0]),
-                                 str(config.stds[0])], capture_output=True, text=True, env=env, check=True)
+                                 str(config.stds[0]), args.how], capture_output=True, text=True, env=env, check=True)
     report = json.loads(result.stdout.strip().splitlines()[-1])
     report["untiled_samples_mb"] = args.size ** 2 * args.n_samples * 4 / 2 ** 20
     print(json.dumps({**vars(args), **report}, indent=1))

@@ -630,6 +630,9 @@ def _predict(args):
     for path in inputs:  # every input is checked before anything is written
         image = read_image(path, args.axes)
         _output_dtype(image, args.dtype)
+        if package and min(image.stack.shape[1:]) < model.block:
+            raise InputError(path, f"images of {_size(image.stack)} pixels; the package takes at least "
+                                   f"{model.block} x {model.block}")
         if uses_noise_model:
             _check_range(model.noise_model, image, args.allow_out_of_range)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -221,14 +221,16 @@ def write_frozen_saved_model(outputs, path):
     with default attributes stripped and no variables. TensorFlow 2.10 and later write
     ``DisableCopyOnRead`` into the variable-saving functions of a TensorFlow 2 SavedModel, which
     TensorFlow 2.7 (deepImageJ's default engine) cannot load; a graph without variables has no such
-    functions. Each signature runs only the part of the graph its output needs.
+    functions. The graph is traced with ``wrap_function``, which (unlike ``tf.function``) ties no
+    output to the stateful ops (size checks) of the others, so each signature runs only the part of
+    the graph its output needs and the weights are stored once for all of them.
     """
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
     from tensorflow.python.util.deprecation import silence
 
     names = list(outputs)
     spec = tf.TensorSpec((None, None, None, 1), tf.float32, name=INPUT_KEY)
-    traced = tf.function(lambda image: [outputs[name](image) for name in names]).get_concrete_function(spec)
+    traced = tf.compat.v1.wrap_function(lambda image: [outputs[name](image) for name in names], [spec])
     frozen = convert_variables_to_constants_v2(traced)
     graph_def = frozen.graph.as_graph_def()
     output_names = [tensor.name for tensor in frozen.outputs]
@@ -424,7 +426,9 @@ def _documentation(model, rdf, image, output):
         "average of many frames of a static sample) by PSNR.",
         "", "## Use in Fiji", "",
         "Enable the DeepImageJ update site, install this zip with *DeepImageJ Install Model*, open a raw "
-        "image and run *DeepImageJ Run* with this model (TensorFlow 2 engine).",
+        "image and run *DeepImageJ Run* with this model. It runs on deepImageJ's TensorFlow 2 engines "
+        "(TensorFlow 2.7 and 2.10): the weights are frozen into the graph, which has no variables. In "
+        "Python, `pn2v_tf.load_bioimageio` runs this package without the model folder.",
         "", "## Reference", "", f"{PN2V_CITATION} doi:{PN2V_DOI}", "",
     ]
     return "\n".join(line for line in lines if line is not None)

@@ -8,11 +8,13 @@ Most runs go through ``main(argv)`` in this process; the interrupted training ru
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -457,9 +459,56 @@ def test_export_savedmodel_and_bioimageio_needs_a_test_input(model_dir, tmp_path
     assert code == 0 and "savedmodel" in out and (tmp_path / "saved" / "saved_model.pb").exists()
     code, _, err = run(["export", "--model", model_dir, "-o", tmp_path / "saved"], capsys)
     assert code == 2 and "--overwrite" in error_line(err, "export")
-    code, _, err = run(["export", "--model", model_dir, "-o", tmp_path / "package.zip"], capsys)
-    assert code == 2 and "--test-input" in error_line(err, "export")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
+    old_model = tmp_path / "models" / "old"  # a model trained before the example input was kept
+    shutil.copytree(model_dir, old_model)
+    (old_model / "example_input.tif").unlink()
+    code, _, err = run(["export", "--model", old_model, "-o", tmp_path / "package.zip"], capsys)
+    assert code == 2 and "--test-input" in error_line(err, "export") and "example_input.tif" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "saved"]
+
+
+def test_a_package_exported_with_the_kept_example_denoises_like_its_model_folder(model_dir, files, tmp_path, capsys):
+    pytest.importorskip("bioimageio.spec", reason="optional extra not installed: pip install 'pn2v_tf[bioimageio]'")
+    package = tmp_path / "my_pn2v.zip"
+    code, out, _ = run(["export", "--model", model_dir, "-o", package, "--author", "A Tester"], capsys)
+    assert code == 0 and "(bioimageio)" in out
+    with zipfile.ZipFile(package) as archive:
+        test_input = np.load(archive.open("test_input.npy"))[0, ..., 0]
+    np.testing.assert_array_equal(test_input, tifffile.imread(model_dir / "example_input.tif"))
+
+    for estimator in ("mmse", "prior_mean"):
+        for name, model in (("package", package), ("folder", model_dir)):
+            code, out, _ = run(["predict", "--model", model, files / "test.tif", files / "noisy", "-o",
+                                tmp_path / estimator / name, "--estimator", estimator, "--quiet"], capsys)
+            assert code == 0
+        written = snapshot(tmp_path / estimator / "package")
+        assert len(written) == 4 and written.keys() == snapshot(tmp_path / estimator / "folder").keys()
+        for file in written:
+            expected = tifffile.imread(tmp_path / estimator / "folder" / file)
+            np.testing.assert_allclose(tifffile.imread(tmp_path / estimator / "package" / file), expected,
+                                       rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+    tifffile.imwrite(tmp_path / "thin.tif", np.full((1, 8), 100, np.float32))
+    for inputs, option, problem in (([], ["--estimator", "posterior"], "needs a model folder"),
+                                    ([], ["--n-tiles", "2", "2"], "bounds its memory itself"),
+                                    ([tmp_path / "thin.tif"], [],
+                                     "thin.tif: images of 1x8 pixels; the package takes at least 2 x 2")):
+        code, _, err = run(["predict", "--model", package, files / "test.tif", *inputs, "-o", tmp_path / "no",
+                            *option], capsys)
+        assert code == 2 and problem in error_line(err, "predict")
+    assert not (tmp_path / "no").exists()
+
+
+def test_predict_refuses_a_package_that_pn2v_tf_did_not_make(files, tmp_path, capsys):
+    package = tmp_path / "other.zip"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("rdf.yaml", "type: model\nname: some other model\nconfig: {stardist: {}}\n")
+    code, _, err = run(["predict", "--model", package, files / "test.tif", "-o", tmp_path / "out"], capsys)
+    assert code == 2
+    assert error_line(err, "predict") == (f"pn2v predict: error: {package}: this bioimage.io model was not made by "
+                                          "pn2v_tf (its rdf.yaml has no config.pn2v_tf); run it with bioimageio.core "
+                                          "or deepImageJ instead")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.zip"]
 
 
 def test_evaluate_prints_the_psnr_table_and_writes_csv(files, data, tmp_path, capsys):
