@@ -12,6 +12,7 @@ again, not used. A test that cannot have a runtime is skipped with the reason (e
 ``apt-get``).
 """
 
+import json
 import os
 import platform
 import shutil
@@ -20,6 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 VENV_TENSORFLOW = "2.12"
@@ -142,3 +144,57 @@ def _unpack_python39(root):
     shutil.rmtree(state)
     _run([root / "usr/bin/python3.9", "-c", "import distutils, ssl, ctypes, decimal"], what, timeout=60,
          env={**os.environ, "LD_LIBRARY_PATH": str(root / "usr/lib/x86_64-linux-gnu")})
+
+
+# Run in a separate Python: loads SavedModels with TensorFlow (and Keras' TFSMLayer) only, applies
+# the jobs listed in the JSON file argv[1], writes their outputs, and reports what it imported.
+LOADER = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+jobs = json.load(open(sys.argv[1]))
+report = {"tensorflow": tf.__version__, "signatures": {}}
+for job in jobs:
+    image = np.load(job["input"])
+    if job["how"] == "eager":
+        loaded = tf.saved_model.load(job["model"])
+        function = loaded.signatures[job["signature"]]
+        report["signatures"][job["model"]] = sorted(loaded.signatures)
+        report["keys"] = [sorted(function.structured_input_signature[1]), sorted(function.structured_outputs)]
+        out = function(input=tf.constant(image))["output"].numpy()
+    elif job["how"] == "tfsm":  # what bioimageio.core does
+        import keras
+        out = keras.layers.TFSMLayer(job["model"], call_endpoint="serve")(tf.constant(image))
+        out = np.asarray(out["output"])
+    else:  # "session": graph mode by signature tensor names, as TensorFlow Java loads a SavedModel
+        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], job["model"])
+            signature = meta.signature_def[job["signature"]]
+            out = session.run(signature.outputs["output"].name, {signature.inputs["input"].name: image})
+    np.save(job["output"], out)
+report["pn2v_tf_imported"] = sorted(m for m in sys.modules if m.split(".")[0] == "pn2v_tf")
+json.dump(report, open(sys.argv[2], "w"))
+"""
+
+
+def run_saved_models(runtime, jobs, folder):
+    """Run LOADER's ``jobs`` in ``runtime`` (a :class:`Runtime`, or None for this Python without
+    PYTHONPATH) in ``folder``.
+
+    Each job is a dict: ``model`` (SavedModel folder), ``input`` (.npy file), ``signature``, ``how``
+    ('eager', 'tfsm' or 'session'); ``output`` (.npy file) defaults to ``folder/out<i>.npy``.
+    Returns (outputs as arrays, LOADER's report); raises RuntimeError with the end of stderr if the
+    run fails.
+    """
+    folder = Path(folder)
+    for index, job in enumerate(jobs):
+        job.setdefault("output", str(folder / f"out{index}.npy"))
+    (folder / "jobs.json").write_text(json.dumps(jobs))
+    command = runtime.command if runtime else [sys.executable]
+    env = runtime.env if runtime else {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    result = subprocess.run([*command, "-c", LOADER, str(folder / "jobs.json"), str(folder / "report.json")],
+                            cwd=folder, env=env, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise RuntimeError(f"loading the SavedModels failed:\n{result.stderr[-3000:]}")
+    return [np.load(job["output"]) for job in jobs], json.loads((folder / "report.json").read_text())

@@ -5,12 +5,7 @@ package (validation, model test, what JDLL reads).
 The networks are untrained (fixed seed): the export has to reproduce ``predict`` whatever the weights.
 """
 
-import json
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,62 +21,16 @@ from pn2v_tf import HistogramNoiseModel, PN2V, PN2VConfig  # noqa: E402
 from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
 from pn2v_tf.export import block_and_context  # noqa: E402
 from pn2v_tf.noise_models import GMMNoiseModel  # noqa: E402
-from tensorflow_runtimes import DEEPIMAGEJ_TENSORFLOWS, VENV_TENSORFLOW, tensorflow_runtime  # noqa: E402
+from tensorflow_runtimes import (DEEPIMAGEJ_TENSORFLOWS, VENV_TENSORFLOW, run_saved_models,  # noqa: E402
+                                 tensorflow_runtime)
 
 TINY = dict(unet_n_depth=2, unet_n_first=8, n2v_patch_shape=(32, 32), seed=0, train_tensorboard=False)
 K = 16
-
-# Run in a separate Python: loads SavedModels with TensorFlow (and Keras' TFSMLayer) only, applies
-# the jobs listed in the JSON file argv[1], writes their outputs, and reports what it imported.
-LOADER = r"""
-import json, sys
-import numpy as np
-import tensorflow as tf
-
-jobs = json.load(open(sys.argv[1]))
-report = {"tensorflow": tf.__version__, "signatures": {}}
-for job in jobs:
-    image = np.load(job["input"])
-    if job["how"] == "eager":
-        loaded = tf.saved_model.load(job["model"])
-        function = loaded.signatures[job["signature"]]
-        report["signatures"][job["model"]] = sorted(loaded.signatures)
-        report["keys"] = [sorted(function.structured_input_signature[1]), sorted(function.structured_outputs)]
-        out = function(input=tf.constant(image))["output"].numpy()
-    elif job["how"] == "tfsm":  # what bioimageio.core does
-        import keras
-        out = keras.layers.TFSMLayer(job["model"], call_endpoint="serve")(tf.constant(image))
-        out = np.asarray(out["output"])
-    else:  # "session": graph mode by signature tensor names, as TensorFlow Java loads a SavedModel
-        with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-            meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], job["model"])
-            signature = meta.signature_def[job["signature"]]
-            out = session.run(signature.outputs["output"].name, {signature.inputs["input"].name: image})
-    np.save(job["output"], out)
-report["pn2v_tf_imported"] = sorted(m for m in sys.modules if m.split(".")[0] == "pn2v_tf")
-json.dump(report, open(sys.argv[2], "w"))
-"""
-
 
 def _quiet(function, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*exceed the noise model's range.*")
         return function(*args, **kwargs)
-
-
-def _run_loader(runtime, jobs, folder):
-    """Run LOADER in ``runtime`` (a tensorflow_runtimes.Runtime, or None for this Python without
-    PYTHONPATH) in ``folder``; returns (outputs, report)."""
-    folder = Path(folder)
-    for index, job in enumerate(jobs):
-        job.setdefault("output", str(folder / f"out{index}.npy"))
-    (folder / "jobs.json").write_text(json.dumps(jobs))
-    command = runtime.command if runtime else [sys.executable]
-    env = runtime.env if runtime else {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    result = subprocess.run([*command, "-c", LOADER, str(folder / "jobs.json"), str(folder / "report.json")],
-                            cwd=folder, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return [np.load(job["output"]) for job in jobs], json.loads((folder / "report.json").read_text())
 
 
 def _close(actual, expected):
@@ -174,7 +123,7 @@ def test_saved_model_reproduces_predict_in_a_process_without_pn2v_tf(pn2v, pn2v_
              ("n2v", "odd", "serving_default", "mmse")]
     jobs = [_job(folder, paths, model, image, signature) for model, image, signature, _ in cases]
     jobs += [_job(folder, paths, "pn2v", "odd", "samples"), _job(folder, paths, "pn2v", "odd", how="tfsm")]
-    outputs, report = _run_loader(None, jobs, tmp_path)
+    outputs, report = run_saved_models(None, jobs, tmp_path)
 
     assert report["pn2v_tf_imported"] == []
     assert report["keys"] == [["input"], ["output"]]
@@ -212,7 +161,7 @@ def test_saved_model_loads_and_reproduces_predict_in_tensorflow_2_12(pn2v, image
     folder, paths = exported
     jobs = [_job(folder, paths, "pn2v", "odd"), _job(folder, paths, "pn2v", "odd", how="session"),
             _job(folder, paths, "strips", "tall", how="session")]
-    outputs, report = _run_loader(tensorflow_runtime(VENV_TENSORFLOW), jobs, tmp_path)
+    outputs, report = run_saved_models(tensorflow_runtime(VENV_TENSORFLOW), jobs, tmp_path)
     assert report["tensorflow"].startswith(VENV_TENSORFLOW + ".")
     assert report["pn2v_tf_imported"] == []
     odd = _quiet(pn2v.predict, images["odd"], n_tiles=(1, 1))
@@ -231,7 +180,7 @@ def test_saved_model_runs_in_deepimagej_tensorflow_as_tensorflow_java_loads_it(v
              ("gmm", "odd", "serving_default", "mmse"), ("n2v", "odd", "serving_default", "mmse"),
              ("care", "odd", "serving_default", "mmse")]
     jobs = [_job(folder, paths, model, image, signature, how="session") for model, image, signature, _ in cases]
-    outputs, report = _run_loader(tensorflow_runtime(version), jobs, tmp_path)
+    outputs, report = run_saved_models(tensorflow_runtime(version), jobs, tmp_path)
 
     assert report["tensorflow"] == version
     models = {"pn2v": pn2v, "strips": pn2v, "gmm": pn2v_gmm, "n2v": n2v, "care": care}
@@ -374,7 +323,7 @@ def test_package_weights_unzipped_as_jdll_does_run_in_deepimagej_tensorflow(vers
             weights.extractall(tmp_path / name)
         jobs.append({"model": str(tmp_path / name), "input": str(tmp_path / name / "test_input.npy"),
                      "signature": "serving_default", "how": "session"})
-    outputs, report = _run_loader(tensorflow_runtime(version), jobs, tmp_path)
+    outputs, report = run_saved_models(tensorflow_runtime(version), jobs, tmp_path)
     assert report["tensorflow"] == version
     for name, out in zip(packages, outputs):
         _close(out, np.load(tmp_path / name / "test_output.npy"))
