@@ -310,9 +310,11 @@ def _model_folder(path):
 
 
 def _is_package(path):
+    """A bioimage.io package: a .zip file, or a folder with an rdf.yaml that is not a model folder."""
     path = Path(path)
-    return path.suffix == ".zip" or (path.is_dir() and (path / "rdf.yaml").is_file()
-                                     and not (path / "config.json").is_file())
+    if (path / "config.json").is_file():
+        return False
+    return path.suffix == ".zip" or (path / "rdf.yaml").is_file()
 
 
 def _load_package(path):
@@ -608,8 +610,6 @@ def _absolute_paths(settings):
 # -- pn2v predict --------------------------------------------------------------------------------
 
 def _predict(args):
-    from .progress import TileProgress, bar
-
     package = _is_package(args.model)
     folder = Path(args.model) if package else _model_folder(args.model)
     if package and args.estimator == "posterior":
@@ -624,10 +624,22 @@ def _predict(args):
     if args.n_posterior < 1 or (args.n_tiles and min(args.n_tiles) < 1):
         raise UsageError("--n-posterior and --n-tiles must be at least 1")
     model = _load_package(folder) if package else _load_model(folder)
-    if args.estimator == "posterior" and model.config.mode != "pn2v":
-        raise UsageError(f"--estimator posterior needs a pn2v model; {folder} has mode {model.config.mode!r}")
+    try:
+        if args.estimator == "posterior" and model.config.mode != "pn2v":
+            raise UsageError(f"--estimator posterior needs a pn2v model; {folder} has mode {model.config.mode!r}")
+        _check_inputs(model, inputs, args, package)
+        outdir.mkdir(parents=True, exist_ok=True)
+        _predict_files(model, inputs, outputs, args)
+    finally:
+        if package:
+            model.close()  # removes the unpacked SavedModel
+    _say(f"wrote {len(outputs)} denoised file{'s' if len(outputs) > 1 else ''} ({args.estimator}) to {outdir}", args)
+
+
+def _check_inputs(model, inputs, args, package):
+    """Every input is checked before anything is written."""
     uses_noise_model = args.estimator != "prior_mean" and model.noise_model is not None
-    for path in inputs:  # every input is checked before anything is written
+    for path in inputs:
         image = read_image(path, args.axes)
         _output_dtype(image, args.dtype)
         if package and min(image.stack.shape[1:]) < model.block:
@@ -635,7 +647,11 @@ def _predict(args):
                                    f"{model.block} x {model.block}")
         if uses_noise_model:
             _check_range(model.noise_model, image, args.allow_out_of_range)
-    outdir.mkdir(parents=True, exist_ok=True)
+
+
+def _predict_files(model, inputs, outputs, args):
+    from .progress import TileProgress, bar
+
     files = bar(args.quiet, total=len(inputs), desc="files", unit="file")
     for path, output in zip(inputs, outputs):
         image = read_image(path, args.axes)
@@ -647,7 +663,6 @@ def _predict(args):
         _write_result(output, result, axes, _output_dtype(image, args.dtype), args.overwrite)
         files.update(1)
     files.close()
-    _say(f"wrote {len(outputs)} denoised file{'s' if len(outputs) > 1 else ''} ({args.estimator}) to {outdir}", args)
 
 
 def _output_paths(inputs, outdir, overwrite):

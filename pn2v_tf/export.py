@@ -483,7 +483,7 @@ def _digest(path):
 
 def _model_id(name, digest):
     """A model id as bioimage.io allows it (lowercase letters, digits, ``_-``): the name, and the
-    start of the weights' digest so that two exports of the same name differ."""
+    start of the weights' digest, so that exports of different weights under one name differ."""
     allowed = set(string.ascii_lowercase + string.digits + "_")
     slug = "-".join("".join(c if c in allowed else " " for c in name.lower()).split()) or "pn2v_tf"
     return f"{slug}-{digest[:8]}"
@@ -495,7 +495,9 @@ def _check_test_input(image, block, min_side):
     if image.ndim != 2:
         raise ValueError(f"test_input must be one 2D image (Y, X), got shape {image.shape}")
     if min(image.shape) < min_side:
-        raise ValueError(f"test_input must be at least {min_side} x {min_side} pixels, got {image.shape}")
+        raise ValueError(f"the test input must be at least {min_side} x {min_side} pixels (the network's receptive "
+                         f"field around one block), got {image.shape[0]} x {image.shape[1]}; pass a larger raw "
+                         "image as test_input= (pn2v export --test-input)")
     image = image[: image.shape[0] // block * block, : image.shape[1] // block * block].astype(np.float32)
     if not np.all(np.isfinite(image)):
         raise ValueError("test_input contains NaN or inf pixels")

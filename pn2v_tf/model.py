@@ -19,7 +19,8 @@ from .nets import block_size, build_networks, receptive_radius
 from .noise_models import NoiseModel, load_noise_model
 
 NOISE_MODEL_FILE = "noise_model.npz"
-#: A crop of the first validation image, written by ``train``: the default test input of ``export_TF``.
+#: A crop of the first validation image, written by ``train``: the default test input of ``export_TF``
+#: (this many pixels a side, or the smallest size a package takes if that is larger).
 EXAMPLE_INPUT_FILE = "example_input.tif"
 EXAMPLE_INPUT_SIDE = 256
 _NEEDS_NOISE_MODEL = ("mode 'pn2v' needs a noise model: pass noise_model=... "
@@ -215,13 +216,17 @@ class PN2V(BaseModel):
         return history
 
     def _save_example_input(self, image):
-        """Keep a central crop (at most EXAMPLE_INPUT_SIDE pixels a side) of a raw validation image."""
+        """Keep a central crop of a raw validation image, large enough for a package's test input."""
         if self.basedir is None:
             return
         import tifffile
 
-        starts = [max(0, (side - EXAMPLE_INPUT_SIDE) // 2) for side in image.shape]
-        crop = image[starts[0]:starts[0] + EXAMPLE_INPUT_SIDE, starts[1]:starts[1] + EXAMPLE_INPUT_SIDE]
+        from .export import block_and_context
+
+        block, context = block_and_context(self.config)
+        size = max(EXAMPLE_INPUT_SIDE, 2 * context + block)
+        starts = [max(0, (side - size) // 2) for side in image.shape]
+        crop = image[starts[0]:starts[0] + size, starts[1]:starts[1] + size]
         with atomic_path(self.logdir / EXAMPLE_INPUT_FILE) as tmp:
             tifffile.imwrite(tmp, crop, imagej=True, metadata={"axes": "YX"})
 

@@ -36,8 +36,11 @@ def load_bioimageio(path):
 
     Raises
     ------
+    FileNotFoundError
+        If ``path`` does not exist.
     ValueError
-        If ``path`` is not a bioimage.io package, or not one made by pn2v_tf.
+        If ``path`` is not a bioimage.io package, not one made by pn2v_tf, or its SavedModel does not
+        load.
     """
     return PackagedModel(path)
 
@@ -76,7 +79,11 @@ class PackagedModel:
             self._unpack(files, tmp)
         import tensorflow as tf
 
-        self._saved_model = tf.saved_model.load(str(tmp / "saved_model"))
+        try:
+            self._saved_model = tf.saved_model.load(str(tmp / "saved_model"))
+        except Exception as error:  # OSError, protobuf's DecodeError, TensorFlow's errors: all say the same
+            raise ValueError(f"{self.path}: its weights do not load as a TensorFlow SavedModel "
+                             f"(saved_model.pb must be at the root of the weights zip): {error}") from None
         self._signatures = dict(self._saved_model.signatures)
 
     def _unpack(self, files, tmp):
@@ -186,8 +193,8 @@ class _PackageFiles:
             if self.zip is not None:
                 return self.zip.read(name)
             return (self.path / name).read_bytes()
-        except (KeyError, FileNotFoundError):
-            raise ValueError(f"{self.path}: the package has no {name}") from None
+        except (KeyError, FileNotFoundError, IsADirectoryError):
+            raise ValueError(f"{self.path}: the package has no file {name}") from None
 
     def open(self, name):
         import io

@@ -73,10 +73,11 @@ def test_score_uses_data_range_255(fmd):
 def test_smoke_run_writes_everything_and_care_is_two_fold(fmd, fake_data, tmp_path):
     outdir = tmp_path / "out"
     methods = ["n2v", "pn2v", "pn2v_gmm", "care"]
-    argv = ["--budget", "smoke", "--data", str(fake_data), "--outdir", str(outdir), "--datasets", *DATASETS,
+    # one dataset keeps the run short: a second one repeated the same steps on other images
+    argv = ["--budget", "smoke", "--data", str(fake_data), "--outdir", str(outdir), "--datasets", DATASETS[0],
             "--regimes", "raw", "--methods", *methods, "--append-markdown", str(tmp_path / "BENCH.md")]
     results = fmd.main(argv)
-    assert [(r["dataset"], r["regime"]) for r in results] == [(d, "raw") for d in DATASETS]
+    assert [(r["dataset"], r["regime"]) for r in results] == [(DATASETS[0], "raw")]
     folder = outdir / "Confocal_MICE_raw"
     for name in ["input", "ground_truth", "pn2v_prior_mean", *methods]:
         assert (folder / f"{name}.tif").is_file(), name

@@ -125,7 +125,7 @@ def test_training_lowers_training_and_validation_loss(trained):
 def test_training_leaves_best_and_last_weights_only(trained):
     _, _, basedir, name = trained
     names = sorted(p.name for p in (basedir / name).iterdir())
-    assert names == ["config.json", "noise_model.npz", "weights_best.h5", "weights_last.h5"]
+    assert names == ["config.json", "example_input.tif", "noise_model.npz", "weights_best.h5", "weights_last.h5"]
 
 
 def test_after_training_the_best_not_the_last_weights_are_kept_and_reloaded(tmp_path, split):

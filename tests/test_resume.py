@@ -54,7 +54,8 @@ def test_checkpoint_writes_state_log_and_last_weights_after_every_epoch(checkpoi
     assert [c["class"] for c in state.callbacks] == [type(c).__name__ for c in model.callbacks]
     np.testing.assert_array_equal(state.weights[0], _numpy(model._training_model.weights)[0])
     assert sorted(p.name for p in (basedir / "m").iterdir()) == [
-        "config.json", "training_log.csv", "training_state.npz", "weights_best.h5", "weights_last.h5"]
+        "config.json", "example_input.tif", "training_log.csv", "training_state.npz", "weights_best.h5",
+        "weights_last.h5"]
 
 
 def _restored(basedir):
