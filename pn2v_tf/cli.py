@@ -711,11 +711,11 @@ def _write_result(output, result, axes, dtype, overwrite):
 # -- pn2v export ---------------------------------------------------------------------------------
 
 def _export(args):
+    from .model import EXAMPLE_INPUT_FILE
+
     folder = _model_folder(args.model)
     output = Path(args.output)
     kind = args.format if args.format != "auto" else ("bioimageio" if output.suffix == ".zip" else "savedmodel")
-    from .model import EXAMPLE_INPUT_FILE
-
     test_input = None
     if kind == "bioimageio":
         output = output if output.suffix == ".zip" else output.with_name(output.name + ".zip")

@@ -152,8 +152,9 @@ class PackagedModel:
                              f"{images.shape[1]} x {images.shape[2]}")
         if self.noise_model is not None and estimator != "prior_mean":
             self.noise_model.check_range(images, "image")
-        signature = self._signatures["prior_mean" if estimator == "prior_mean" and "prior_mean" in self._signatures
-                                     else "serving_default"]
+        # packages of modes 'n2v' and 'care' have no prior_mean signature: their one output serves both
+        name = "prior_mean" if estimator == "prior_mean" and "prior_mean" in self._signatures else "serving_default"
+        signature = self._signatures[name]
         results = []
         for index, image in enumerate(images):
             out = signature(**{INPUT_KEY: image[np.newaxis, ..., np.newaxis]})[OUTPUT_KEY]

@@ -319,10 +319,9 @@ def _rdf(package):
 
 
 def test_rdf_carries_what_jdll_needs_to_list_and_run_the_model(packages, pn2v, n2v):
-    block, halo = block_and_context(pn2v.config)
     for package, model in ((packages["pn2v"], pn2v), (packages["n2v"], n2v)):
         rdf = _rdf(package)
-        # listed by deepImageJ only with an id (bioimage.io's characters), unique per export
+        # listed by deepImageJ only with an id (bioimage.io's characters), the name plus the weights' digest
         assert set(rdf["id"]) <= set("abcdefghijklmnopqrstuvwxyz0123456789_-") and len(rdf["id"]) > 9
         for tensor in rdf["inputs"] + rdf["outputs"]:
             assert all("id" in axis and "type" in axis for axis in tensor["axes"])
