@@ -24,16 +24,17 @@ from .io import IMAGEJ_DTYPES, InputError, find_tiffs, read_image
 EXIT_INPUT = 2
 EXIT_DIVERGED = 1
 #: Defaults of the training options; the same as :class:`PN2VConfig`'s (the seed excepted).
-TRAINING_DEFAULTS = dict(epochs=200, steps_per_epoch=100, batch_size=16, patch_size=64, n_samples=800,
-                         unet_depth=3, unet_n_first=64, learning_rate=4e-4, seed=0)
+#: ``patch_size`` and ``unet_pool`` of ``None`` are the configuration's defaults for the images' dimensions.
+TRAINING_DEFAULTS = dict(epochs=200, steps_per_epoch=100, batch_size=16, patch_size=None, n_samples=800,
+                         unet_depth=3, unet_n_first=64, unet_pool=None, learning_rate=4e-4, seed=0)
 #: PN2VConfig attribute -> training option.
 CONFIG_OPTIONS = dict(n_samples="n_samples", unet_n_depth="unet_depth", unet_n_first="unet_n_first",
-                      n2v_patch_shape="patch_size", train_epochs="epochs",
+                      unet_pool="unet_pool", n2v_patch_shape="patch_size", train_epochs="epochs",
                       train_steps_per_epoch="steps_per_epoch", train_batch_size="batch_size",
                       train_learning_rate="learning_rate", seed="seed")
 #: Options a resumed training takes from its model instead.
 _FIXED_ON_RESUME = ("mode", "noise_model", "batch_size", "patch_size", "n_samples", "unet_depth",
-                    "unet_n_first", "learning_rate", "seed")
+                    "unet_n_first", "unet_pool", "learning_rate", "seed")
 #: Options a resumed training may change; without them it uses the interrupted run's.
 _RUN_SETTINGS = ("inputs", "axes", "validation", "validation_fraction", "epochs", "steps_per_epoch",
                  "allow_out_of_range")
@@ -83,8 +84,10 @@ def _subparser(commands, name, summary, example, run):
 
 
 def _add_common(parser, quiet=True, overwrite=True):
-    parser.add_argument("--axes", help="axes of the input TIFFs: YX, or YX after one of S (stack), T, Z "
-                                       "(default: from the files' metadata; a plain 3-D stack is SYX)")
+    parser.add_argument("--axes", help="axes of the input TIFFs: YX or ZYX, after S (stack) or T (time) if any; "
+                                       "pn2v train makes a 3-D model of data with a Z axis (give SYX to train 2-D on "
+                                       "slices), a 2-D model denoises Z slice by slice (default: from the files' "
+                                       "metadata; a plain 3-D stack is SYX)")
     if overwrite:
         parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (off: refuse)")
     if quiet:
@@ -103,15 +106,18 @@ def _add_training_options(parser, on_resume, n_samples=True):
                        help="share of the images held out for validation if --validation is not given; one "
                             f"image is split by rows (default: 0.1{note})")
     group.add_argument("--batch-size", type=int, help=f"patches per step (default: {d['batch_size']}{fixed})")
-    group.add_argument("--patch-size", type=int,
-                       help=f"side of the square training patches, a multiple of 2**(unet-depth - 1) "
-                            f"(default: {d['patch_size']}{fixed})")
+    group.add_argument("--patch-size", type=int, nargs="+", metavar="SIDE",
+                       help="training patch: one side for all axes, or one per axis (Y X, or Z Y X), each a "
+                            f"multiple of unet-pool**(unet-depth - 1) (default: 64 64, or 16 64 64 in 3-D{fixed})")
     if n_samples:
         group.add_argument("--n-samples", type=int,
                            help=f"prior samples K the network predicts per pixel (default: {d['n_samples']}{fixed})")
     group.add_argument("--unet-depth", type=int, help=f"U-Net resolution levels (default: {d['unet_depth']}{fixed})")
     group.add_argument("--unet-n-first", type=int,
                        help=f"feature channels of the U-Net's first level (default: {d['unet_n_first']}{fixed})")
+    group.add_argument("--unet-pool", type=int, nargs="+", metavar="FACTOR",
+                       help="pooling factor of the U-Net: one for all axes, or one per axis; e.g. 1 2 2 keeps "
+                            f"the z resolution of thin or anisotropic stacks (default: 2{fixed})")
     group.add_argument("--learning-rate", type=float, help=f"Adam learning rate (default: {d['learning_rate']}{fixed})")
     group.add_argument("--seed", type=int,
                        help=f"seed of the initial weights, patches and masks (default: {d['seed']}{fixed})")
@@ -194,9 +200,9 @@ def _add_predict(commands):
                              "as ImageJ channels; needs a model folder)")
     parser.add_argument("--n-posterior", type=int, default=10, help="samples per image with --estimator posterior")
     parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
-    parser.add_argument("--n-tiles", nargs=2, type=int, metavar=("NY", "NX"),
-                        help="tiles along Y and X (default: as few as keep a tile's K samples below 2**26 values; "
-                             "a package's graph bounds its memory itself)")
+    parser.add_argument("--n-tiles", nargs="+", type=int, metavar="N",
+                        help="tiles along Y X (NZ NY NX for a 3-D model) (default: as few as keep a tile's K samples "
+                             "below 2**26 values; a package's graph bounds its memory itself)")
     parser.add_argument("--dtype", choices=IMAGEJ_DTYPES + ("same",), default="float32",
                         help="pixel type of the results; integer types are rounded and clipped, 'same' is "
                              "the input's type")
@@ -350,41 +356,43 @@ def _check_range(noise_model, image, allow):
                                      "(pn2v noise-model --value-range), or pass --allow-out-of-range") from None
 
 
-def _read_images(inputs, axes, patch_shape=None, noise_model=None, allow_out_of_range=False):
-    """Read TIFFs of one image size as one float32 stack (N, Y, X); returns (stack, images)."""
+def _read_images(inputs, axes, patch_shape=None, noise_model=None, allow_out_of_range=False, n_dim=2):
+    """Read TIFFs of one image size as one float32 stack (N, *spatial); returns (stack, images).
+
+    ``n_dim`` as in :func:`pn2v_tf.io.read_image` (``None``: 3-D when the first file has a Z axis).
+    """
     import numpy as np
 
-    images = [read_image(path, axes) for path in find_tiffs(inputs)]
-    first = images[0]
+    files = find_tiffs(inputs)
+    first = read_image(files[0], axes, n_dim)
+    n_dim = first.stack.ndim - 1
+    images = [first] + [read_image(path, axes, n_dim) for path in files[1:]]
     for image in images:
         if image.stack.shape[1:] != first.stack.shape[1:]:
             raise InputError(image.path, f"images of {_size(image.stack)} pixels, unlike the {_size(first.stack)} "
                                          f"of {first.path}; training needs images of one size")
         if patch_shape is not None and any(s < p for s, p in zip(image.stack.shape[1:], patch_shape)):
             raise InputError(image.path, f"images of {_size(image.stack)} pixels are smaller than the training "
-                                         f"patch {patch_shape[0]}x{patch_shape[1]} (--patch-size)")
+                                         f"patch {'x'.join(str(p) for p in patch_shape)} (--patch-size)")
         if noise_model is not None:
             _check_range(noise_model, image, allow_out_of_range)
     return np.concatenate([image.stack for image in images]), images
 
 
 def _size(stack):
-    return "x".join(str(s) for s in stack.shape[-2:])
+    return "x".join(str(s) for s in stack.shape[1:])
 
 
 def _split_validation(X, images, fraction, patch_shape):
     """Hold out the last images (or the last rows of a single image) for validation."""
+    from .data import split_validation
+
     if not 0 < fraction < 1:
         raise UsageError(f"--validation-fraction must be between 0 and 1, got {fraction}")
-    if len(X) > 1:
-        n_val = min(len(X) - 1, max(1, round(fraction * len(X))))
-        return X[:-n_val], X[-n_val:]
-    rows = max(patch_shape[0], round(fraction * X.shape[1]))
-    if X.shape[1] - rows < patch_shape[0]:
-        raise InputError(images[0].path, f"one image of {_size(X)} pixels cannot be split into training and "
-                                         f"validation parts of at least {patch_shape[0]} rows (--patch-size); "
-                                         "give more images or --validation")
-    return X[:, :-rows], X[:, -rows:]
+    try:
+        return split_validation(X, fraction, min_rows=patch_shape[-2])
+    except ValueError as error:
+        raise InputError(images[0].path, f"{error} (--patch-size; or give --validation)") from None
 
 
 def _settings(args, keys, defaults):
@@ -393,21 +401,43 @@ def _settings(args, keys, defaults):
             for key in keys}
 
 
-def _config(X, mode, settings):
-    """A valid PN2VConfig from the training settings; invalid values are named as options."""
+def _config(X, mode, settings, n_dim=2):
+    """A valid PN2VConfig of ``n_dim`` dimensions from the training settings; invalid values are named
+    as options."""
+    from .arrays import spatial_axes
     from .config import PN2VConfig
 
-    kwargs = {attribute: settings[option] for attribute, option in CONFIG_OPTIONS.items() if option in settings}
-    kwargs["n2v_patch_shape"] = (settings["patch_size"],) * 2
-    config = PN2VConfig(X, mode=mode, **kwargs)
+    kwargs = {attribute: settings[option] for attribute, option in CONFIG_OPTIONS.items()
+              if settings.get(option) is not None}
+    for attribute, option in (("n2v_patch_shape", "patch_size"), ("unet_pool", "unet_pool")):
+        if settings.get(option) is not None:
+            kwargs[attribute] = _per_axis(settings[option], n_dim, option)
+    config = PN2VConfig(X, mode=mode, axes=spatial_axes(n_dim), **kwargs)
     invalid = config.is_valid(return_invalid=True)[1]
     if invalid:
-        options = [f"--{CONFIG_OPTIONS[name].replace('_', '-')} {settings[CONFIG_OPTIONS[name]]}"
-                   for name in invalid if name in CONFIG_OPTIONS]
+        options = [f"--{CONFIG_OPTIONS[name].replace('_', '-')} {_option_text(settings[CONFIG_OPTIONS[name]])}"
+                   for name in invalid if name in CONFIG_OPTIONS and settings.get(CONFIG_OPTIONS[name]) is not None]
+        options += [f"--{CONFIG_OPTIONS[name].replace('_', '-')} (default {_option_text(getattr(config, name))})"
+                    for name in invalid if name in CONFIG_OPTIONS and settings.get(CONFIG_OPTIONS[name]) is None]
         raise UsageError(f"invalid option values: {', '.join(options or invalid)}"
-                         + (" (the patch size must be a multiple of 2**(unet-depth - 1))"
-                            if "n2v_patch_shape" in invalid else ""))
+                         + (f" (each patch side must be a multiple of the network's block {config.block_shape} "
+                            "= unet-pool**(unet-depth - 1))" if "n2v_patch_shape" in invalid else ""))
     return config
+
+
+def _per_axis(values, n_dim, option):
+    """An option of one value for all axes, or one per axis, as a tuple of ``n_dim`` values."""
+    values = [values] if isinstance(values, int) else list(values)
+    if len(values) == 1:
+        return tuple(values) * n_dim
+    if len(values) != n_dim:
+        raise UsageError(f"--{option.replace('_', '-')} takes 1 or {n_dim} values for {n_dim}-D images "
+                         f"({'ZYX'[-n_dim:]}), got {len(values)}")
+    return tuple(values)
+
+
+def _option_text(value):
+    return " ".join(str(v) for v in value) if isinstance(value, (tuple, list)) else str(value)
 
 
 def _fit(model, X, X_val, settings, quiet, initial_epoch=0, checkpoint=None, description="training"):
@@ -420,14 +450,20 @@ def _fit(model, X, X_val, settings, quiet, initial_epoch=0, checkpoint=None, des
                        initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
 
 
-def _training_data(settings, patch_shape, noise_model):
-    """Read the inputs (and validation files) of the training settings: (X, X_val)."""
+def _training_data(settings, noise_model, n_dim):
+    """Read the inputs (and validation files) of the training settings as ``n_dim``-D images: (X, X_val)."""
     allow = settings.get("allow_out_of_range", False)
-    X, images = _read_images(settings["inputs"], settings["axes"], patch_shape, noise_model, allow)
+    patch_shape = _config(None, "n2v", settings, n_dim).n2v_patch_shape
+    X, images = _read_images(settings["inputs"], settings["axes"], patch_shape, noise_model, allow, n_dim)
     if settings.get("validation"):
-        X_val, _ = _read_images(settings["validation"], settings["axes"], patch_shape, noise_model, allow)
+        X_val, _ = _read_images(settings["validation"], settings["axes"], patch_shape, noise_model, allow, n_dim)
         return X, X_val
     return _split_validation(X, images, settings["validation_fraction"], patch_shape)
+
+
+def _data_dims(inputs, axes):
+    """The model's dimensions for training data: 3 if the first file has a Z axis, else 2."""
+    return read_image(find_tiffs(inputs)[0], axes, n_dim=None).stack.ndim - 1
 
 
 # -- pn2v noise-model ----------------------------------------------------------------------------
@@ -468,10 +504,14 @@ def _gmm_options(args):
 
 
 def _calibration_pairs(inputs, axes):
-    """Calibration stacks -> (signal, observation) as 1-D arrays; a signal is its stack's mean."""
+    """Calibration stacks -> (signal, observation) as 1-D arrays; a signal is its stack's mean over frames.
+
+    The frames are the stack's S, T or Z axis; a file with Z and a T (or S) axis holds frames (T) of
+    a static volume (Z).
+    """
     import numpy as np
 
-    images = [read_image(path, axes) for path in find_tiffs(inputs)]
+    images = [_read_calibration(path, axes) for path in find_tiffs(inputs)]
     if len(images) > 1 and all(len(image.stack) == 1 for image in images):
         stacks = [_read_images([image.path for image in images], axes)[0]]  # single frames: one stack
     else:
@@ -482,6 +522,12 @@ def _calibration_pairs(inputs, axes):
         stacks = [image.stack for image in images]
     signal = np.concatenate([np.broadcast_to(stack.mean(axis=0), stack.shape).ravel() for stack in stacks])
     return signal, np.concatenate([stack.ravel() for stack in stacks])
+
+
+def _read_calibration(path, axes):
+    image = read_image(path, axes)
+    frames = [a for a in image.axes if a in "STZ"]
+    return read_image(path, axes, n_dim=3) if "Z" in frames and len(frames) > 1 else image
 
 
 def _file_pairs(signal_inputs, observation_inputs, axes):
@@ -507,19 +553,21 @@ def _bootstrap(args):
     """Train N2V on the noisy images (in memory) and fit the noise model to its predictions."""
     import keras
 
+    from .arrays import spatial_axes
     from .bootstrap import bootstrap_noise_model
     from .model import PN2V
 
     settings = _settings(args, TRAINING_DEFAULTS, TRAINING_DEFAULTS)
-    patch_shape = _config(None, "n2v", settings).n2v_patch_shape
-    images, files = _read_images(args.bootstrap, args.axes, patch_shape)
+    n_dim = _data_dims(args.bootstrap, args.axes)
+    patch_shape = _config(None, "n2v", settings, n_dim).n2v_patch_shape
+    images, files = _read_images(args.bootstrap, args.axes, patch_shape, n_dim=n_dim)
     X, X_val = _split_validation(images, files, args.validation_fraction or 0.1, patch_shape)
     keras.utils.set_random_seed(settings["seed"])
-    n2v = PN2V(_config(X, "n2v", settings), "bootstrap_n2v", basedir=None)
+    n2v = PN2V(_config(X, "n2v", settings, n_dim), "bootstrap_n2v", basedir=None)
     _fit(n2v, X, X_val, settings, args.quiet, description="N2V for the bootstrap")
     fit_options = _gmm_options(args) if args.kind == "gmm" else dict(bins=args.bins, value_range=args.value_range)
     noise_model = bootstrap_noise_model(images, kind=args.kind, n2v_model=n2v, **fit_options)
-    return noise_model, n2v.predict(images, axes="SYX"), images
+    return noise_model, n2v.predict(images, axes="S" + spatial_axes(n_dim)), images
 
 
 # -- pn2v train ----------------------------------------------------------------------------------
@@ -537,12 +585,13 @@ def _train(args):
     if (folder / "config.json").exists() and not args.overwrite:
         raise FileExistsError(f"{folder}: a model exists there; pass --overwrite to replace it, or --resume to "
                               "continue its training")
-    patch_shape = _config(None, settings["mode"], settings).n2v_patch_shape
+    n_dim = _data_dims(settings["inputs"], settings["axes"])
+    _config(None, settings["mode"], settings, n_dim)  # options checked before the data are read
     noise_model = None
     if settings["mode"] == "pn2v":
         from .noise_models import load_noise_model
         noise_model = load_noise_model(settings["noise_model"])
-    X, X_val = _training_data(settings, patch_shape, noise_model)
+    X, X_val = _training_data(settings, noise_model, n_dim)
 
     import keras
 
@@ -550,9 +599,9 @@ def _train(args):
     from .resume import EpochCheckpoint, remove_training_files
 
     keras.utils.set_random_seed(settings["seed"])
-    model = PN2V(_config(X, settings["mode"], settings), folder.name, basedir=str(folder.parent),
+    model = PN2V(_config(X, settings["mode"], settings, n_dim), folder.name, basedir=str(folder.parent),
                  noise_model=noise_model, overwrite=args.overwrite)
-    remove_training_files(model.logdir)
+    remove_training_files(model.logdir)  # a state without a config.json, left by an interrupted start
     _absolute_paths(settings)
     _train_model(model, X, X_val, settings, args, EpochCheckpoint(model, settings), 0)
 
@@ -573,7 +622,7 @@ def _resume(args, folder):
         raise InputError(folder, f"the training has done all {settings['epochs']} epochs; pass a larger --epochs "
                                  "to train further")
     model = _load_model(folder)
-    X, X_val = _training_data(settings, model.config.n2v_patch_shape, model.noise_model)
+    X, X_val = _training_data(settings, model.noise_model, model.config.n_dim)
     model.prepare_for_training()
     restore(model, state)
     _absolute_paths(settings)
@@ -625,6 +674,9 @@ def _predict(args):
         raise UsageError("--n-posterior and --n-tiles must be at least 1")
     model = _load_package(folder) if package else _load_model(folder)
     try:
+        if args.n_tiles and len(args.n_tiles) != _dims(model):
+            raise UsageError(f"--n-tiles takes {_dims(model)} values for this {_dims(model)}-D model, got "
+                             f"{len(args.n_tiles)}")
         if args.estimator == "posterior" and model.config.mode != "pn2v":
             raise UsageError(f"--estimator posterior needs a pn2v model; {folder} has mode {model.config.mode!r}")
         _check_inputs(model, inputs, args, package)
@@ -640,11 +692,11 @@ def _check_inputs(model, inputs, args, package):
     """Every input is checked before anything is written."""
     uses_noise_model = args.estimator != "prior_mean" and model.noise_model is not None
     for path in inputs:
-        image = read_image(path, args.axes)
+        image = read_image(path, args.axes, _dims(model))
         _output_dtype(image, args.dtype)
-        if package and min(image.stack.shape[1:]) < model.block:
+        if package and any(side < low for side, low in zip(image.stack.shape[1:], model.block)):
             raise InputError(path, f"images of {_size(image.stack)} pixels; the package takes at least "
-                                   f"{model.block} x {model.block}")
+                                   f"{' x '.join(str(b) for b in model.block)}")
         if uses_noise_model:
             _check_range(model.noise_model, image, args.allow_out_of_range)
 
@@ -654,7 +706,7 @@ def _predict_files(model, inputs, outputs, args):
 
     files = bar(args.quiet, total=len(inputs), desc="files", unit="file")
     for path, output in zip(inputs, outputs):
-        image = read_image(path, args.axes)
+        image = read_image(path, args.axes, _dims(model))
         tiles = TileProgress(path.name, args.quiet)
         try:
             result, axes = _denoise(model, image, args, tiles)
@@ -663,6 +715,11 @@ def _predict_files(model, inputs, outputs, args):
         _write_result(output, result, axes, _output_dtype(image, args.dtype), args.overwrite)
         files.update(1)
     files.close()
+
+
+def _dims(model):
+    """2 or 3: the spatial dimensions of a model folder's or a package's network."""
+    return model.n_dim if hasattr(model, "n_dim") else model.config.n_dim
 
 
 def _output_paths(inputs, outdir, overwrite):
@@ -716,21 +773,18 @@ def _export(args):
     folder = _model_folder(args.model)
     output = Path(args.output)
     kind = args.format if args.format != "auto" else ("bioimageio" if output.suffix == ".zip" else "savedmodel")
-    test_input = None
     if kind == "bioimageio":
         output = output if output.suffix == ".zip" else output.with_name(output.name + ".zip")
-        if args.test_input is not None:
-            test_input = read_image(args.test_input, args.axes).stack[0]
-        elif not (folder / EXAMPLE_INPUT_FILE).is_file():
+        if args.test_input is None and not (folder / EXAMPLE_INPUT_FILE).is_file():
             raise UsageError(f"a bioimage.io package needs --test-input TIFF (a raw noisy image for its test); "
                              f"{folder} keeps no {EXAMPLE_INPUT_FILE} (trained before pn2v_tf kept one)")
-        else:
-            test_input = read_image(folder / EXAMPLE_INPUT_FILE).stack[0]
     _refuse_existing(output, args.overwrite)
     model = _load_model(folder)
     if kind == "savedmodel":
         model.export_SavedModel(output, overwrite=args.overwrite)
     else:
+        test_input = (read_image(args.test_input, args.axes, model.config.n_dim) if args.test_input is not None
+                      else read_image(folder / EXAMPLE_INPUT_FILE, n_dim=model.config.n_dim)).stack[0]
         model.export_bioimageio(output, test_input, overwrite=args.overwrite, name=args.name,
                                 description=args.description, license=args.license,
                                 authors=[{"name": name} for name in args.author] or None)

@@ -5,6 +5,7 @@ from csbdeep.models import BaseConfig
 
 from ._checks import is_int as _is_int
 from ._checks import is_number as _is_number
+from .arrays import SPATIAL_AXES, as_image_stack, spatial_dims
 
 MODES = ("pn2v", "n2v", "care")
 
@@ -17,9 +18,10 @@ class PN2VConfig(BaseConfig):
     Parameters
     ----------
     X : numpy.ndarray or None
-        Training images, axes ``SYX`` or ``SYXC`` with one channel. Their mean and standard deviation
-        become the model's normalisation (``means``, ``stds``). ``None`` when a configuration is
-        loaded from ``config.json`` (then ``means`` and ``stds`` must be given as keywords).
+        Training images, axes ``SYX`` for a 2-D model or ``SZYX`` for a 3-D one (``axes``), each
+        optionally with a last channel axis of size 1. Their mean and standard deviation become the
+        model's normalisation (``means``, ``stds``). ``None`` when a configuration is loaded from
+        ``config.json`` (then ``means`` and ``stds`` must be given as keywords).
     mode : str
         Training objective: ``'pn2v'`` (the paper's Eq. 7, needs a noise model), ``'n2v'`` (masked
         MSE with one output, the paper's "U-Net (N2V)") or ``'care'`` (supervised MSE against clean
@@ -29,6 +31,10 @@ class PN2VConfig(BaseConfig):
 
     Attributes
     ----------
+    axes : str
+        Axes of one image, as in CSBDeep: ``'YX'`` (default) makes a 2-D model, ``'ZYX'`` a 3-D one
+        (a U-Net of 3-D convolutions on z-stacks). ``n_dim`` (2 or 3) follows from it; ``'C'`` is
+        appended (one channel).
     n_samples : int
         Number K of prior samples the network predicts per pixel in mode ``'pn2v'``. Default: 800.
         Modes ``'n2v'`` and ``'care'`` predict one value.
@@ -42,14 +48,20 @@ class PN2VConfig(BaseConfig):
     unet_n_first : int
         Feature channels of the first level, doubled at each level below. Default: 64.
     unet_kern_size : int
-        Convolution kernel size (odd). Default: 3.
+        Convolution kernel size (odd), the same along every axis. Default: 3.
+    unet_pool : tuple of int
+        Pooling factor per axis (Y, X) or (Z, Y, X), each >= 1; e.g. ``(1, 2, 2)`` keeps the full
+        z resolution at every level, for thin stacks or a z step several times the pixel size.
+        Default: 2 along every axis.
     n2v_patch_shape : tuple of int
-        Training patch shape (Y, X); each side a multiple of ``2**(unet_n_depth-1)``. Default: (64, 64).
+        Training patch shape (Y, X) or (Z, Y, X); each side a multiple of
+        ``unet_pool**(unet_n_depth-1)`` along its axis (the network's block) and larger than
+        ``n2v_neighborhood_radius``. Default: (64, 64) in 2-D, (16, 64, 64) in 3-D.
     n2v_perc_pix : float
-        Percentage of pixels masked per patch, placed on a stratified grid. Default: 3.0.
+        Percentage of pixels (voxels) masked per patch, placed on a stratified grid. Default: 3.0.
     n2v_neighborhood_radius : int
-        Masked pixels take the value of a random other pixel within this Chebyshev radius
-        (2 = 5x5 neighbourhood). Default: 2.
+        Masked pixels take the value of a random other pixel within this Chebyshev radius along
+        every axis (2 = 5x5 neighbourhood, 5x5x5 in 3-D). Default: 2.
     means, stds : list of float
         Normalisation of the network input (mean and standard deviation of ``X``).
     train_epochs : int
@@ -74,21 +86,19 @@ class PN2VConfig(BaseConfig):
     Example
     -------
     >>> config = PN2VConfig(X, mode='pn2v', n_samples=800, n2v_patch_shape=(64, 64))
+    >>> config_3d = PN2VConfig(X_zyx, axes='ZYX', n2v_patch_shape=(16, 64, 64), unet_pool=(1, 2, 2))
     """
 
     def __init__(self, X=None, mode="pn2v", **kwargs):
+        axes = kwargs.pop("axes", "YX")
+        n_dim = spatial_dims(axes)
         if X is not None:
-            X = np.asarray(X)
-            if X.ndim == 4 and X.shape[-1] == 1:
-                X = X[..., 0]
-            if X.ndim != 3:
-                raise ValueError(f"X must have axes SYX or SYXC with one channel, got shape {X.shape}")
+            X = as_image_stack(X, n_dim if n_dim in SPATIAL_AXES else 2, "X")
             means, stds = [float(np.mean(X))], [float(np.std(X))]
         else:
             means, stds = [0.0], [1.0]
-        kwargs.setdefault("axes", "YX")
         base = {"n_channel_in": 1, "n_channel_out": 1, **_pop_base_keys(kwargs)}
-        super().__init__(axes=kwargs.pop("axes"), allow_new_parameters=False, **base)
+        super().__init__(axes=axes, allow_new_parameters=False, **base)
 
         self.mode = mode
         self.n_samples = 800
@@ -96,7 +106,8 @@ class PN2VConfig(BaseConfig):
         self.unet_n_depth = 3
         self.unet_n_first = 64
         self.unet_kern_size = 3
-        self.n2v_patch_shape = (64, 64)
+        self.unet_pool = (2,) * n_dim
+        self.n2v_patch_shape = (64, 64) if n_dim == 2 else (16,) + (64,) * (n_dim - 1)
         self.n2v_perc_pix = 3.0
         self.n2v_neighborhood_radius = 2
         self.means = means
@@ -110,8 +121,9 @@ class PN2VConfig(BaseConfig):
         self.train_n_val_patches = 64
         self.seed = None
         self.update_parameters(False, **kwargs)
-        if isinstance(self.n2v_patch_shape, list):
-            self.n2v_patch_shape = tuple(self.n2v_patch_shape)
+        for name in ("n2v_patch_shape", "unet_pool"):
+            if isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
 
     @property
     def n_outputs(self):
@@ -122,13 +134,14 @@ class PN2VConfig(BaseConfig):
         """Check every attribute; with ``return_invalid`` also return the names of invalid ones."""
         checks = {
             "mode": self.mode in MODES,
-            "n_dim": self.n_dim == 2,
-            "axes": self.axes == "YXC",
+            "n_dim": self.n_dim in SPATIAL_AXES,
+            "axes": self.axes in ("YXC", "ZYXC"),
             "n_samples": _is_int(self.n_samples, 1),
             "samples_init_spread": _is_number(self.samples_init_spread, 0, low_inclusive=False),
             "unet_n_depth": _is_int(self.unet_n_depth, 1),
             "unet_n_first": _is_int(self.unet_n_first, 1),
             "unet_kern_size": _is_int(self.unet_kern_size, 1) and self.unet_kern_size % 2 == 1,
+            "unet_pool": self._per_axis(self.unet_pool),
             "n2v_patch_shape": self._patch_shape_ok(),
             "n2v_perc_pix": _is_number(self.n2v_perc_pix, 0, low_inclusive=False) and self.n2v_perc_pix <= 100,
             "n2v_neighborhood_radius": _is_int(self.n2v_neighborhood_radius, 1),
@@ -146,14 +159,22 @@ class PN2VConfig(BaseConfig):
         invalid = tuple(name for name, ok in checks.items() if not ok)
         return (len(invalid) == 0, invalid) if return_invalid else len(invalid) == 0
 
+    @property
+    def block_shape(self):
+        """Image sides must be multiples of this along each axis (one pixel at the coarsest level)."""
+        return tuple(int(p) ** (self.unet_n_depth - 1) for p in self.unet_pool)
+
+    def _per_axis(self, values):
+        return isinstance(values, (tuple, list)) and len(values) == self.n_dim and all(_is_int(v, 1) for v in values)
+
     def _patch_shape_ok(self):
         shape = self.n2v_patch_shape
-        if not (isinstance(shape, (tuple, list)) and len(shape) == 2 and all(_is_int(s, 1) for s in shape)):
+        if not self._per_axis(shape):
             return False
-        if not _is_int(self.unet_n_depth, 1) or not _is_int(self.n2v_neighborhood_radius, 1):
+        if not (_is_int(self.unet_n_depth, 1) and _is_int(self.n2v_neighborhood_radius, 1)
+                and self._per_axis(self.unet_pool)):
             return True  # reported under those names
-        divisor = 2 ** (self.unet_n_depth - 1)
-        return all(s % divisor == 0 and s > self.n2v_neighborhood_radius for s in shape)
+        return all(s % b == 0 and s > self.n2v_neighborhood_radius for s, b in zip(shape, self.block_shape))
 
 
 def _numbers_list(values):

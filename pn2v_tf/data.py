@@ -1,5 +1,8 @@
 """Training data: random patches, dihedral augmentation and Keras ``PyDataset`` batches.
 
+Patches are 2-D (Y, X) or 3-D (Z, Y, X), as the length of ``patch_shape`` says; volumes are
+augmented by flips along each axis and 90-degree rotations in YX only (Z is never rotated into Y).
+
 :class:`MaskedPatches` produces Noise2Void-masked patches for the objectives ``'n2v'`` and
 ``'pn2v'``; :class:`SupervisedPatches` produces pairs of input and target patches for ``'care'``.
 
@@ -13,85 +16,70 @@ the order in which Keras (or its worker threads and processes) asks for them.
 import keras
 import numpy as np
 
-from .masking import _check_patch_shape, _check_perc_pix, _check_radius, _is_int, mask_patches, n_masked
+from .arrays import as_image_stack, check_fits, check_patch_shape, image_shapes
+from .masking import _check_perc_pix, _check_radius, _is_int, mask_patches, n_masked
 
-__all__ = ["random_patches", "random_dihedral", "MaskedPatches", "SupervisedPatches"]
-
-
-# -- images --------------------------------------------------------------------------------------
-
-def _squeeze_channel(image: np.ndarray, ndim: int, name: str) -> np.ndarray:
-    """Drop a trailing channel axis of size 1 from an array meant to have ``ndim`` dimensions."""
-    if image.ndim == ndim + 1 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if image.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} axes (optionally plus a channel axis of size 1), "
-                         f"got shape {image.shape}")
-    return image
+__all__ = ["random_patches", "random_dihedral", "split_validation", "MaskedPatches", "SupervisedPatches"]
 
 
-def _as_images(images, name: str = "images"):
-    """Images as a float32 ``(S, Y, X)`` array or a list of float32 ``(Y, X)`` arrays.
+def _as_images(images, name, n_dim):
+    """Images as a float32 (S, *spatial) array or a list of float32 images (see :mod:`pn2v_tf.arrays`)."""
+    return as_image_stack(images, n_dim, name, allow_list=True)
 
-    Accepts an ``(S, Y, X)`` or ``(S, Y, X, 1)`` array, or a list/tuple of ``(Y, X)`` or
-    ``(Y, X, 1)`` arrays (which may differ in size). Does not copy float32 input.
+
+def split_validation(images, fraction=0.1, min_rows=1):
+    """Hold out images for validation: the last ones, or the last rows (along Y) of a single image.
+
+    Parameters
+    ----------
+    images : numpy.ndarray
+        (S, *spatial) stack of 2-D or 3-D images.
+    fraction : float
+        Share held out, in (0, 1): ``round(fraction * S)`` images (at least 1, at most S - 1), or
+        for S = 1 that share of the image's rows.
+    min_rows : int
+        Each part of a single image keeps at least this many rows (the training patch's height).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Training and validation stacks (views, no pixel in both).
+
+    Raises
+    ------
+    ValueError
+        If ``fraction`` is not in (0, 1), or a single image is too small for two parts of
+        ``min_rows`` rows.
     """
-    if isinstance(images, (list, tuple)):
-        if len(images) == 0:
-            raise ValueError(f"{name} is empty")
-        return [_squeeze_channel(np.asarray(image, dtype=np.float32), 2, f"each image of {name}")
-                for image in images]
-    images = _squeeze_channel(np.asarray(images, dtype=np.float32), 3, name)
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    return images
-
-
-def _image_shapes(images) -> np.ndarray:
-    """(S, 2) int array of the image sizes ``(Y, X)``."""
-    if isinstance(images, np.ndarray):
-        return np.tile(np.asarray(images.shape[1:]), (len(images), 1))
-    return np.array([image.shape for image in images])
-
-
-def _check_fits(images, patch_shape, name: str = "images") -> tuple[int, int]:
-    """Check that a patch of ``patch_shape`` fits into every image; return it as a tuple of ints."""
-    shape = _check_patch_shape(patch_shape)
-    sizes = _image_shapes(images)
-    too_small = np.any(sizes < shape, axis=1)
-    if np.any(too_small):
-        index = int(np.argmax(too_small))
-        raise ValueError(f"patch shape {shape} does not fit into image {index} of {name} with shape "
-                         f"{tuple(int(s) for s in sizes[index])}")
-    return shape
-
-
-def _check_finite(images, name: str = "images") -> None:
-    """Raise ValueError if any image contains NaN or infinite values."""
-    stack = [images] if isinstance(images, np.ndarray) else images
-    n_bad = sum(int(np.count_nonzero(~np.isfinite(image))) for image in stack)
-    if n_bad:
-        raise ValueError(f"{name} contain {n_bad} NaN or infinite values; remove or replace them "
-                         "before training")
+    if not (isinstance(fraction, (int, float)) and 0 < fraction < 1):
+        raise ValueError(f"the validation fraction must be between 0 and 1, got {fraction!r}")
+    if len(images) > 1:
+        n_val = min(len(images) - 1, max(1, round(fraction * len(images))))
+        return images[:-n_val], images[-n_val:]
+    height = images.shape[-2]
+    rows = max(min_rows, round(fraction * height))
+    if height - rows < min_rows:
+        size = " x ".join(str(s) for s in images.shape[1:])
+        raise ValueError(f"one image of {size} pixels cannot be split into training and validation parts of at "
+                         f"least {min_rows} rows (the patch height); give more images or validation data")
+    return images[..., :-rows, :], images[..., -rows:, :]
 
 
 # -- patches -------------------------------------------------------------------------------------
 
 def _crop_positions(rng, images, patch_shape, n):
-    """Draw ``n`` crops: image indices (uniform) and top-left corners (uniform over valid positions)."""
-    sizes = _image_shapes(images)
+    """Draw ``n`` crops: image indices (uniform) and corners (uniform over valid positions), (n, n_dim)."""
+    sizes = image_shapes(images)
     index = rng.integers(0, len(sizes), size=n)
-    y0 = rng.integers(0, sizes[index, 0] - patch_shape[0] + 1)
-    x0 = rng.integers(0, sizes[index, 1] - patch_shape[1] + 1)
-    return index, y0, x0
+    corners = [rng.integers(0, sizes[index, axis] - side + 1) for axis, side in enumerate(patch_shape)]
+    return index, np.stack(corners, axis=-1).reshape(n, len(patch_shape))
 
 
-def _crop(images, patch_shape, index, y0, x0) -> np.ndarray:
-    """Cut the crops given by ``_crop_positions`` out of ``images``: ``(n, py, px)`` float32."""
-    size_y, size_x = patch_shape
-    out = np.empty((len(index), size_y, size_x), dtype=np.float32)
-    for k, (i, y, x) in enumerate(zip(index, y0, x0)):
-        out[k] = images[i][y:y + size_y, x:x + size_x]
+def _crop(images, patch_shape, index, corners) -> np.ndarray:
+    """Cut the crops given by ``_crop_positions`` out of ``images``: ``(n, *patch_shape)`` float32."""
+    out = np.empty((len(index),) + tuple(patch_shape), dtype=np.float32)
+    for k, (i, corner) in enumerate(zip(index, corners)):
+        out[k] = images[i][tuple(slice(c, c + side) for c, side in zip(corner, patch_shape))]
     return out
 
 
@@ -103,16 +91,17 @@ def random_patches(rng, images, patch_shape, n) -> np.ndarray:
     rng : numpy.random.Generator
         Source of randomness.
     images : numpy.ndarray or list of numpy.ndarray
-        ``(S, Y, X)`` (or ``(S, Y, X, 1)``) array, or a list of 2-D images of different sizes.
+        ``(S, Y, X)`` or ``(S, Z, Y, X)`` array (optionally with a channel axis of size 1), or a
+        list of images of different sizes.
     patch_shape : tuple of int
-        Patch shape ``(py, px)``.
+        Patch shape ``(py, px)`` or ``(pz, py, px)``; its length says whether images are 2-D or 3-D.
     n : int
         Number of patches.
 
     Returns
     -------
     numpy.ndarray
-        ``(n, py, px)`` float32 patches. For each patch the image is chosen uniformly and the
+        ``(n, *patch_shape)`` float32 patches. For each patch the image is chosen uniformly and the
         position uniformly over all positions where the patch fits.
 
     Raises
@@ -122,8 +111,9 @@ def random_patches(rng, images, patch_shape, n) -> np.ndarray:
     """
     if not _is_int(n) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
-    images = _as_images(images)
-    patch_shape = _check_fits(images, patch_shape)
+    patch_shape = check_patch_shape(patch_shape)
+    images = _as_images(images, "images", len(patch_shape))
+    patch_shape = check_fits(images, patch_shape)
     return _crop(images, patch_shape, *_crop_positions(rng, images, patch_shape, n))
 
 
@@ -135,27 +125,34 @@ _DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
 _SHAPE_KEEPING = tuple(i for i, (k, _) in enumerate(_DIHEDRAL) if k % 2 == 0)
 
 
-def _dihedral(stack: np.ndarray, transform: int) -> np.ndarray:
-    """Apply transform ``transform`` (index into ``_DIHEDRAL``) to axes 1 and 2 of ``stack``."""
-    k, flip = _DIHEDRAL[transform]
-    out = np.rot90(stack, k, axes=(1, 2))
-    return out[:, :, ::-1] if flip else out
+def _dihedral(stack: np.ndarray, transform: int, n_dim: int = 2) -> np.ndarray:
+    """Apply a transform to the spatial axes 1..n_dim of ``stack``: index into ``_DIHEDRAL`` in YX,
+    plus, in 3-D, a flip along Z for indices of 8 and above."""
+    k, flip = _DIHEDRAL[transform % len(_DIHEDRAL)]
+    y_axis, x_axis = n_dim - 1, n_dim
+    out = np.rot90(stack, k, axes=(y_axis, x_axis))
+    out = np.flip(out, axis=x_axis) if flip else out
+    return np.flip(out, axis=1) if transform >= len(_DIHEDRAL) else out
 
 
-def random_dihedral(rng, *stacks) -> tuple:
+def random_dihedral(rng, *stacks, n_dim=2) -> tuple:
     """Apply the same random flip/rotation per patch to several stacks of patches.
 
-    Patch ``b`` of every stack gets the same one of the 8 elements of the dihedral group (rotations
-    by 0/90/180/270 degrees, each optionally followed by a flip), so a patch and its target stay
-    aligned. Rotations by 90 and 270 degrees are only used if ``Y == X``; otherwise the transform is
-    drawn uniformly from the 4 that keep the shape.
+    Patch ``b`` of every stack gets the same one of the 8 elements of the dihedral group in YX
+    (rotations by 0/90/180/270 degrees, each optionally followed by a flip); 3-D patches are also
+    flipped along Z with probability 1/2 (16 transforms; Z is never rotated into Y or X). Rotations
+    by 90 and 270 degrees are only used if ``Y == X``; otherwise the transform is drawn uniformly
+    from those that keep the shape.
 
     Parameters
     ----------
     rng : numpy.random.Generator
         Source of randomness.
     *stacks : numpy.ndarray
-        One or more arrays of the same shape ``(B, Y, X)`` (trailing axes are carried along).
+        One or more arrays of the same shape ``(B, Y, X)`` or ``(B, Z, Y, X)`` (trailing axes are
+        carried along).
+    n_dim : int
+        Number of spatial axes after the batch axis: 2 (Y, X) or 3 (Z, Y, X).
 
     Returns
     -------
@@ -164,17 +161,21 @@ def random_dihedral(rng, *stacks) -> tuple:
     """
     if not stacks:
         raise ValueError("random_dihedral needs at least one stack")
+    if n_dim not in (2, 3):
+        raise ValueError(f"n_dim must be 2 or 3, got {n_dim!r}")
     stacks = [np.asarray(stack) for stack in stacks]
     shape = stacks[0].shape
-    if len(shape) < 3 or any(stack.shape != shape for stack in stacks):
-        raise ValueError(f"stacks must have the same shape (B, Y, X), got {[s.shape for s in stacks]}")
-    choices = np.arange(len(_DIHEDRAL)) if shape[1] == shape[2] else np.array(_SHAPE_KEEPING)
+    if len(shape) < n_dim + 1 or any(stack.shape != shape for stack in stacks):
+        raise ValueError(f"stacks must have the same shape (B, {', '.join('ZYX'[-n_dim:])}), "
+                         f"got {[s.shape for s in stacks]}")
+    in_plane = np.arange(len(_DIHEDRAL)) if shape[n_dim - 1] == shape[n_dim] else np.array(_SHAPE_KEEPING)
+    choices = in_plane if n_dim == 2 else np.concatenate([in_plane, in_plane + len(_DIHEDRAL)])
     transforms = rng.choice(choices, size=shape[0])
     outs = [np.empty_like(stack) for stack in stacks]
     for transform in np.unique(transforms):
         which = np.flatnonzero(transforms == transform)
         for stack, out in zip(stacks, outs):
-            out[which] = _dihedral(stack[which], transform)
+            out[which] = _dihedral(stack[which], transform, n_dim)
     return tuple(outs)
 
 
@@ -186,9 +187,10 @@ class _RandomPatches(keras.utils.PyDataset):
     def __init__(self, images, patch_shape, batch_size, steps_per_epoch, augment=True, seed=None,
                  fixed=False, **kwargs):
         super().__init__(**kwargs)
-        self.images = _as_images(images, "images")
-        _check_finite(self.images, "images")
-        self.patch_shape = _check_fits(self.images, patch_shape, "images")
+        patch_shape = check_patch_shape(patch_shape)
+        self.n_dim = len(patch_shape)
+        self.images = _as_images(images, "images", self.n_dim)
+        self.patch_shape = check_fits(self.images, patch_shape, "images")
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if not _is_int(steps_per_epoch) or steps_per_epoch < 1:
@@ -225,10 +227,12 @@ class MaskedPatches(_RandomPatches):
     Parameters
     ----------
     images : numpy.ndarray or list of numpy.ndarray
-        Noisy training images ``(S, Y, X)`` or ``(S, Y, X, 1)``, or a list of 2-D images of
-        different sizes; raw float32 intensities (no normalisation here). Must be finite.
+        Noisy training images ``(S, Y, X)`` or ``(S, Z, Y, X)`` (optionally with a channel axis of
+        size 1), or a list of images of different sizes; raw float32 intensities (no
+        normalisation here). Must be finite.
     patch_shape : tuple of int
-        Patch shape ``(Y, X)``; must fit into every image and every side must exceed ``radius``.
+        Patch shape ``(Y, X)`` or ``(Z, Y, X)`` (which makes the patches 3-D); must fit into every
+        image and every side must exceed ``radius``.
     batch_size : int
         Patches per batch ``B``.
     steps_per_epoch : int
@@ -250,9 +254,9 @@ class MaskedPatches(_RandomPatches):
 
     Notes
     -----
-    ``self[i]`` returns ``({"image": (B, Y, X, 1) float32, "coords": (B, M, 2) int32},
-    (B, M, 1) float32)``: the masked patches, the masked coordinates ``(y, x)`` and the original
-    values there, with ``M = n_masked(patch_shape, perc_pix)``.
+    ``self[i]`` returns ``({"image": (B, *patch_shape, 1) float32, "coords": (B, M, n_dim) int32},
+    (B, M, 1) float32)``: the masked patches, the masked coordinates and the original values there,
+    with ``M = n_masked(patch_shape, perc_pix)``.
     """
 
     def __init__(self, images, patch_shape, batch_size, steps_per_epoch, perc_pix=3.0, radius=2,
@@ -267,7 +271,7 @@ class MaskedPatches(_RandomPatches):
         rng = self._rng(index)
         patches = random_patches(rng, self.images, self.patch_shape, self.batch_size)
         if self.augment:
-            (patches,) = random_dihedral(rng, patches)
+            (patches,) = random_dihedral(rng, patches, n_dim=self.n_dim)
         masked, coords, values = mask_patches(rng, patches, self.perc_pix, self.radius)
         return {"image": masked[..., None], "coords": coords}, values[..., None]
 
@@ -278,11 +282,12 @@ class SupervisedPatches(_RandomPatches):
     Parameters
     ----------
     images : numpy.ndarray or list of numpy.ndarray
-        Input images ``(S, Y, X)`` or ``(S, Y, X, 1)``, or a list of 2-D images. Must be finite.
+        Input images ``(S, Y, X)`` or ``(S, Z, Y, X)`` (optionally with a channel axis of size 1),
+        or a list of images. Must be finite.
     targets : numpy.ndarray or list of numpy.ndarray
         Target images of the same shapes as ``images``. Must be finite.
     patch_shape : tuple of int
-        Patch shape ``(Y, X)``; must fit into every image.
+        Patch shape ``(Y, X)`` or ``(Z, Y, X)``; must fit into every image.
     batch_size : int
         Patches per batch ``B``.
     steps_per_epoch : int
@@ -299,7 +304,7 @@ class SupervisedPatches(_RandomPatches):
 
     Notes
     -----
-    ``self[i]`` returns ``((B, Y, X, 1) float32 inputs, (B, Y, X, 1) float32 targets)``, cut at
+    ``self[i]`` returns ``((B, *patch_shape, 1) float32 inputs, (B, *patch_shape, 1) float32 targets)``, cut at
     the same positions and transformed alike.
     """
 
@@ -307,10 +312,9 @@ class SupervisedPatches(_RandomPatches):
                  seed=None, fixed=False, **kwargs):
         super().__init__(images, patch_shape, batch_size, steps_per_epoch, augment=augment,
                          seed=seed, fixed=fixed, **kwargs)
-        self.targets = _as_images(targets, "targets")
-        if not np.array_equal(_image_shapes(self.images), _image_shapes(self.targets)):
+        self.targets = _as_images(targets, "targets", self.n_dim)
+        if not np.array_equal(image_shapes(self.images), image_shapes(self.targets)):
             raise ValueError("images and targets must have the same number and shapes of images")
-        _check_finite(self.targets, "targets")
 
     def __getitem__(self, index):
         rng = self._rng(index)
@@ -318,5 +322,5 @@ class SupervisedPatches(_RandomPatches):
         inputs = _crop(self.images, self.patch_shape, *crop)
         targets = _crop(self.targets, self.patch_shape, *crop)
         if self.augment:
-            inputs, targets = random_dihedral(rng, inputs, targets)
+            inputs, targets = random_dihedral(rng, inputs, targets, n_dim=self.n_dim)
         return inputs[..., None], targets[..., None]

@@ -13,6 +13,17 @@ momentum). Everything is blurred by a Gaussian point-spread function, and a weak
 out-of-focus haze is added. The structures are scaled so that the scene spans ``background`` to
 ``max_photons`` photons.
 
+Z-stacks
+--------
+The same code draws 3-D scenes (Z, Y, X): ellipsoidal blobs in random orientations, filaments
+that are space curves (their plane of bending twists), and a Gaussian PSF per axis. All sizes are
+physical, in units of the pixel size; the planes are ``z_step`` pixel sizes apart (default 3), so a
+structure spans ``z_step`` times fewer voxels along Z than along Y and X. The PSF is wider along Z
+(``axial_psf_sigma`` = 3 pixel sizes against 1.3 laterally, as the axial resolution of a microscope
+is 2 to 3 times worse), i.e. ``axial_psf_sigma / z_step`` voxels. :func:`make_synthetic_volumes`
+returns a data set of such stacks; its calibration data stay 2-D frames, because the noise model
+is pixel-wise.
+
 Noise model
 -----------
 A camera observation of a scene with expected photon counts :math:`p` is (:func:`camera_noise`)
@@ -32,17 +43,21 @@ Calibration data
 ----------------
 Probabilistic Noise2Void needs a noise model :math:`p(x \\mid s)`, typically a 2-D histogram of
 (signal, observation) pairs measured on a static calibration sample imaged many times, with the
-mean of the frames standing in for the signal. :func:`make_synthetic_data` therefore also returns
-many noisy frames of one calibration scene: a smooth ramp with a few superimposed structures whose
-signal covers the full range of the training and test images, a bit beyond both ends.
+mean of the frames standing in for the signal. :func:`make_synthetic_data` (and
+:func:`make_synthetic_volumes`) therefore also returns many noisy frames of one calibration
+scene: a smooth ramp with a few superimposed structures whose signal covers the full range of the
+training and test images, a bit beyond both ends.
 
 All randomness comes from :class:`numpy.random.Generator` objects; :func:`make_synthetic_data`
-derives independent child generators from one seed, so its output is bit-identical for equal
-seeds.
+and :func:`make_synthetic_volumes` derive independent child generators from one seed, so their
+output is bit-identical for equal seeds.
 """
 
+import itertools
+import math
 import numbers
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 from scipy import ndimage
@@ -56,6 +71,7 @@ __all__ = [
     "camera_noise",
     "expected_observation",
     "make_synthetic_data",
+    "make_synthetic_volumes",
     "synthetic_photons",
 ]
 
@@ -66,9 +82,15 @@ DEFAULT_OFFSET = 100.0
 DEFAULT_READ_NOISE = 6.0
 
 PSF_SIGMA = 1.3  # standard deviation of the Gaussian point-spread function, pixels
+DEFAULT_Z_STEP = 3.0  # distance between the planes of a z-stack, pixels
+AXIAL_PSF_SIGMA = 3.0  # standard deviation of the PSF along Z, pixels (about 2.3 times lateral)
+MIN_DEPTH = 4  # fewest planes of a z-stack
+VOLUME_BLOB_DENSITY = 80e-6  # blobs per cubic pixel of make_synthetic_volumes' scenes
+VOLUME_FILAMENT_DENSITY = 30e-6  # filaments per cubic pixel of make_synthetic_volumes' scenes
 BLOB_RADIUS_RANGE = (1.5, 14.0)  # pixels, drawn log-uniformly
 FILAMENT_STEP = 0.5  # distance between successive filament samples, pixels
 FILAMENT_CURVATURE_RADIUS = 40.0  # typical radius of curvature of filaments, pixels
+TEXTURE_SCALE = 3.0  # correlation length of the blobs' texture, pixels
 HAZE_STRENGTH = 0.3  # out-of-focus haze relative to the in-focus structures
 CALIBRATION_RANGE = (0.0, 1.2)  # calibration photons, in units of max_photons
 
@@ -81,15 +103,38 @@ def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
 
 
-def _check_shape(shape, name):
-    """Return ``shape`` as a tuple of two Python ints >= 16, or raise ``ValueError``."""
+def _check_shape(shape, name, ndims=(2,)):
+    """Return ``shape`` as a tuple of Python ints, or raise ``ValueError``.
+
+    ``ndims`` lists the allowed numbers of axes: (Y, X) with Y, X >= 16, or (Z, Y, X) with also
+    Z >= MIN_DEPTH.
+    """
     try:
         items = tuple(shape)
     except TypeError:
         items = ()
-    if len(items) != 2 or not all(_is_int(n) and n >= 16 for n in items):
-        raise ValueError(f"{name} must be a pair of integers >= 16, got {shape!r}")
+    ok = (len(items) in ndims and all(_is_int(n) for n in items)
+          and all(n >= 16 for n in items[-2:]) and all(n >= MIN_DEPTH for n in items[:-2]))
+    if not ok:
+        pair = "a pair of integers >= 16"
+        triple = f"three integers (Z, Y, X), Z >= {MIN_DEPTH} and Y, X >= 16"
+        wanted = {(2,): pair, (3,): triple}.get(tuple(ndims), f"{pair} (Y, X) or {triple}")
+        raise ValueError(f"{name} must be {wanted}, got {shape!r}")
     return tuple(int(n) for n in items)
+
+
+def _check_axial(shape, z_step, axial_psf_sigma):
+    """Defaults and checks of the 3-D sampling arguments; both must be None for a 2-D shape."""
+    if len(shape) == 2:
+        for value, name in ((z_step, "z_step"), (axial_psf_sigma, "axial_psf_sigma")):
+            if value is not None:
+                raise ValueError(f"{name} applies to 3-D shapes (Z, Y, X) only, got {name}={value!r} "
+                                 f"for shape {shape!r}")
+        return None, None
+    z_step = DEFAULT_Z_STEP if z_step is None else _check_real(z_step, "z_step", low=0, strict=True)
+    axial_psf_sigma = AXIAL_PSF_SIGMA if axial_psf_sigma is None else _check_real(
+        axial_psf_sigma, "axial_psf_sigma", low=0, strict=True)
+    return z_step, axial_psf_sigma
 
 
 def _check_int(value, name, low):
@@ -247,9 +292,30 @@ def camera_log_likelihood(observation, photons, camera=None):
 # scene
 
 
-def _pixel_grid(shape):
-    """Row and column coordinates of every pixel, each of shape ``shape``."""
-    return np.indices(shape, dtype=np.float64)
+@dataclass(frozen=True)
+class _Geometry:
+    """Sampling of a scene: voxel ``shape``, ``spacing`` (pixel sizes per voxel, per axis) and the
+    point-spread function's standard deviations ``psf`` in voxels, per axis."""
+
+    shape: tuple
+    spacing: tuple
+    psf: tuple
+
+    @property
+    def extent(self):
+        """Physical size of the scene per axis, in pixel sizes."""
+        return np.array(self.shape) * np.array(self.spacing)
+
+    def voxels(self, length):
+        """A physical ``length`` (pixel sizes) in voxels, per axis."""
+        return tuple(length / step for step in self.spacing)
+
+
+def _geometry(shape, z_step=None, axial_psf_sigma=None):
+    """2-D: square pixels and PSF_SIGMA. 3-D: voxels ``z_step`` deep, axial PSF ``axial_psf_sigma``."""
+    if len(shape) == 2:
+        return _Geometry(shape, (1.0, 1.0), (PSF_SIGMA, PSF_SIGMA))
+    return _Geometry(shape, (z_step, 1.0, 1.0), (axial_psf_sigma / z_step, PSF_SIGMA, PSF_SIGMA))
 
 
 def _smooth_random_field(shape, rng, sigma):
@@ -259,102 +325,191 @@ def _smooth_random_field(shape, rng, sigma):
     return (field - low) / (high - low) if high > low else np.zeros(shape)
 
 
-def _draw_blobs(shape, rng, n_blobs):
-    """Sum of sharp-edged elliptic blobs of random size, orientation and brightness in [0.25, 1]."""
+def _random_rotations(rng, n, ndim):
+    """``n`` random rotation matrices, shape (n, ndim, ndim), uniformly distributed.
+
+    2-D: an angle in [0, pi) (enough for a centrally symmetric ellipse). 3-D: a normalised
+    Gaussian quaternion, which is uniform on the rotation group.
+    """
+    if ndim == 2:
+        angles = rng.uniform(0.0, np.pi, n)
+        sin, cos = np.sin(angles), np.cos(angles)
+        return np.stack([np.stack([sin, cos], axis=-1), np.stack([-cos, sin], axis=-1)], axis=1)
+    q = rng.standard_normal((n, 4))
+    w, x, y, z = (q / np.linalg.norm(q, axis=1, keepdims=True)).T
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], axis=-1),
+        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], axis=-1),
+        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], axis=-1),
+    ], axis=1)
+
+
+def _draw_blobs(geometry, rng, n_blobs):
+    """Sum of sharp-edged elliptic (ellipsoidal) blobs of random size, orientation and brightness.
+
+    Sizes, orientations and positions are physical (pixel sizes), so in a stack of voxels
+    ``z_step`` deep a blob spans ``z_step`` times fewer voxels along Z. Brightness is in
+    [0.25, 1]. Each blob is evaluated in its bounding box only.
+    """
+    shape, spacing = geometry.shape, geometry.spacing
+    ndim = len(shape)
     image = np.zeros(shape)
     if n_blobs == 0:
         return image
-    rows, cols = _pixel_grid(shape)
     low, high = np.log(BLOB_RADIUS_RANGE[0]), np.log(BLOB_RADIUS_RANGE[1])
     radii = np.exp(rng.uniform(low, high, n_blobs))
-    aspects = rng.uniform(0.6, 1.0, n_blobs)
-    angles = rng.uniform(0.0, np.pi, n_blobs)
-    centres = rng.uniform(0.0, 1.0, (n_blobs, 2)) * np.array(shape)
+    aspects = rng.uniform(0.6, 1.0, (n_blobs, ndim - 1))  # minor over major semi-axes
+    rotations = _random_rotations(rng, n_blobs, ndim)
+    centres = rng.uniform(0.0, 1.0, (n_blobs, ndim)) * geometry.extent
     brightness = rng.uniform(0.25, 1.0, n_blobs)
-    for radius, aspect, angle, (cy, cx), value in zip(radii, aspects, angles, centres, brightness):
-        dy, dx = rows - cy, cols - cx
-        along = dy * np.sin(angle) + dx * np.cos(angle)
-        across = -dy * np.cos(angle) + dx * np.sin(angle)
-        distance = np.hypot(along / radius, across / (aspect * radius))
+    for radius, aspect, rotation, centre, value in zip(radii, aspects, rotations, centres, brightness):
+        # nothing farther than radius + 0.5 from the centre: the box reaches radius + 1
+        box, offsets = [], []
+        for axis, (size, step, c) in enumerate(zip(shape, spacing, centre)):
+            first = max(int(np.floor((c - radius - 1.0) / step)), 0)
+            stop = min(int(np.ceil((c + radius + 1.0) / step)) + 1, size)
+            box.append(slice(first, stop))
+            along_axis = np.arange(first, stop, dtype=np.float64) * step - c
+            offsets.append(along_axis.reshape([-1 if a == axis else 1 for a in range(ndim)]))
+        semi_axes = [radius] + [a * radius for a in aspect]
+        distance = None
+        for row, semi_axis in zip(rotation, semi_axes):
+            coordinate = offsets[0] * row[0]
+            for offset, weight in zip(offsets[1:], row[1:]):
+                coordinate = coordinate + offset * weight
+            coordinate = coordinate / semi_axis
+            distance = coordinate if distance is None else np.hypot(distance, coordinate)
         # a soft edge one pixel wide avoids aliasing of the smallest blobs
-        image += value * np.clip((1.0 - distance) * radius + 0.5, 0.0, 1.0)
+        image[tuple(box)] += value * np.clip((1.0 - distance) * radius + 0.5, 0.0, 1.0)
     return image
 
 
-def _filament_path(shape, rng):
-    """Sample points (rows, cols) of one smooth random curve, FILAMENT_STEP pixels apart.
+def _space_curve_tangents(curvature, torsion, rng):
+    """Unit tangents (3, n) of a 3-D curve with the given turn and twist per step (radians).
 
-    The heading performs a random walk with momentum: its rate of change is temporally smoothed
-    white noise, which gives gently bending, occasionally curling curves.
+    A Frenet-like frame (tangent, normal) turns the tangent towards the normal by
+    ``curvature[i]`` and twists the normal about the tangent by ``torsion[i]`` at every step.
     """
-    length = rng.uniform(0.2, 0.7) * float(np.mean(shape))
+    tangent = rng.standard_normal(3)
+    tangent /= np.linalg.norm(tangent)
+    normal = rng.standard_normal(3)
+    normal -= normal.dot(tangent) * tangent
+    normal /= max(np.linalg.norm(normal), 1e-12)
+    tx, ty, tz = tangent.tolist()
+    nx, ny, nz = normal.tolist()
+    out = np.empty((len(curvature), 3))
+    for i, (cos_k, sin_k, cos_t, sin_t) in enumerate(zip(
+            np.cos(curvature).tolist(), np.sin(curvature).tolist(),
+            np.cos(torsion).tolist(), np.sin(torsion).tolist())):
+        tx, ty, tz, nx, ny, nz = (cos_k * tx + sin_k * nx, cos_k * ty + sin_k * ny,
+                                  cos_k * tz + sin_k * nz, cos_k * nx - sin_k * tx,
+                                  cos_k * ny - sin_k * ty, cos_k * nz - sin_k * tz)
+        bx, by, bz = ty * nz - tz * ny, tz * nx - tx * nz, tx * ny - ty * nx
+        nx, ny, nz = cos_t * nx + sin_t * bx, cos_t * ny + sin_t * by, cos_t * nz + sin_t * bz
+        out[i] = tx, ty, tz
+    return out.T
+
+
+def _filament_path(geometry, rng):
+    """Sample points of one smooth random curve, FILAMENT_STEP pixels apart, in voxel coordinates.
+
+    Returns one array of coordinates per axis. The heading performs a random walk with momentum:
+    its rate of change is temporally smoothed white noise, which gives gently bending,
+    occasionally curling curves. In 3-D the plane of bending also twists slowly.
+    """
+    ndim = len(geometry.shape)
+    extent = geometry.extent
+    length = rng.uniform(0.2, 0.7) * float(np.mean(extent))
     n_points = max(int(length / FILAMENT_STEP), 2)
-    turn = ndimage.gaussian_filter1d(rng.standard_normal(n_points), sigma=20.0)
-    turn *= FILAMENT_STEP / FILAMENT_CURVATURE_RADIUS / max(turn.std(), 1e-12)
-    heading = rng.uniform(0.0, 2 * np.pi) + np.cumsum(turn)
-    start = rng.uniform(0.0, 1.0, 2) * np.array(shape)
-    rows = start[0] + FILAMENT_STEP * np.cumsum(np.sin(heading))
-    cols = start[1] + FILAMENT_STEP * np.cumsum(np.cos(heading))
-    return rows, cols
+
+    def smooth_turns():
+        turn = ndimage.gaussian_filter1d(rng.standard_normal(n_points), sigma=20.0)
+        return turn * (FILAMENT_STEP / FILAMENT_CURVATURE_RADIUS / max(turn.std(), 1e-12))
+
+    turn = smooth_turns()
+    if ndim == 2:
+        heading = rng.uniform(0.0, 2 * np.pi) + np.cumsum(turn)
+        tangents = [np.sin(heading), np.cos(heading)]
+    else:
+        tangents = _space_curve_tangents(turn, smooth_turns(), rng)
+    start = rng.uniform(0.0, 1.0, ndim) * extent
+    return [(s + FILAMENT_STEP * np.cumsum(t)) / step
+            for s, t, step in zip(start, tangents, geometry.spacing)]
 
 
-def _splat_bilinear(shape, rows, cols, weights):
-    """Accumulate point weights into an image, spreading each point over its 4 neighbours."""
-    r0, c0 = np.floor(rows).astype(np.int64), np.floor(cols).astype(np.int64)
-    fr, fc = rows - r0, cols - c0
+def _splat_linear(shape, coordinates, weights):
+    """Accumulate point weights into an array, spreading each point over its 2**ndim neighbours.
+
+    ``coordinates`` holds one array of (fractional) voxel coordinates per axis (n-linear
+    interpolation weights; points partly outside lose that part).
+    """
+    lower = [np.floor(c).astype(np.int64) for c in coordinates]
+    fractions = [c - f for c, f in zip(coordinates, lower)]
     indices, values = [], []
-    for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
-                      (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-        r, c = r0 + dr, c0 + dc
-        inside = (r >= 0) & (r < shape[0]) & (c >= 0) & (c < shape[1])
-        indices.append(r[inside] * shape[1] + c[inside])
-        values.append((weights * w)[inside])
+    for corner in itertools.product((0, 1), repeat=len(shape)):
+        weight = inside = flat = None
+        for size, first, fraction, up in zip(shape, lower, fractions, corner):
+            factor = fraction if up else 1 - fraction
+            index = first + up
+            valid = (index >= 0) & (index < size)
+            weight = factor if weight is None else weight * factor
+            inside = valid if inside is None else inside & valid
+            flat = index if flat is None else flat * size + index
+        indices.append(flat[inside])
+        values.append((weights * weight)[inside])
     flat = np.bincount(np.concatenate(indices), weights=np.concatenate(values),
-                       minlength=shape[0] * shape[1])
+                       minlength=math.prod(shape))
     return flat.reshape(shape)
 
 
-def _draw_filaments(shape, rng, n_filaments):
+def _draw_filaments(geometry, rng, n_filaments):
     """Thin curved lines whose peak after blurring with the PSF is their brightness in [0.2, 0.6].
 
-    A straight line of linear density ``d`` blurred with a Gaussian of standard deviation ``s``
-    peaks at ``d / (sqrt(2 pi) s)``; the density is chosen to make that peak the brightness.
+    A straight line of linear density ``d`` blurred with a Gaussian of standard deviations ``s_i``
+    across it peaks at ``d / prod(sqrt(2 pi) s_i)``; the density is chosen to make that peak the
+    brightness for lines along X (in 3-D, lines along Z are narrower and peak higher).
     """
-    paths = [_filament_path(shape, rng) for _ in range(n_filaments)]
+    paths = [_filament_path(geometry, rng) for _ in range(n_filaments)]
     brightness = rng.uniform(0.2, 0.6, n_filaments)
     if n_filaments == 0:
-        return np.zeros(shape)
-    rows = np.concatenate([r for r, _ in paths])
-    cols = np.concatenate([c for _, c in paths])
-    density = np.sqrt(2 * np.pi) * PSF_SIGMA * FILAMENT_STEP
-    weights = np.concatenate([np.full(len(r), b * density) for (r, _), b in zip(paths, brightness)])
-    return _splat_bilinear(shape, rows, cols, weights)
+        return np.zeros(geometry.shape)
+    coordinates = [np.concatenate([path[axis] for path in paths]) for axis in range(len(geometry.shape))]
+    density = np.sqrt(2 * np.pi) ** (len(geometry.shape) - 1) * np.prod(geometry.psf[:-1]) * FILAMENT_STEP
+    weights = np.concatenate([np.full(len(path[0]), b * density) for path, b in zip(paths, brightness)])
+    return _splat_linear(geometry.shape, coordinates, weights)
 
 
-def _structure_image(shape, rng, n_blobs, n_filaments):
+def _structure_image(geometry, rng, n_blobs, n_filaments):
     """In-focus structures plus out-of-focus haze, blurred by the PSF, scaled to maximum 1."""
-    texture = 0.6 + 0.4 * _smooth_random_field(shape, rng, sigma=3.0)
-    blobs = _draw_blobs(shape, rng, n_blobs) * texture
-    filaments = _draw_filaments(shape, rng, n_filaments)
-    in_focus = ndimage.gaussian_filter(blobs + filaments, PSF_SIGMA, mode="constant")
-    haze = ndimage.gaussian_filter(in_focus, min(shape) / 12.0, mode="reflect")
+    shape = geometry.shape
+    texture = 0.6 + 0.4 * _smooth_random_field(shape, rng, sigma=geometry.voxels(TEXTURE_SCALE))
+    blobs = _draw_blobs(geometry, rng, n_blobs) * texture
+    filaments = _draw_filaments(geometry, rng, n_filaments)
+    in_focus = ndimage.gaussian_filter(blobs + filaments, geometry.psf, mode="constant")
+    haze_sigma = geometry.voxels(min(geometry.extent) / 12.0)
+    haze = ndimage.gaussian_filter(in_focus, haze_sigma, mode="reflect")
     structure = in_focus + HAZE_STRENGTH * haze
     peak = structure.max()
     return structure / peak if peak > 0 else structure
 
 
 def synthetic_photons(shape, rng, background=DEFAULT_BACKGROUND, n_blobs=30, n_filaments=15,
-                      max_photons=DEFAULT_MAX_PHOTONS):
-    """Expected photon counts of a random fluorescence-like scene.
+                      max_photons=DEFAULT_MAX_PHOTONS, z_step=None, axial_psf_sigma=None):
+    """Expected photon counts of a random fluorescence-like scene, an image or a z-stack.
 
     The scene is a constant dim background plus blurred elliptic blobs of radius 1.5 to 14 pixels
     (cells, nuclei, vesicles) with a faint texture, thin curved filaments (random walks with
     momentum), a Gaussian point-spread function (sigma 1.3 pixels) and a weak out-of-focus haze.
 
+    A 3-D ``shape`` (Z, Y, X) gives a z-stack of the same kind of scene with ellipsoidal blobs and
+    space-curve filaments. Its voxels are anisotropic: planes are ``z_step`` pixel sizes apart,
+    so every structure spans ``z_step`` times fewer voxels along Z than along Y and X. The PSF is
+    wider along Z (``axial_psf_sigma`` pixel sizes, i.e. ``axial_psf_sigma / z_step`` voxels).
+
     Parameters
     ----------
     shape : tuple of int
-        Image shape (Y, X), each >= 16.
+        Image shape (Y, X), each >= 16, or stack shape (Z, Y, X) with Z >= 4 and Y, X >= 16.
     rng : numpy.random.Generator
         Source of all random choices.
     background : float
@@ -365,6 +520,12 @@ def synthetic_photons(shape, rng, background=DEFAULT_BACKGROUND, n_blobs=30, n_f
         Number of filaments, >= 0. Default: 15.
     max_photons : float
         Photons at the brightest pixel, > ``background``. Default: 60.0.
+    z_step : float or None
+        3-D only: distance between planes in units of the pixel size, > 0; 1 means isotropic
+        voxels. ``None``: 3.0 for a 3-D shape. Must be ``None`` for a 2-D shape.
+    axial_psf_sigma : float or None
+        3-D only: standard deviation of the PSF along Z in pixel sizes, > 0 (the lateral one is
+        1.3). ``None``: 3.0 for a 3-D shape. Must be ``None`` for a 2-D shape.
 
     Returns
     -------
@@ -372,13 +533,14 @@ def synthetic_photons(shape, rng, background=DEFAULT_BACKGROUND, n_blobs=30, n_f
         float64 array of ``shape`` with values in [``background``, ``max_photons``]; the maximum is
         reached unless there are no structures.
     """
-    shape = _check_shape(shape, "shape")
+    shape = _check_shape(shape, "shape", ndims=(2, 3))
     rng = _check_rng(rng)
     background = _check_real(background, "background", low=0)
     n_blobs = _check_int(n_blobs, "n_blobs", 0)
     n_filaments = _check_int(n_filaments, "n_filaments", 0)
     max_photons = _check_real(max_photons, "max_photons", low=background, strict=True)
-    structure = _structure_image(shape, rng, n_blobs, n_filaments)
+    z_step, axial_psf_sigma = _check_axial(shape, z_step, axial_psf_sigma)
+    structure = _structure_image(_geometry(shape, z_step, axial_psf_sigma), rng, n_blobs, n_filaments)
     return background + (max_photons - background) * structure
 
 
@@ -389,7 +551,7 @@ def _calibration_photons(shape, rng, low, high):
     perfect ramp) and rescaled back to [low, high]; every level in between is hit by many pixels.
     """
     ramp = np.broadcast_to(np.linspace(0.0, 1.0, shape[1]), shape)
-    structures = _structure_image(shape, rng, n_blobs=8, n_filaments=3)
+    structures = _structure_image(_geometry(shape), rng, n_blobs=8, n_filaments=3)
     scene = ramp + 0.15 * structures
     scene = (scene - scene.min()) / (scene.max() - scene.min())
     return low + (high - low) * scene
@@ -401,23 +563,27 @@ def _calibration_photons(shape, rng, low, high):
 
 @dataclass
 class SyntheticData:
-    """Noisy training and test images plus calibration frames, with their ground truth.
+    """Noisy training and test images (or z-stacks) plus calibration frames, with their ground truth.
 
     Attributes
     ----------
     train : numpy.ndarray
-        (n_train, Y, X) float32 noisy images, single observations of different scenes.
+        (n_train, Y, X) or, for z-stacks, (n_train, Z, Y, X) float32 noisy images, single
+        observations of different scenes.
     test : numpy.ndarray
-        (Y, X) float32 noisy image of a scene not in ``train``.
+        (Y, X) or (Z, Y, X) float32 noisy image of a scene not in ``train``.
     test_clean : numpy.ndarray
-        (Y, X) float32 ground truth of ``test`` in camera units (:func:`expected_observation`).
+        Ground truth of ``test`` in camera units (:func:`expected_observation`), float32.
     calibration : numpy.ndarray
-        (n_frames, cY, cX) float32 noisy frames of one static calibration scene.
+        (n_frames, cY, cX) float32 noisy frames of one static 2-D calibration scene (also for
+        z-stacks: the noise is pixel-wise, so a time series of one plane calibrates it).
     calibration_clean : numpy.ndarray
         (cY, cX) float32 true signal of the calibration scene in camera units. Real data only has
         the mean of the frames, ``calibration.mean(axis=0)``.
     camera : CameraParams
         The camera that produced all observations.
+    z_step : float or None
+        Distance between the planes of the z-stacks in pixel sizes; ``None`` for 2-D images.
     """
 
     train: np.ndarray
@@ -426,6 +592,7 @@ class SyntheticData:
     calibration: np.ndarray
     calibration_clean: np.ndarray
     camera: CameraParams = field(default_factory=CameraParams)
+    z_step: Optional[float] = None
 
 
 def _observe(photons, rng, camera):
@@ -436,12 +603,57 @@ def _signal(photons, camera):
     return expected_observation(photons, camera.gain, camera.offset)
 
 
+def _check_camera(camera):
+    if camera is None:
+        return CameraParams()
+    if not isinstance(camera, CameraParams):
+        raise ValueError(f"camera must be a CameraParams or None, got {type(camera).__name__}")
+    return camera
+
+
+def _make_data(seed, shape, n_train, calibration_shape, calibration_frames, camera, max_photons,
+               scene=None, z_step=None):
+    """The common body of :func:`make_synthetic_data` and :func:`make_synthetic_volumes`.
+
+    ``scene`` holds further keyword arguments of :func:`synthetic_photons` for every scene.
+    """
+    scene = {} if scene is None else scene
+    test_seq, train_seq, calibration_seq = np.random.SeedSequence(seed).spawn(3)
+
+    scene_rng, noise_rng = (np.random.default_rng(s) for s in test_seq.spawn(2))
+    test_photons = synthetic_photons(shape, scene_rng, max_photons=max_photons, **scene)
+    test = _observe(test_photons, noise_rng, camera)
+
+    train = np.empty((n_train,) + shape, dtype=np.float32)
+    for i, image_seq in enumerate(train_seq.spawn(n_train)):
+        scene_rng, noise_rng = (np.random.default_rng(s) for s in image_seq.spawn(2))
+        photons = synthetic_photons(shape, scene_rng, max_photons=max_photons, **scene)
+        train[i] = _observe(photons, noise_rng, camera)
+
+    scene_rng, noise_rng = (np.random.default_rng(s) for s in calibration_seq.spawn(2))
+    low, high = (f * max_photons for f in CALIBRATION_RANGE)
+    calibration_photons = _calibration_photons(calibration_shape, scene_rng, low, high)
+    frames = np.broadcast_to(calibration_photons, (calibration_frames,) + calibration_shape)
+    calibration = _observe(frames, noise_rng, camera)
+
+    return SyntheticData(
+        train=train,
+        test=test,
+        test_clean=_signal(test_photons, camera),
+        calibration=calibration,
+        calibration_clean=_signal(calibration_photons, camera),
+        camera=camera,
+        z_step=z_step,
+    )
+
+
 def make_synthetic_data(seed=0, shape=(256, 256), n_train=4, calibration_shape=(128, 128),
                         calibration_frames=100, camera=None, max_photons=DEFAULT_MAX_PHOTONS):
-    """Generate a complete synthetic PN2V data set, deterministic given ``seed``.
+    """Generate a complete synthetic PN2V data set of 2-D images, deterministic given ``seed``.
 
     Independent random streams are derived from ``seed`` for the test image, each training image
-    and the calibration data, so e.g. training image ``i`` does not depend on ``n_train``.
+    and the calibration data, so e.g. training image ``i`` does not depend on ``n_train``. For
+    z-stacks see :func:`make_synthetic_volumes`.
 
     Parameters
     ----------
@@ -466,39 +678,80 @@ def make_synthetic_data(seed=0, shape=(256, 256), n_train=4, calibration_shape=(
     -------
     SyntheticData
         Scenes span 2 to ``max_photons`` photons per pixel; the calibration scene covers 0 to
-        1.2 ``max_photons``.
+        1.2 ``max_photons``. ``z_step`` is ``None``.
     """
-    shape = _check_shape(shape, "shape")
+    try:
+        shape = _check_shape(shape, "shape")
+    except ValueError as error:
+        if np.ndim(shape) == 1 and len(shape) == 3:
+            raise ValueError(f"{error}; for z-stacks use make_synthetic_volumes") from None
+        raise
     n_train = _check_int(n_train, "n_train", 1)
     calibration_shape = _check_shape(calibration_shape, "calibration_shape")
     calibration_frames = _check_int(calibration_frames, "calibration_frames", 2)
-    if camera is None:
-        camera = CameraParams()
-    elif not isinstance(camera, CameraParams):
-        raise ValueError(f"camera must be a CameraParams or None, got {type(camera).__name__}")
+    camera = _check_camera(camera)
+    return _make_data(seed, shape, n_train, calibration_shape, calibration_frames, camera, max_photons)
 
-    test_seq, train_seq, calibration_seq = np.random.SeedSequence(seed).spawn(3)
 
-    scene_rng, noise_rng = (np.random.default_rng(s) for s in test_seq.spawn(2))
-    test_photons = synthetic_photons(shape, scene_rng, max_photons=max_photons)
-    test = _observe(test_photons, noise_rng, camera)
+def make_synthetic_volumes(seed=0, shape=(32, 128, 128), n_train=2, z_step=DEFAULT_Z_STEP,
+                           calibration_shape=(128, 128), calibration_frames=100, camera=None,
+                           max_photons=DEFAULT_MAX_PHOTONS, axial_psf_sigma=AXIAL_PSF_SIGMA,
+                           n_blobs=None, n_filaments=None):
+    """Generate a synthetic PN2V data set of anisotropic z-stacks, deterministic given ``seed``.
 
-    train = np.empty((n_train,) + shape, dtype=np.float32)
-    for i, image_seq in enumerate(train_seq.spawn(n_train)):
-        scene_rng, noise_rng = (np.random.default_rng(s) for s in image_seq.spawn(2))
-        train[i] = _observe(synthetic_photons(shape, scene_rng, max_photons=max_photons), noise_rng, camera)
+    The 3-D counterpart of :func:`make_synthetic_data`: training and test data are z-stacks
+    (:func:`synthetic_photons` with a 3-D shape) observed through the same camera; the calibration
+    data stay 2-D frames of a static scene, as the noise model is pixel-wise. The random streams
+    are derived from ``seed`` as in :func:`make_synthetic_data`.
 
-    scene_rng, noise_rng = (np.random.default_rng(s) for s in calibration_seq.spawn(2))
-    low, high = (f * max_photons for f in CALIBRATION_RANGE)
-    calibration_photons = _calibration_photons(calibration_shape, scene_rng, low, high)
-    frames = np.broadcast_to(calibration_photons, (calibration_frames,) + calibration_shape)
-    calibration = _observe(frames, noise_rng, camera)
+    Parameters
+    ----------
+    seed : int or None
+        Seed of :class:`numpy.random.SeedSequence`; ``None`` draws fresh entropy. Default: 0.
+    shape : tuple of int
+        Shape (Z, Y, X) of training and test stacks, Z >= 4 and Y, X >= 16. Default: (32, 128, 128).
+    n_train : int
+        Number of training stacks, >= 1. Default: 2.
+    z_step : float
+        Distance between planes in units of the pixel size, > 0; structures span ``z_step`` times
+        fewer voxels along Z than along Y and X. 1 gives isotropic voxels. Default: 3.0.
+    calibration_shape : tuple of int
+        Shape (cY, cX) of the calibration scene, each >= 16. Default: (128, 128).
+    calibration_frames : int
+        Number of noisy calibration frames, >= 2. Default: 100.
+    camera : CameraParams or None
+        Camera noise parameters; ``None`` uses ``CameraParams()``.
+    max_photons : float
+        Photons at the brightest voxel of a scene (the background has 2). Default: 60.0.
+    axial_psf_sigma : float
+        Standard deviation of the PSF along Z in pixel sizes, > 0 (lateral: 1.3), i.e.
+        ``axial_psf_sigma / z_step`` voxels. Default: 3.0.
+    n_blobs, n_filaments : int or None
+        Structures per stack, >= 0. ``None``: proportional to the physical volume
+        ``Z * z_step * Y * X``, 80 blobs and 30 filaments per million cubic pixels (at least 1),
+        e.g. 126 and 47 for the default shape; about 10 % of the voxels are then brighter than a
+        sixth of ``max_photons``.
 
-    return SyntheticData(
-        train=train,
-        test=test,
-        test_clean=_signal(test_photons, camera),
-        calibration=calibration,
-        calibration_clean=_signal(calibration_photons, camera),
-        camera=camera,
-    )
+    Returns
+    -------
+    SyntheticData
+        ``train`` (n_train, Z, Y, X), ``test`` and ``test_clean`` (Z, Y, X), ``calibration``
+        (calibration_frames, cY, cX) and ``calibration_clean`` (cY, cX), all float32; ``z_step``
+        as given. Scenes span 2 to ``max_photons`` photons per voxel; the calibration scene covers
+        0 to 1.2 ``max_photons``.
+    """
+    shape = _check_shape(shape, "shape", ndims=(3,))
+    n_train = _check_int(n_train, "n_train", 1)
+    z_step = _check_real(z_step, "z_step", low=0, strict=True)
+    axial_psf_sigma = _check_real(axial_psf_sigma, "axial_psf_sigma", low=0, strict=True)
+    calibration_shape = _check_shape(calibration_shape, "calibration_shape")
+    calibration_frames = _check_int(calibration_frames, "calibration_frames", 2)
+    camera = _check_camera(camera)
+    volume = math.prod(shape) * z_step
+    n_blobs = (max(1, round(VOLUME_BLOB_DENSITY * volume)) if n_blobs is None
+               else _check_int(n_blobs, "n_blobs", 0))
+    n_filaments = (max(1, round(VOLUME_FILAMENT_DENSITY * volume)) if n_filaments is None
+                   else _check_int(n_filaments, "n_filaments", 0))
+    scene = dict(z_step=z_step, axial_psf_sigma=axial_psf_sigma, n_blobs=n_blobs, n_filaments=n_filaments)
+    return _make_data(seed, shape, n_train, calibration_shape, calibration_frames, camera, max_photons,
+                      scene=scene, z_step=z_step)

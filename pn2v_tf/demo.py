@@ -78,7 +78,9 @@ class _Trainer:
 
     def __init__(self, args, train, basedir):
         self.args, self.basedir = args, basedir
-        self.X, self.X_val = _split_for_validation(train)
+        from .data import split_validation
+
+        self.X, self.X_val = split_validation(train, fraction=0.25)
         patch = min(64, min(self.X_val.shape[1:]) // 4 * 4)
         self.common = dict(unet_n_depth=3, unet_n_first=args.n_first, n2v_patch_shape=(patch, patch),
                            train_batch_size=args.batch_size, train_epochs=args.epochs,
@@ -131,14 +133,6 @@ def _prepare_outdir(outdir, overwrite):
         sys.exit(f"pn2v-demo: {outdir} exists and is not empty; pass --overwrite or choose --outdir")
     outdir.mkdir(parents=True, exist_ok=True)
     return outdir
-
-
-def _split_for_validation(train):
-    """All but the last image for training; a quarter of the last one for validation patches."""
-    if len(train) > 1:
-        return train[:-1], train[-1:]
-    height = train.shape[1] * 3 // 4
-    return train[:, :height], train[:, height:]
 
 
 def _file_stem(name):

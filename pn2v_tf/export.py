@@ -5,21 +5,24 @@ the network's block size, normalisation, U-Net, noise model, estimator, cropping
 TensorFlow to run (not Keras, not this package), from TensorFlow 2.7 on: the weights are constants
 of the graph (no variables), so that TensorFlow Java in deepImageJ loads it with the engines it
 installs (2.7 and 2.10) as well as today's TensorFlow does. Its signatures, each with input key ``input``
-(float32, shape (batch, Y, X, 1), raw intensities) and output key ``output`` (float32, same shape):
+(float32, shape (batch, Y, X, 1), or (batch, Z, Y, X, 1) for a 3-D model, raw intensities) and output
+key ``output`` (float32, same shape):
 
 ``serving_default`` and ``serve``
     The MMSE estimate (paper Eq. 10) for mode 'pn2v'; the network's prediction for 'n2v' and 'care'.
 ``prior_mean``
     Mean of the K prior samples (mode 'pn2v' only).
 ``samples``
-    The K prior samples themselves, (batch, Y, X, K) (mode 'pn2v' only; not tiled, so its memory is
+    The K prior samples themselves, (batch, ..., K) (mode 'pn2v' only; not tiled, so its memory is
     the image times K).
 
-Y and X may be any size from one network block (``2**(unet_n_depth-1)``) up: the graph reflects
-the image to a multiple of the block and crops the result, as ``predict`` does. To bound memory it
-runs the network on strips of rows that overlap by the network's receptive field, each strip's K
-samples (batch x rows x X x K) below ``max_tile_elements`` values, and the estimator on the rows a
-strip keeps; the result equals the untiled one.
+Each side may be any size from one network block (``unet_pool**(unet_n_depth-1)`` along its axis)
+up: the graph reflects the image to a multiple of the block and crops the result, as ``predict``
+does. To bound memory it cuts the image into strips along the first spatial axis, each strip into
+strips along the next axis and so on, overlapping by the network's receptive field, as long as a
+piece's K samples (batch x piece x K) exceed ``max_tile_elements`` values (a 2-D image of
+moderate width is cut into strips of rows only); the network runs on each piece and the estimator on
+the part a piece keeps. The result equals the untiled one.
 """
 
 import os
@@ -33,9 +36,10 @@ import tensorflow as tf
 import tifffile
 
 from ._checks import is_int
+from .arrays import as_image_stack, spatial_axes
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, mmse, prior_mean, tile_context
 from .model import NOISE_MODEL_FILE
-from .nets import block_size, receptive_radius
+from .nets import network_geometry
 from .version import __version__
 
 INPUT_KEY = "input"
@@ -53,115 +57,139 @@ PN2V_DOI = "10.3389/fcomp.2020.00005"
 # -- the graph -------------------------------------------------------------------------------------
 
 def block_and_context(config):
-    """(block, context) of a model's network: image sides are padded to multiples of ``block``;
-    an output pixel depends on input pixels up to ``context`` away (receptive field in whole blocks)."""
-    block = block_size(config.unet_n_depth)
-    return block, tile_context(receptive_radius(config.unet_n_depth, config.unet_kern_size), block)
+    """(block, context) of a model's network, one int per spatial axis: image sides are padded to
+    multiples of ``block``; an output pixel depends on input pixels up to ``context`` away (receptive
+    field in whole blocks)."""
+    block, radius = network_geometry(config)
+    return block, tile_context(radius, block)
 
 
 def pad_to_block(image, block):
-    """Pad a (B, Y, X, C) tensor at the bottom and right to multiples of ``block``.
+    """Pad a (B, *spatial, C) tensor at the end of each spatial axis to multiples of ``block`` (per axis).
 
     Reflect padding, or symmetric padding where the image is too small to reflect, exactly as
-    :func:`pn2v_tf.inference.predict_tiled` pads with NumPy.
+    :func:`pn2v_tf.inference.pad_to_blocks` pads with NumPy.
     """
     shape = tf.shape(image)
-    pad_y, pad_x = (-shape[1]) % block, (-shape[2]) % block
-    paddings = [[0, 0], [0, pad_y], [0, pad_x], [0, 0]]
-    reflect = tf.maximum(pad_y, pad_x) < tf.minimum(shape[1], shape[2])
+    pads = [(-shape[axis + 1]) % b for axis, b in enumerate(block)]
+    paddings = [[0, 0]] + [[0, pad] for pad in pads] + [[0, 0]]
+    reflect = tf.reduce_max(tf.stack(pads)) < tf.reduce_min(shape[1:-1])
     return tf.cond(reflect, lambda: tf.pad(image, paddings, mode="REFLECT"),
                    lambda: tf.pad(image, paddings, mode="SYMMETRIC"))
 
 
-def strip_rows(batch, width, n_channels, block, context, max_elements):
-    """Rows a strip keeps so that (rows + 2 context) x batch x width x n_channels <= max_elements.
+def strip_rows(other_elements, block, context, max_elements):
+    """Rows a strip keeps along one axis so that (rows + 2 context) x other_elements <= max_elements,
+    where ``other_elements`` counts the strip's elements per row (batch, other axes, K).
 
     At least one block; a multiple of ``block``. Tensors in, int32 tensor out.
     """
-    budget = max_elements // tf.maximum(batch * width * n_channels, 1) - 2 * context
+    budget = max_elements // tf.maximum(other_elements, 1) - 2 * context
     return tf.maximum(budget // block * block, block)
 
 
-def map_strips(function, image, rows, context):
-    """Apply ``function`` to strips of ``rows`` rows with ``context`` rows of context each side.
+def map_strips(function, image, rows, context, axis=1):
+    """Apply ``function`` to strips of ``rows`` rows along ``axis`` with ``context`` rows of context each side.
 
-    Strips are cut from ``image`` (B, Y, X, C), never padded beyond it. ``function(strip, first,
-    count)`` returns (B, count, X, C') for rows ``first`` to ``first + count`` of the strip (the rows
-    kept from it); they are stitched to (B, Y, X, C').
+    Strips are cut from ``image`` (B, *spatial, C), never padded beyond it. ``function(strip, first,
+    count)`` returns the result for rows ``first`` to ``first + count`` of the strip along ``axis``
+    (the rows kept from it); they are stitched along that axis.
     """
-    height = tf.shape(image)[1]
-    n_strips = (height + rows - 1) // rows
+    rank = image.shape.rank
+    length = tf.shape(image)[axis]
+    n_strips = (length + rows - 1) // rows
     kept = tf.TensorArray(tf.float32, size=n_strips, infer_shape=False)
+    to_front = [axis] + [i for i in range(rank) if i != axis]
+    at_axis = tf.one_hot(axis, rank, dtype=tf.int32)
 
     def body(index, kept):
         start = index * rows
         low = tf.maximum(start - context, 0)
-        high = tf.minimum(start + rows + context, height)
-        out = function(image[:, low:high], start - low, tf.minimum(rows, height - start))
-        return index + 1, kept.write(index, tf.transpose(out, [1, 0, 2, 3]))
+        high = tf.minimum(start + rows + context, length)
+        strip = tf.slice(image, at_axis * low, tf.where(at_axis > 0, high - low, -1))
+        out = function(strip, start - low, tf.minimum(rows, length - start))
+        return index + 1, kept.write(index, tf.transpose(out, to_front))
 
     # one strip at a time: strips in parallel would multiply the memory the bound is there to keep
     _, kept = tf.while_loop(lambda index, _: index < n_strips, body, (tf.constant(0), kept), parallel_iterations=1)
-    return tf.transpose(kept.concat(), [1, 0, 2, 3])
+    return tf.transpose(kept.concat(), np.argsort(to_front))
 
 
 class WholeImage:
-    """Raw image (B, Y, X, 1) -> estimate, for any Y, X >= one block, as graph functions.
+    """Raw image (B, *spatial, 1) -> estimate, for any size of at least one block, as graph functions.
 
     Parameters
     ----------
     network : keras.Model
-        Raw image (B, Y, X, 1) -> samples (B, Y, X, K) in raw units (normalisation inside).
+        Raw image (B, *spatial, 1) -> samples (B, *spatial, K) in raw units (normalisation inside);
+        spatial (Y, X) or (Z, Y, X).
     noise_model : NoiseModel or None
         Needed when K > 1; any kind (only ``log_likelihood`` on tensors is used).
-    block, context : int
-        See :func:`block_and_context`.
+    block, context : tuple of int
+        Per spatial axis; see :func:`block_and_context`.
     max_tile_elements : int
-        Bound on batch x strip rows (with context) x X x K.
+        Bound on the elements of the K samples of one piece (batch x piece with context x K).
     """
 
     def __init__(self, network, noise_model, block, context, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
         self.network = network
         self.noise_model = noise_model
         self.n_outputs = network.output_shape[-1]
-        self.block, self.context = int(block), int(context)
+        self.block, self.context = tuple(int(b) for b in block), tuple(int(c) for c in context)
+        self.n_dim = len(self.block)
         self.max_tile_elements = int(max_tile_elements)
 
-    def _strip_estimate(self, estimator):
-        """(strip, first, count) -> estimate at the strip's rows first..first+count.
+    def _estimate_kept(self, estimator, piece, kept):
+        """The estimate at the kept part of a piece: ``kept`` holds (first, count) per spatial axis.
 
-        The network sees the whole strip; the estimator, whose temporaries are several times the
-        size of the K samples, runs on the kept rows only.
+        The network sees the whole piece; the estimator, whose temporaries are several times the
+        size of the K samples, runs on the kept part only.
         """
-        def estimate(strip, first, count):
-            samples = self.network(strip, training=False)[:, first:first + count]
-            if self.n_outputs == 1:
-                return samples
-            if estimator == "prior_mean":
-                return prior_mean(samples, self.noise_model)
-            return mmse(strip[:, first:first + count], samples, self.noise_model)
-        return estimate
+        begin = tf.stack([0] + [first for first, _ in kept] + [0])
+        size = tf.stack([-1] + [count for _, count in kept] + [-1])
+        samples = tf.slice(self.network(piece, training=False), begin, size)
+        if self.n_outputs == 1:
+            return samples
+        if estimator == "prior_mean":
+            return prior_mean(samples, self.noise_model)
+        return mmse(tf.slice(piece, begin, size), samples, self.noise_model)
+
+    def _in_pieces(self, estimator, piece, axis=0, kept=()):
+        """Cut ``piece`` into strips along spatial axis ``axis`` and each strip along the next axes, so
+        that a piece's K samples stay within the bound; estimate each."""
+        if axis == self.n_dim:
+            return self._estimate_kept(estimator, piece, kept)
+        shape = tf.shape(piece)
+        per_row = tf.reduce_prod(shape[:-1]) // shape[axis + 1] * self.n_outputs
+        rows = strip_rows(per_row, self.block[axis], self.context[axis], self.max_tile_elements)
+
+        def strip_estimate(strip, first, count):
+            return self._in_pieces(estimator, strip, axis + 1, kept + ((first, count),))
+
+        return map_strips(strip_estimate, piece, rows, self.context[axis], axis=axis + 1)
 
     def _check_size(self, image):
         return tf.debugging.assert_greater_equal(
-            tf.reduce_min(tf.shape(image)[1:3]), self.block,
-            message=f"image height and width must be at least {self.block} pixels")
+            tf.reduce_min(tf.shape(image)[1:-1] - tf.constant(self.block)), 0,
+            message=f"image sides must be at least {_per_axis_text(self.block)} pixels")
+
+    def _padded(self, image):
+        with tf.control_dependencies([self._check_size(image)]):
+            return pad_to_block(tf.cast(image, tf.float32), self.block)
+
+    def _crop_to(self, result, image):
+        return tf.slice(result, tf.zeros([self.n_dim + 2], tf.int32),
+                        tf.concat([tf.shape(image)[:-1], [-1]], axis=0))
 
     def estimate(self, image, estimator="mmse"):
-        """Estimate (B, Y, X, 1) of ``estimator`` ('mmse' or 'prior_mean'), strip by strip."""
-        with tf.control_dependencies([self._check_size(image)]):
-            padded = pad_to_block(tf.cast(image, tf.float32), self.block)
-        shape = tf.shape(padded)
-        rows = strip_rows(shape[0], shape[2], self.n_outputs, self.block, self.context, self.max_tile_elements)
-        out = map_strips(self._strip_estimate(estimator), padded, rows, self.context)
-        out.set_shape([None, None, None, 1])
-        return out[:, : tf.shape(image)[1], : tf.shape(image)[2]]
+        """Estimate (B, *spatial, 1) of ``estimator`` ('mmse' or 'prior_mean'), piece by piece."""
+        out = self._in_pieces(estimator, self._padded(image))
+        out.set_shape([None] * (self.n_dim + 1) + [1])
+        return self._crop_to(out, image)
 
     def samples(self, image):
-        """The network's K samples (B, Y, X, K) for the whole image at once."""
-        with tf.control_dependencies([self._check_size(image)]):
-            padded = pad_to_block(tf.cast(image, tf.float32), self.block)
-        return self.network(padded, training=False)[:, : tf.shape(image)[1], : tf.shape(image)[2]]
+        """The network's K samples (B, *spatial, K) for the whole image at once."""
+        return self._crop_to(self.network(self._padded(image), training=False), image)
 
 
 def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
@@ -199,20 +227,22 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
         outputs["prior_mean"] = lambda image: whole.estimate(image, "prior_mean")
         outputs["samples"] = whole.samples
     with _atomic_target(path, overwrite) as tmp:
-        write_frozen_saved_model(outputs, tmp)
+        write_frozen_saved_model(outputs, tmp, model.config.n_dim)
     return path
 
 
-def write_frozen_saved_model(outputs, path):
+def write_frozen_saved_model(outputs, path, n_dim=2):
     """Write graph functions of one image as a SavedModel whose weights are constants of its graph.
 
     Parameters
     ----------
     outputs : dict
-        Signature name -> function of a float32 tensor (B, Y, X, 1) returning one tensor. The first
-        one is also written as ``serving_default``.
+        Signature name -> function of a float32 tensor (B, *spatial, 1) returning one tensor. The
+        first one is also written as ``serving_default``.
     path : pathlib.Path
         Folder to create.
+    n_dim : int
+        Number of spatial axes of the input: 2 (Y, X) or 3 (Z, Y, X).
 
     Notes
     -----
@@ -229,7 +259,7 @@ def write_frozen_saved_model(outputs, path):
     from tensorflow.python.util.deprecation import silence
 
     names = list(outputs)
-    spec = tf.TensorSpec((None, None, None, 1), tf.float32, name=INPUT_KEY)
+    spec = tf.TensorSpec((None,) * (n_dim + 1) + (1,), tf.float32, name=INPUT_KEY)
     traced = tf.compat.v1.wrap_function(lambda image: [outputs[name](image) for name in names], [spec])
     frozen = convert_variables_to_constants_v2(traced)
     graph_def = frozen.graph.as_graph_def()
@@ -260,8 +290,9 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
     path : str or os.PathLike
         The zip file to write (``.zip`` is appended if missing).
     test_input : numpy.ndarray
-        A raw noisy image (Y, X), like the data the model is meant for; it becomes the test input,
-        its MMSE (``model.predict``) the test output, and both the cover image.
+        A raw noisy image (Y, X), or volume (Z, Y, X) for a 3-D model, like the data the model is
+        meant for; it becomes the test input, its MMSE (``model.predict``) the test output, and both
+        the cover image (the middle slice of a volume).
     name : str or None
         Model name (letters, digits, spaces, ``_+-()``; 5 to 128 characters). Default: from the model.
     description : str or None
@@ -272,7 +303,7 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
     license : str
         SPDX identifier of the weights' license. Default: ``'CC-BY-4.0'``.
     tags : sequence of str
-        Tags added to ``denoising``, ``pn2v`` (or the mode), ``2d``, ``tensorflow``.
+        Tags added to ``denoising``, ``pn2v`` (or the mode), ``2d`` or ``3d``, ``tensorflow``.
     overwrite : bool
         Replace an existing ``path``.
     max_tile_elements : int
@@ -299,8 +330,8 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
         path = path.with_name(path.name + ".zip")
     _refuse_existing(path, overwrite)
     block, halo = block_and_context(model.config)
-    image = _check_test_input(test_input, block, 2 * halo + block)
-    output = model.predict(image, axes="YX", estimator="mmse")
+    image = _check_test_input(test_input, block, tuple(2 * h + b for h, b in zip(halo, block)))
+    output = model.predict(image, axes=spatial_axes(model.config.n_dim), estimator="mmse")
     with tempfile.TemporaryDirectory(prefix=".pn2v_bioimageio-", dir=path.parent) as tmp:
         folder = Path(tmp)
         export_saved_model(model, folder / "saved_model", max_tile_elements=max_tile_elements)
@@ -309,9 +340,11 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
             model.noise_model.save(folder / NOISE_MODEL_FILE)
         np.save(folder / "test_input.npy", image[np.newaxis, ..., np.newaxis])
         np.save(folder / "test_output.npy", output[np.newaxis, ..., np.newaxis])
-        tifffile.imwrite(folder / "sample_input.tif", image)
-        tifffile.imwrite(folder / "sample_output.tif", output)
-        _write_cover(image, output, folder / "cover.png")
+        for kind, tensor in (("input", image), ("output", output)):
+            tifffile.imwrite(folder / f"sample_{kind}.tif", tensor, imagej=True,
+                             metadata={"axes": spatial_axes(model.config.n_dim)})
+        middle = (len(image) // 2,) if image.ndim == 3 else ()
+        _write_cover(image[middle], output[middle], folder / "cover.png")
         rdf = _rdf(model, name, description, authors, license, tags, _digest(folder / "saved_model" / "saved_model.pb"))
         (folder / "README.md").write_text(_documentation(model, rdf, image, output))
         descr = build_description(rdf, context=ValidationContext(root=folder, file_name="rdf.yaml"))
@@ -338,7 +371,7 @@ def _rdf(model, name, description, authors, license, tags, digest):
     block, halo = block_and_context(cfg)
     what = (f"PN2V MMSE denoising (K={cfg.n_samples}, {model.noise_model.kind} noise model)" if pn2v
             else {"n2v": "Noise2Void denoising", "care": "CARE denoising"}[cfg.mode])
-    space = {"size": {"min": 2 * halo + block, "step": block}}
+    axis_ids = spatial_axes(cfg.n_dim).lower()
     same = {"tensor_id": INPUT_KEY}
     name = name or f"{'PN2V' if pn2v else cfg.mode.upper()} {model.name}"
     return {
@@ -346,18 +379,19 @@ def _rdf(model, name, description, authors, license, tags, digest):
         "type": "model",
         "id": _model_id(name, digest),
         "name": name,
-        "description": description or f"{what} of 2D microscopy images, exported by pn2v_tf {__version__}",
+        "description": description or f"{what} of {cfg.n_dim}D microscopy images, exported by pn2v_tf {__version__}",
         "authors": list(authors or []),
         "cite": [{"text": PN2V_CITATION, "doi": PN2V_DOI}],
         "license": license,
-        "tags": sorted({"denoising", cfg.mode, "2d", "tensorflow", "noise2void", *tags}),
+        "tags": sorted({"denoising", cfg.mode, f"{cfg.n_dim}d", "tensorflow", "noise2void", *tags}),
         "documentation": {"source": "README.md"},
         "covers": [{"source": "cover.png"}],
         "inputs": [{
             "id": INPUT_KEY,
             "description": "raw noisy image (camera counts, not normalised)",
             "axes": [{"type": "batch", "id": "batch"},
-                     {"type": "space", "id": "y", **space}, {"type": "space", "id": "x", **space},
+                     *({"type": "space", "id": a, "size": {"min": 2 * h + b, "step": b}}
+                       for a, b, h in zip(axis_ids, block, halo)),
                      {"type": "channel", "id": "channel", "channel_names": ["raw"]}],
             "test_tensor": {"source": "test_input.npy"},
             "sample_tensor": {"source": "sample_input.tif"},
@@ -368,8 +402,8 @@ def _rdf(model, name, description, authors, license, tags, digest):
             "id": OUTPUT_KEY,
             "description": "denoised image, same units as the input",
             "axes": [{"type": "batch", "id": "batch"},
-                     {"type": "space", "id": "y", "size": {**same, "axis_id": "y"}, "halo": halo},
-                     {"type": "space", "id": "x", "size": {**same, "axis_id": "x"}, "halo": halo},
+                     *({"type": "space", "id": a, "size": {**same, "axis_id": a}, "halo": h}
+                       for a, h in zip(axis_ids, halo)),
                      {"type": "channel", "id": "channel", "channel_names": ["denoised"]}],
             "test_tensor": {"source": "test_output.npy"},
             "sample_tensor": {"source": "sample_output.tif"},
@@ -383,6 +417,7 @@ def _rdf(model, name, description, authors, license, tags, digest):
         "attachments": [{"source": NOISE_MODEL_FILE}] if model.noise_model is not None else [],
         "config": {PACKAGE_CONFIG_KEY: {"version": __version__, "mode": cfg.mode, "n_samples": cfg.n_samples,
                                "unet_n_depth": cfg.unet_n_depth, "unet_n_first": cfg.unet_n_first,
+                               "unet_pool": list(cfg.unet_pool), "axes": spatial_axes(cfg.n_dim),
                                "means": list(cfg.means), "stds": list(cfg.stds),
                                "noise_model": None if model.noise_model is None else model.noise_model.kind}},
     }
@@ -403,16 +438,18 @@ def _documentation(model, rdf, image, output):
     lines = [
         f"# {rdf['name']}", "", f"{rdf['description']}.", "",
         "## Input and output", "",
-        "- Input `input`: a raw noisy 2D image, axes (batch, y, x, channel), float32, in the camera's "
+        f"- Input `input`: a raw noisy {cfg.n_dim}D image, axes (batch, {', '.join(spatial_axes(cfg.n_dim).lower())}, "
+        "channel), float32, in the camera's "
         "raw intensity units as recorded. **Do not normalise it**: the graph normalises internally "
         f"(mean {cfg.means[0]:g}, standard deviation {cfg.stds[0]:g} of the training data), so the "
         "rdf declares no preprocessing.",
         f"- Output `output`: the denoised image, same shape and units.",
         noise.rstrip("\n"),
-        f"- Sizes: the graph itself takes any height and width of at least {block} pixels (it pads to "
-        f"multiples of {block} by reflection and crops the result) and bounds its memory by working on "
-        f"overlapping strips of rows. The rdf declares sizes {2 * halo + block} + n x {block} and a "
-        f"halo of {halo} pixels (the network's receptive field), so that tools which tile an image "
+        f"- Sizes (along {', '.join(spatial_axes(cfg.n_dim).lower())}): the graph itself takes any size of at least "
+        f"{_per_axis_text(block)} pixels (it pads to multiples of {_per_axis_text(block)} by reflection and crops the "
+        "result) and bounds its memory by working on overlapping pieces. The rdf declares sizes "
+        f"{_per_axis_text(tuple(2 * h + b for h, b in zip(halo, block)))} + n x {_per_axis_text(block)} and a halo of "
+        f"{_per_axis_text(halo)} pixels (the network's receptive field), so that tools which tile an image "
         "overlap the tiles enough for seamless results.",
         "", "## Method", "",
         f"Probabilistic Noise2Void (Krull et al. 2020): a U-Net ({cfg.unet_n_depth} levels, "
@@ -489,19 +526,25 @@ def _model_id(name, digest):
     return f"{slug}-{digest[:8]}"
 
 
-def _check_test_input(image, block, min_side):
-    """A finite 2-D float32 image, cropped to a multiple of ``block`` of at least ``min_side``."""
+def _per_axis_text(sides):
+    """'4' for equal sides (4, 4), '(1, 4, 4)' for unequal ones."""
+    sides = tuple(int(s) for s in sides)
+    return str(sides[0]) if len(set(sides)) == 1 else str(sides)
+
+
+def _check_test_input(image, block, min_sides):
+    """A finite float32 image of the model's dimensions, cropped to multiples of ``block`` (per
+    axis), at least ``min_sides`` large."""
+    n_dim = len(block)
     image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"test_input must be one 2D image (Y, X), got shape {image.shape}")
-    if min(image.shape) < min_side:
-        raise ValueError(f"the test input must be at least {min_side} x {min_side} pixels (the network's receptive "
-                         f"field around one block), got {image.shape[0]} x {image.shape[1]}; pass a larger raw "
-                         "image as test_input= (pn2v export --test-input)")
-    image = image[: image.shape[0] // block * block, : image.shape[1] // block * block].astype(np.float32)
-    if not np.all(np.isfinite(image)):
-        raise ValueError("test_input contains NaN or inf pixels")
-    return image
+    if image.ndim != n_dim:
+        raise ValueError(f"test_input must be one {n_dim}D image ({spatial_axes(n_dim)}), got shape {image.shape}")
+    if any(side < low for side, low in zip(image.shape, min_sides)):
+        raise ValueError(f"the test input must be at least {' x '.join(str(m) for m in min_sides)} pixels (the "
+                         f"network's receptive field around one block), got {' x '.join(str(s) for s in image.shape)}; "
+                         "pass a larger raw image as test_input= (pn2v export --test-input)")
+    image = image[tuple(slice(0, side // b * b) for side, b in zip(image.shape, block))]
+    return as_image_stack(image[np.newaxis], n_dim, "test_input")[0]
 
 
 def _write_cover(image, output, path):

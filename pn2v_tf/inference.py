@@ -2,7 +2,7 @@
 
 The estimators are the paper's formulas on tensors; :class:`TilePredictor` runs the network on one
 tile (a ``tf.function``) and the estimator, compiled by XLA, on the part of it that is kept, so
-memory grows with the tile, not with image x K; :func:`predict_tiled` cuts an image into
+memory grows with the tile, not with image x K; :func:`predict_tiled` cuts a 2-D or 3-D image into
 overlapping tiles and stitches the results with CSBDeep's tile iterator.
 """
 
@@ -65,7 +65,7 @@ class TilePredictor:
     Parameters
     ----------
     network : keras.Model
-        Raw image (B, Y, X, 1) -> samples (B, Y, X, K).
+        Raw image (B, *spatial, 1) -> samples (B, *spatial, K), spatial (Y, X) or (Z, Y, X).
     noise_model : NoiseModel or None
         Needed for 'mmse' and 'posterior' when K > 1.
     estimator : str
@@ -82,6 +82,7 @@ class TilePredictor:
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
         self.n_outputs = network.output_shape[-1]
+        self.n_dim = len(network.output_shape) - 2
         if self.n_outputs > 1 and estimator != "prior_mean" and noise_model is None:
             raise ValueError(f"estimator {estimator!r} needs a noise model")
         self.network = network
@@ -99,9 +100,9 @@ class TilePredictor:
     def _estimate_eager(self, observation, samples, seed, start, size):
         # The estimate only where the result is kept (a tile's context is there for the network).
         # ``size`` holds Python ints, so XLA slices without copying the samples and compiles once
-        # per crop shape (a tiling has at most nine); ``start`` is a tensor.
+        # per crop shape (a tiling has at most 3**n_dim); ``start`` is a tensor.
         begin = tf.concat([[0], start, [0]], axis=0)
-        observation, samples = (tf.slice(t, begin, [-1, size[0], size[1], -1]) for t in (observation, samples))
+        observation, samples = (tf.slice(t, begin, [-1, *size, -1]) for t in (observation, samples))
         if self.n_outputs == 1:
             return tf.repeat(samples, self.n_channels_out, axis=-1)
         if self.estimator == "mmse":
@@ -111,16 +112,16 @@ class TilePredictor:
         return posterior_samples(observation, samples, self.noise_model, self.n_posterior, seed)
 
     def __call__(self, tile, tile_index=0, crop=None):
-        """Estimate for a tile (Y, X) or (B, Y, X, 1) -> (Y, X, C) / (B, Y, X, C) as NumPy.
+        """Estimate for a tile (*spatial) or (B, *spatial, 1) -> (*spatial, C) / (B, *spatial, C) as NumPy.
 
-        With ``crop`` (two slices along Y and X, as a tile iterator gives them) the estimate is
+        With ``crop`` (one slice per spatial axis, as a tile iterator gives them) the estimate is
         computed and returned for that part of the tile only.
         """
         tile = np.asarray(tile, dtype=np.float32)
-        batched = tile.ndim == 4
+        batched = tile.ndim == self.n_dim + 2
         x = tf.constant(tile if batched else tile[np.newaxis, ..., np.newaxis])
-        crop = (slice(None), slice(None)) if crop is None else crop
-        bounds = [c.indices(n)[:2] for c, n in zip(crop, x.shape[1:3])]
+        crop = (slice(None),) * self.n_dim if crop is None else crop
+        bounds = [c.indices(n)[:2] for c, n in zip(crop, x.shape[1:-1])]
         start = tf.constant([low for low, _ in bounds], dtype=tf.int32)
         size = tuple(int(high - low) for low, high in bounds)
         seed = tf.constant([self.seed, tile_index], dtype=tf.int32)
@@ -129,41 +130,62 @@ class TilePredictor:
 
 
 def tile_context(overlap, block):
-    """Context (pixels) a tile gets on each side: ``overlap`` rounded up to whole blocks."""
+    """Context (pixels) a tile gets on each side: ``overlap`` rounded up to whole blocks (per axis
+    when both are tuples)."""
+    if isinstance(block, (tuple, list)):
+        return tuple(tile_context(o, b) for o, b in zip(overlap, block))
     return -(-int(overlap) // block) * block
 
 
 def auto_n_tiles(shape, n_outputs, max_elements=DEFAULT_MAX_TILE_ELEMENTS, context=0):
-    """Fewest tiles (ny, nx) so that a tile, with ``context`` pixels on each side, times
-    ``n_outputs`` stays below ``max_elements`` (as far as tiles can shrink)."""
-    n_tiles = [1, 1]
+    """Fewest tiles per axis so that a tile, with ``context`` pixels on each side (an int, or one
+    per axis), times ``n_outputs`` stays below ``max_elements`` (as far as tiles can shrink).
+
+    The axis whose tiles are longest is split next (doubling its tiles)."""
+    contexts = context if isinstance(context, (tuple, list)) else (context,) * len(shape)
+    n_tiles = [1] * len(shape)
 
     def tile_elements():
-        return np.prod([np.ceil(s / n) + 2 * context * (n > 1) for s, n in zip(shape, n_tiles)]) * n_outputs
+        return np.prod([np.ceil(s / n) + 2 * c * (n > 1) for s, n, c in zip(shape, n_tiles, contexts)]) * n_outputs
 
     while tile_elements() > max_elements:
-        axis = int(np.argmax([s / n for s, n in zip(shape, n_tiles)]))
-        if n_tiles[axis] * 2 > shape[axis] / max(context, 1):
+        splittable = [n * 2 <= s / max(c, 1) for s, n, c in zip(shape, n_tiles, contexts)]
+        if not any(splittable):
             break
-        n_tiles[axis] *= 2
+        lengths = [s / n if ok else -1 for s, n, ok in zip(shape, n_tiles, splittable)]
+        n_tiles[int(np.argmax(lengths))] *= 2
     return tuple(n_tiles)
 
 
+def _per_axis(value, n_dim):
+    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * n_dim
+
+
+def pad_to_blocks(image, block):
+    """Pad at the end of each axis to multiples of ``block`` (an int or one per axis): reflection,
+    or symmetric padding where the image is too small to reflect (the exported graph does the same)."""
+    block = _per_axis(block, image.ndim)
+    padding = [(0, (-s) % b) for s, b in zip(image.shape, block)]
+    mode = "reflect" if max(max(p) for p in padding) < min(image.shape) else "symmetric"
+    return np.pad(image, padding, mode=mode)
+
+
 def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1, first_index=0):
-    """Apply ``predict_tile`` to overlapping tiles of a 2-D image and stitch the results.
+    """Apply ``predict_tile`` to overlapping tiles of a 2-D or 3-D image and stitch the results.
 
     Parameters
     ----------
     predict_tile : callable
-        ``(tile (y, x), tile_index, crop) -> (y', x', C)``, the result for the part ``crop`` (two
-        slices) of the tile; its output at a pixel may depend on pixels up to ``overlap`` away.
-    image : numpy.ndarray (Y, X)
+        ``(tile, tile_index, crop) -> (*crop shape, C)``, the result for the part ``crop`` (one slice
+        per axis) of the tile; its output at a pixel may depend on pixels up to ``overlap`` away.
+    image : numpy.ndarray (Y, X) or (Z, Y, X)
     n_tiles : tuple of int
-        Tiles along Y and X.
-    block : int
-        Tile borders and image sides are multiples of this; the image is reflect-padded to it.
-    overlap : int
-        Context (pixels) each tile gets beyond the part of it that is kept.
+        Tiles along each axis.
+    block : int or tuple of int
+        Tile borders and image sides are multiples of this (per axis); the image is reflect-padded
+        to it.
+    overlap : int or tuple of int
+        Context (pixels, per axis) each tile gets beyond the part of it that is kept.
     n_channels_out : int
         C.
     first_index : int
@@ -171,21 +193,20 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
 
     Returns
     -------
-    numpy.ndarray (Y, X, C)
+    numpy.ndarray (*image.shape, C)
     """
-    shape = image.shape
-    padding = [(0, (-s) % block) for s in shape]
-    padded = np.pad(image, padding, mode="reflect" if max(max(p) for p in padding) < min(shape) else "symmetric")
+    n_dim = image.ndim
+    block, overlap = _per_axis(block, n_dim), _per_axis(overlap, n_dim)
+    padded = pad_to_blocks(image, block)
     n_tiles = tuple(int(n) for n in n_tiles)
-    if n_tiles == (1, 1):
-        result = predict_tile(padded, first_index, (slice(None), slice(None)))
+    if all(n == 1 for n in n_tiles):
+        result = predict_tile(padded, first_index, (slice(None),) * n_dim)
     else:
         result = np.empty(padded.shape + (n_channels_out,), dtype=np.float32)
-        n_overlap = tile_context(overlap, block) // block
-        tiles = tile_iterator(padded, n_tiles=n_tiles, block_sizes=(block, block),
-                              n_block_overlaps=(n_overlap, n_overlap))
+        n_overlap = tuple(c // b for c, b in zip(tile_context(overlap, block), block))
+        tiles = tile_iterator(padded, n_tiles=n_tiles, block_sizes=block, n_block_overlaps=n_overlap)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="invalid value .* for 'n_tiles'")
             for index, (tile, crop, target) in enumerate(tiles):
                 result[target] = predict_tile(tile, first_index + index, crop)
-    return result[: shape[0], : shape[1]]
+    return result[tuple(slice(0, s) for s in image.shape)]

@@ -3,10 +3,11 @@
 Reading names the file in every error (:class:`InputError`); a file whose reading makes tifffile
 log a warning (a damaged or truncated file it would otherwise read partly) counts as corrupt.
 
-Axes use CSBDeep's letters: ``Y`` and ``X``, at most one of ``S`` (a stack of images), ``T``
-(time) or ``Z`` (depth), and an optional channel axis ``C`` of size 1. Without ``axes`` they come
-from the file's metadata: tifffile's generic axes (``I`` image sequence, ``Q`` unknown) read as
-``S``, its ``T`` and ``Z`` as they are, and its ``C`` and ``S`` (samples, e.g. RGB) as channels.
+Axes use CSBDeep's letters: ``Y`` and ``X``, ``Z`` (depth), ``S`` (a stack of images), ``T``
+(time), and an optional channel axis ``C`` of size 1. Without ``axes`` they come from the file's
+metadata: tifffile's generic axes (``I`` image sequence, ``Q`` unknown) read as ``S``, its ``T`` and
+``Z`` as they are, and its ``C`` and ``S`` (samples, e.g. RGB) as channels. Images are read for a
+2-D model (Z, S and T hold images one by one) or a 3-D one (volumes ZYX; S and T hold volumes).
 
 Written TIFFs are ImageJ hyperstacks (uint8, uint16 or float32), written to ``<name>.tmp`` and
 renamed when complete, so an interruption never leaves a truncated file under the final name.
@@ -21,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from csbdeep.utils import axes_check_and_normalize
+
+from .arrays import squeeze_channel, stack_from_axes  # noqa: F401 (stack_from_axes: part of this module's API)
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
@@ -70,7 +72,7 @@ def find_tiffs(inputs):
 @dataclass
 class Image:
     """One TIFF file: ``data`` as stored (a channel axis of size 1 removed), its ``axes``, and the
-    same pixels as a finite float32 ``stack`` (N, Y, X)."""
+    same pixels as a finite float32 ``stack`` (N, Y, X), or (N, Z, Y, X) when read as volumes."""
 
     path: Path
     data: np.ndarray
@@ -78,8 +80,11 @@ class Image:
     stack: np.ndarray
 
 
-def read_image(path, axes=None):
+def read_image(path, axes=None, n_dim=2):
     """Read a TIFF file as an :class:`Image`; ``axes`` overrides the file's metadata.
+
+    ``n_dim`` is the model's: 2 (the stack holds 2-D images) or 3 (it holds ZYX volumes); ``None``
+    takes 3 when the image has a Z axis, else 2.
 
     Raises :class:`InputError` (naming the file) for an unreadable or corrupt file, axes that do
     not fit the data or that PN2V cannot take, and NaN or infinite pixels.
@@ -90,7 +95,8 @@ def read_image(path, axes=None):
         data, axes = _axes_from_metadata(path, file_axes, data)
     try:
         data, axes = squeeze_channel(data, axes)
-        stack, _ = stack_from_axes(data, axes)
+        n_dim = (3 if "Z" in axes else 2) if n_dim is None else n_dim
+        stack, _ = stack_from_axes(data, axes, n_dim)
     except ValueError as error:
         raise InputError(path, f"{error} (shape {data.shape}; give --axes if the axes are others)") from None
     return Image(path, data, axes, stack)
@@ -145,44 +151,9 @@ def _axes_from_metadata(path, file_axes, data):
     return _without_channels(data, axes)
 
 
-def squeeze_channel(img, axes):
-    """Check ``axes`` against ``img`` and remove a channel axis ``C`` of size 1: (img, axes)."""
-    img = np.asarray(img)
-    axes = axes_check_and_normalize(axes, img.ndim)
-    for letter, size in zip(axes, img.shape):
-        if letter == "C" and size != 1:
-            raise ValueError(f"the model takes one channel; axis C of the image has size {size}")
-    return _without_channels(img, axes)
-
-
 def _without_channels(img, axes):
     keep = [i for i, letter in enumerate(axes) if letter != "C"]
     return img.reshape([img.shape[i] for i in keep]), "".join(axes[i] for i in keep)
-
-
-def stack_from_axes(img, axes):
-    """Image with ``axes`` -> finite float32 stack (N, Y, X) and a function that restores the layout.
-
-    ``axes`` must hold Y and X, at most one of S, T, Z, and a channel axis C only of size 1.
-    ``restore`` maps results (N, Y, X, C') back to the axes of ``img`` without C, then C'.
-    """
-    img, axes = squeeze_channel(img, axes)
-    batch_axes = [a for a in axes if a not in "YX"]
-    if len(batch_axes) > 1 or "Y" not in axes or "X" not in axes:
-        raise ValueError(f"axes must be YX with at most one of S, T, Z in addition, got {axes!r}")
-    order = batch_axes + ["Y", "X"]
-    stack = np.transpose(img, [axes.index(a) for a in order])
-    stack = stack.reshape((-1,) + stack.shape[-2:]).astype(np.float32, copy=False)
-    n_bad = int(np.count_nonzero(~np.isfinite(stack)))
-    if n_bad:
-        raise ValueError(f"image contains NaN or inf pixels ({n_bad})")
-
-    def restore(results):
-        current = (order if batch_axes else ["Y", "X"]) + ["C"]
-        out = results if batch_axes else results[0]
-        return np.transpose(out, [current.index(a) for a in list(axes) + ["C"]])
-
-    return stack, restore
 
 
 # -- writing -------------------------------------------------------------------------------------

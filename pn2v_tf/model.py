@@ -10,12 +10,13 @@ import numpy as np
 from csbdeep.models import BaseModel
 
 from ._checks import is_int
+from .arrays import as_image_stack, spatial_axes, stack_from_axes
 from .config import PN2VConfig
 from .data import MaskedPatches, SupervisedPatches
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, TilePredictor, auto_n_tiles, predict_tiled, tile_context
-from .io import atomic_path, stack_from_axes
+from .io import atomic_path
 from .losses import PN2VLoss, ScaledMSE
-from .nets import block_size, build_networks, receptive_radius
+from .nets import build_networks, network_geometry
 from .noise_models import NoiseModel, load_noise_model
 
 NOISE_MODEL_FILE = "noise_model.npz"
@@ -159,7 +160,8 @@ class PN2V(BaseModel):
         Parameters
         ----------
         X : numpy.ndarray
-            Noisy training images, axes SYX (or SYXC with one channel).
+            Noisy training images, axes SYX for a 2-D model, SZYX for a 3-D one (each optionally
+            with a last channel axis of size 1).
         validation_X : numpy.ndarray
             Noisy validation images, same axes; a fixed set of masked patches is drawn from them.
         Y, validation_Y : numpy.ndarray or None
@@ -186,11 +188,13 @@ class PN2V(BaseModel):
         ``weights_last.h5`` holds the weights of the last epoch.
         """
         cfg = self.config
-        X, validation_X = _check_images(X, "X"), _check_images(validation_X, "validation_X")
+        X, validation_X = (as_image_stack(images, cfg.n_dim, name) for images, name in
+                           ((X, "X"), (validation_X, "validation_X")))
         if cfg.mode == "care":
             if Y is None or validation_Y is None:
                 raise ValueError("mode 'care' needs clean targets Y and validation_Y")
-            Y, validation_Y = _check_images(Y, "Y"), _check_images(validation_Y, "validation_Y")
+            Y, validation_Y = (as_image_stack(images, cfg.n_dim, name) for images, name in
+                               ((Y, "Y"), (validation_Y, "validation_Y")))
             _check_same_shape(X, Y, "X", "Y")
             _check_same_shape(validation_X, validation_Y, "validation_X", "validation_Y")
         elif Y is not None or validation_Y is not None:
@@ -224,11 +228,11 @@ class PN2V(BaseModel):
         from .export import block_and_context
 
         block, context = block_and_context(self.config)
-        size = max(EXAMPLE_INPUT_SIDE, 2 * context + block)
-        starts = [max(0, (side - size) // 2) for side in image.shape]
-        crop = image[starts[0]:starts[0] + size, starts[1]:starts[1] + size]
+        sizes = [max(EXAMPLE_INPUT_SIDE, 2 * c + b) for c, b in zip(context, block)]
+        crop = image[tuple(slice(max(0, (side - size) // 2), max(0, (side - size) // 2) + size)
+                           for side, size in zip(image.shape, sizes))]
         with atomic_path(self.logdir / EXAMPLE_INPUT_FILE) as tmp:
-            tifffile.imwrite(tmp, crop, imagej=True, metadata={"axes": "YX"})
+            tifffile.imwrite(tmp, crop, imagej=True, metadata={"axes": spatial_axes(self.config.n_dim)})
 
     def _training_diverged(self):
         """Restore the best saved weights (if any) and stop with a clear message."""
@@ -278,19 +282,21 @@ class PN2V(BaseModel):
         warnings.warn(f"no trained weights in {self.logdir}; the network is untrained")
 
     # -- prediction --------------------------------------------------------------------------
-    def predict(self, img, axes="YX", n_tiles=None, estimator="mmse", progress=None):
-        """Denoise an image.
+    def predict(self, img, axes=None, n_tiles=None, estimator="mmse", progress=None):
+        """Denoise an image (2-D model) or a volume (3-D model).
 
         Parameters
         ----------
         img : numpy.ndarray
             Raw noisy image with axes ``axes``.
-        axes : str
-            Must contain Y and X; may add a leading S, T or Z (images processed one by one) and a
-            channel axis C of size 1.
+        axes : str or None
+            Must contain the model's spatial axes (YX, or ZYX for a 3-D model); other axes (S, T,
+            and Z for a 2-D model, which then denoises slice by slice) hold images processed one by
+            one; a channel axis C must have size 1. Default: the model's spatial axes.
         n_tiles : tuple of int or None
-            Tiles along (Y, X). ``None`` picks the fewest tiles that keep a tile's pixels x K below
-            ``DEFAULT_MAX_TILE_ELEMENTS``; ``(1, 1)`` processes the image in one piece.
+            Tiles along the spatial axes, (Y, X) or (Z, Y, X). ``None`` picks the fewest tiles that
+            keep a tile's pixels x K below ``DEFAULT_MAX_TILE_ELEMENTS``; all ones process the image
+            in one piece.
         estimator : str
             ``'mmse'`` (paper Eq. 10) or ``'prior_mean'`` (mean of the K samples). Models trained
             with mode 'n2v' or 'care' have one output, which both return.
@@ -308,7 +314,7 @@ class PN2V(BaseModel):
                              "(posterior samples: use sample_posterior)")
         return self._predict_with(self._tile_predictor(estimator), img, axes, n_tiles, progress)[..., 0]
 
-    def sample_posterior(self, img, n_samples=10, axes="YX", n_tiles=None, seed=0, progress=None):
+    def sample_posterior(self, img, n_samples=10, axes=None, n_tiles=None, seed=0, progress=None):
         """Draw samples of the clean image from the posterior p(s|x), for uncertainty.
 
         Each pixel's K prior samples are resampled with weights p(x|s_k) (mode 'pn2v' only).
@@ -341,15 +347,15 @@ class PN2V(BaseModel):
         return self._tile_predictors[key]
 
     def _predict_with(self, predictor, img, axes, n_tiles, progress=None):
-        images, restore = stack_from_axes(img, axes)
+        cfg = self.config
+        axes = spatial_axes(cfg.n_dim) if axes is None else axes
+        images, restore = stack_from_axes(img, axes, cfg.n_dim)
         if self.noise_model is not None and predictor.estimator != "prior_mean":
             self.noise_model.check_range(images, "image")
-        cfg = self.config
-        block = block_size(cfg.unet_n_depth)
-        overlap = receptive_radius(cfg.unet_n_depth, cfg.unet_kern_size)
+        block, overlap = network_geometry(cfg)
         tiles = n_tiles or auto_n_tiles(images.shape[1:], cfg.n_outputs, DEFAULT_MAX_TILE_ELEMENTS,
                                         tile_context(overlap, block))
-        _check_n_tiles(tiles)
+        _check_n_tiles(tiles, cfg.n_dim)
         predict_tile = predictor if progress is None else _counting(predictor, progress,
                                                                     len(images) * int(np.prod(tiles)))
         results = []
@@ -387,7 +393,8 @@ class PN2V(BaseModel):
         path : str or os.PathLike
             The zip file; an existing one raises ``FileExistsError`` unless ``overwrite``.
         test_input : numpy.ndarray
-            A raw noisy image (Y, X) of the kind the model is for (test tensor and cover image).
+            A raw noisy image (Y, X), or volume (Z, Y, X) for a 3-D model, of the kind the model is for
+            (test tensor and cover image).
         kwargs : dict
             ``name``, ``description``, ``authors``, ``license``, ``tags``, ``max_tile_elements`` of
             :func:`pn2v_tf.export.export_bioimageio`.
@@ -407,8 +414,9 @@ class PN2V(BaseModel):
         fname : str or os.PathLike or None
             The zip file. Default: ``<name>.bioimage.io.zip`` in the model folder.
         test_input : numpy.ndarray or None
-            A raw noisy image (Y, X) for the package's test and cover. Default: the crop of the first
-            validation image that ``train`` keeps in the model folder (``example_input.tif``).
+            A raw noisy image (Y, X), or volume (Z, Y, X) for a 3-D model, for the package's test and
+            cover. Default: the crop of the first validation image that ``train`` keeps in the model
+            folder (``example_input.tif``).
         overwrite : bool
             Replace an existing file.
         kwargs : dict
@@ -432,8 +440,8 @@ class PN2V(BaseModel):
         if example is None or not example.exists():
             where = "this model has no folder" if example is None else f"{example} does not exist (trained before " \
                 "pn2v_tf kept one, or not trained)"
-            raise ValueError(f"export_TF needs test_input=: a raw noisy image (Y, X) like the data the model is for, "
-                             f"which the package uses as its test input and cover; {where}")
+            raise ValueError(f"export_TF needs test_input=: a raw noisy image ({spatial_axes(self.config.n_dim)}) like "
+                             f"the data the model is for, which the package uses as its test input and cover; {where}")
         import tifffile
 
         return tifffile.imread(example)
@@ -475,10 +483,14 @@ def _counting(predict_tile, progress, total):
 
 
 def _remove_model_files(logdir):
-    """Before a model is replaced (``overwrite=True``): its weights and noise model go."""
+    """Before a model is replaced (``overwrite=True``): its weights, noise model, example input, and
+    the state and log of its training (which a later resume must not pick up) go."""
+    from .resume import remove_training_files
+
     for pattern in ("weights_*.h5", "weights_*.h5.tmp", NOISE_MODEL_FILE, EXAMPLE_INPUT_FILE):
         for path in logdir.glob(pattern):
             path.unlink()
+    remove_training_files(logdir)
 
 
 def _all_weights_finite(model):
@@ -498,25 +510,12 @@ def _tensorboard_callbacks(log_dir):
     return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]
 
 
-def _check_images(images, name):
-    images = np.asarray(images)
-    if images.ndim == 4 and images.shape[-1] == 1:
-        images = images[..., 0]
-    if images.ndim != 3:
-        raise ValueError(f"{name} must have axes SYX (or SYXC with one channel), got shape {images.shape}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} holds no images")
-    images = images.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(images)):
-        raise ValueError(f"{name} contains NaN or inf pixels")
-    return images
-
-
 def _check_same_shape(a, b, name_a, name_b):
     if a.shape != b.shape:
         raise ValueError(f"{name_a} {a.shape} and {name_b} {b.shape} must have the same shape")
 
 
-def _check_n_tiles(n_tiles):
-    if not isinstance(n_tiles, (tuple, list)) or len(n_tiles) != 2 or not all(is_int(n, 1) for n in n_tiles):
-        raise ValueError(f"n_tiles must be two positive integers (Y, X), got {n_tiles!r}")
+def _check_n_tiles(n_tiles, n_dim):
+    if not isinstance(n_tiles, (tuple, list)) or len(n_tiles) != n_dim or not all(is_int(n, 1) for n in n_tiles):
+        raise ValueError(f"n_tiles must be {n_dim} positive integers ({', '.join(spatial_axes(n_dim))}), "
+                         f"got {n_tiles!r}")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .export import INPUT_KEY, OUTPUT_KEY, PACKAGE_CONFIG_KEY
-from .io import stack_from_axes
+from .arrays import spatial_axes, stack_from_axes
+from .export import INPUT_KEY, OUTPUT_KEY, PACKAGE_CONFIG_KEY, _per_axis_text
 from .model import NOISE_MODEL_FILE
 
 RDF_FILE = "rdf.yaml"
@@ -61,8 +61,10 @@ class PackagedModel:
         The package's name and the model's mode ('pn2v', 'n2v' or 'care').
     noise_model : NoiseModel or None
         The attached noise model (mode 'pn2v').
-    block : int
-        Image sides are processed in multiples of this; images must be at least this large.
+    n_dim : int
+        2 for a package of a 2-D model, 3 for a 3-D one (volumes, axes ZYX).
+    block : tuple of int
+        Per spatial axis: sides are processed in multiples of this; images must be at least this large.
     """
 
     def __init__(self, path):
@@ -91,6 +93,7 @@ class PackagedModel:
         info = self.rdf["config"][PACKAGE_CONFIG_KEY]
         self.name, self.mode = str(self.rdf.get("name")), str(info.get("mode"))
         self.block = _input_block(self.path, self.rdf)
+        self.n_dim = len(self.block)
         source = _weights_source(self.path, self.rdf)
         try:
             with zipfile.ZipFile(files.open(source)) as archive:
@@ -122,16 +125,17 @@ class PackagedModel:
     def __repr__(self):
         return f"PackagedModel({self.name!r}, mode={self.mode!r}, path={str(self.path)!r})"
 
-    def predict(self, img, axes="YX", estimator="mmse", progress=None):
+    def predict(self, img, axes=None, estimator="mmse", progress=None):
         """Denoise an image with the package's SavedModel, as :meth:`pn2v_tf.PN2V.predict` does.
 
         Parameters
         ----------
         img : numpy.ndarray
             Raw noisy image with axes ``axes``.
-        axes : str
-            Must contain Y and X; may add a leading S, T or Z (images processed one by one) and a
-            channel axis C of size 1.
+        axes : str or None
+            Must contain the model's spatial axes (YX, or ZYX for a 3-D model); other axes (S, T,
+            and Z for a 2-D model) hold images processed one by one; a channel axis C must have
+            size 1. Default: the model's spatial axes.
         estimator : str
             ``'mmse'`` or ``'prior_mean'``; packages of modes 'n2v' and 'care' have one output,
             which both return.
@@ -146,10 +150,11 @@ class PackagedModel:
         if estimator not in ("mmse", "prior_mean"):
             raise ValueError(f"estimator must be 'mmse' or 'prior_mean', got {estimator!r} (a package has no "
                              "posterior samples: use the model folder's PN2V.sample_posterior)")
-        images, restore = stack_from_axes(img, axes)
-        if min(images.shape[1:]) < self.block:
-            raise ValueError(f"image height and width must be at least {self.block} pixels, got "
-                             f"{images.shape[1]} x {images.shape[2]}")
+        axes = spatial_axes(self.n_dim) if axes is None else axes
+        images, restore = stack_from_axes(img, axes, self.n_dim)
+        if any(side < low for side, low in zip(images.shape[1:], self.block)):
+            raise ValueError(f"image sides must be at least {_per_axis_text(self.block)} pixels, got "
+                             f"{' x '.join(str(side) for side in images.shape[1:])}")
         if self.noise_model is not None and estimator != "prior_mean":
             self.noise_model.check_range(images, "image")
         # packages of modes 'n2v' and 'care' have no prior_mean signature: their one output serves both
@@ -227,9 +232,13 @@ def _weights_source(path, rdf):
 
 
 def _input_block(path, rdf):
-    """The step of the input's y axis (the network's block), as the export wrote it."""
+    """The steps of the input's space axes (the network's block per axis), as the export wrote them."""
     try:
         axes = rdf["inputs"][0]["axes"]
-        return int(next(axis["size"]["step"] for axis in axes if axis.get("id") == "y"))
-    except (KeyError, IndexError, TypeError, StopIteration):
-        raise ValueError(f"{path}: {RDF_FILE} has no input y axis with a size step, as pn2v_tf writes it") from None
+        block = tuple(int(axis["size"]["step"]) for axis in axes if axis.get("type") == "space")
+    except (KeyError, IndexError, TypeError):
+        block = ()
+    if len(block) not in (2, 3):
+        raise ValueError(f"{path}: {RDF_FILE} has no input space axes (y, x or z, y, x) with a size step, as "
+                         "pn2v_tf writes them")
+    return block

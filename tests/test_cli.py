@@ -147,15 +147,12 @@ def test_every_command_of_the_readme_example_parses():
         assert parser.parse_args(argv).run is not None
 
 
-def test_training_defaults_are_the_configs():
+@pytest.mark.parametrize("axes", ["YX", "ZYX"])
+def test_training_defaults_are_the_configs(axes):
     from pn2v_tf import PN2VConfig
 
-    config = PN2VConfig(None)
-    defaults = cli.TRAINING_DEFAULTS
-    assert (config.train_epochs, config.train_steps_per_epoch, config.train_batch_size, config.n2v_patch_shape,
-            config.n_samples, config.unet_n_depth, config.unet_n_first, config.train_learning_rate) == (
-        defaults["epochs"], defaults["steps_per_epoch"], defaults["batch_size"], (defaults["patch_size"],) * 2,
-        defaults["n_samples"], defaults["unet_depth"], defaults["unet_n_first"], defaults["learning_rate"])
+    from_options = cli._config(None, "pn2v", dict(cli.TRAINING_DEFAULTS), n_dim=len(axes))
+    assert vars(from_options) == vars(PN2VConfig(None, axes=axes, seed=cli.TRAINING_DEFAULTS["seed"]))
 
 
 # -- noise-model ---------------------------------------------------------------------------------
@@ -396,7 +393,7 @@ def _bad_files(folder, data):
         "text": (folder / "text.tif", "cannot read it as a TIFF file"),
         "truncated": (folder / "truncated.tif", "corrupt TIFF file"),
         "rgb": (folder / "rgb.tif", "3 channels"),
-        "nan": (folder / "nan.tif", "NaN or inf pixels (1)"),
+        "nan": (folder / "nan.tif", "NaN or infinite values (1)"),
         "empty": (folder / "empty", "no TIFF files"),
         "range": (folder / "bright.tif", "exceed the noise model's range"),
         "missing": (folder / "missing.tif", "no such file or folder"),

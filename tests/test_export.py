@@ -96,7 +96,7 @@ def images(data):
 @pytest.fixture(scope="module")
 def exported(pn2v, pn2v_gmm, n2v, care, images, tmp_path_factory):
     folder = tmp_path_factory.mktemp("exports")
-    block, context = block_and_context(pn2v.config)
+    (block, _), (context, _) = block_and_context(pn2v.config)  # along Y (2-D: the same along X)
     # strips of 2 blocks plus context: the tall image takes many strips
     strips = (2 * block + 2 * context) * 62 * K
     paths = {"pn2v": pn2v.export_SavedModel(folder / "pn2v"),
@@ -240,7 +240,7 @@ def test_export_refuses_an_existing_path_unless_overwrite(n2v, tmp_path):
 def test_failed_export_leaves_nothing_half_written(n2v, tmp_path, monkeypatch):
     import pn2v_tf.export
 
-    def write_half_and_fail(outputs, path):
+    def write_half_and_fail(outputs, path, n_dim):
         Path(path).mkdir()
         (Path(path) / "saved_model.pb").write_bytes(b"half")
         raise RuntimeError("disk full")
@@ -282,7 +282,7 @@ def test_bioimageio_package_validates_and_its_test_passes(pn2v, data, tmp_path, 
                 "README.md"} <= names
         test_output = np.load(archive.open("test_output.npy"))
         assert "doi:10.3389/fcomp.2020.00005" in archive.read("README.md").decode()
-    block, _ = block_and_context(pn2v.config)
+    (block, _), _ = block_and_context(pn2v.config)
     cropped = test_input[: 61 // block * block, : 57 // block * block]
     _close(test_output[0, ..., 0], _quiet(pn2v.predict, cropped))
 
@@ -327,7 +327,7 @@ def test_rdf_carries_what_jdll_needs_to_list_and_run_the_model(packages, pn2v, n
             assert all("id" in axis and "type" in axis for axis in tensor["axes"])
             assert [axis["id"] for axis in tensor["axes"]] == ["batch", "y", "x", "channel"]
             assert all(len(axis["channel_names"]) == 1 for axis in tensor["axes"] if axis["type"] == "channel")
-        block, halo = block_and_context(model.config)
+        (block, _), (halo, _) = block_and_context(model.config)
         for axis in rdf["inputs"][0]["axes"][1:3]:
             # JDLL's tiles are multiples of step, so min must be one too
             assert axis["size"] == {"min": 2 * halo + block, "step": block} and axis["size"]["min"] % block == 0
@@ -458,7 +458,7 @@ def test_export_TF_writes_the_package_with_the_kept_example_input(data, tmp_path
 def test_the_kept_example_input_is_large_enough_for_a_package_where_the_image_allows(data, tmp_path):
     pytest.importorskip("bioimageio.spec", reason="optional extra not installed: pip install 'pn2v_tf[bioimageio]'")
     deep = PN2VConfig(data.train, mode="n2v", **{**TINY, "unet_n_depth": 5, "n2v_patch_shape": (16, 16)})
-    block, context = block_and_context(deep)
+    (block, _), (context, _) = block_and_context(deep)
     assert 2 * context + block > 256  # more than the usual crop
     model = PN2V(deep, "deep", basedir=tmp_path)
     model._save_example_input(np.arange(300 * 310, dtype=np.float32).reshape(300, 310))

@@ -68,7 +68,6 @@ def test_given_axes_override_the_metadata_and_keep_the_dtype(tmp_path):
 @pytest.mark.parametrize("shape, kwargs, axes, problem", [
     ((32, 40, 3), {}, None, "3 channels"),                                  # RGB
     ((3, 32, 40), {"photometric": "minisblack"}, "YX", "length 3"),         # axes of the wrong length
-    ((2, 3, 32, 40), {"imagej": True, "metadata": {"axes": "TZYX"}}, None, "at most one of S, T, Z"),
     ((32, 40), {}, "XX", "once"),
 ])
 def test_wrong_axes_name_the_file(tmp_path, shape, kwargs, axes, problem):
@@ -76,6 +75,23 @@ def test_wrong_axes_name_the_file(tmp_path, shape, kwargs, axes, problem):
     with pytest.raises(InputError, match=problem) as info:
         read_image(tmp_path / "a.tif", axes)
     assert str(info.value).startswith(f"{tmp_path / 'a.tif'}: ")
+
+
+def test_a_time_series_of_volumes_reads_as_slices_or_as_volumes(tmp_path):
+    data = _image((2, 3, 32, 40))
+    tifffile.imwrite(tmp_path / "a.tif", data, imagej=True, metadata={"axes": "TZYX"})
+    slices, volumes = read_image(tmp_path / "a.tif"), read_image(tmp_path / "a.tif", n_dim=3)
+    assert slices.axes == volumes.axes == "TZYX"
+    np.testing.assert_array_equal(slices.stack, data.reshape(6, 32, 40))
+    np.testing.assert_array_equal(volumes.stack, data)
+    assert read_image(tmp_path / "a.tif", n_dim=None).stack.shape == (2, 3, 32, 40)  # Z present: volumes
+
+
+def test_a_3d_model_needs_the_z_axis(tmp_path):
+    tifffile.imwrite(tmp_path / "a.tif", _image((3, 32, 40)), photometric="minisblack")
+    with pytest.raises(InputError, match="include ZYX .* name the image's Z axis"):
+        read_image(tmp_path / "a.tif", n_dim=3)
+    assert read_image(tmp_path / "a.tif", "ZYX", n_dim=3).stack.shape == (1, 3, 32, 40)
 
 
 def test_unreadable_corrupt_and_truncated_files_are_input_errors(tmp_path):
@@ -95,7 +111,7 @@ def test_nan_and_inf_pixels_are_counted(tmp_path):
     data = _image((2, 16, 16))
     data[0, 1, 2], data[1, 3, 4] = np.nan, np.inf
     tifffile.imwrite(tmp_path / "a.tif", data, photometric="minisblack")
-    with pytest.raises(InputError, match=r"NaN or inf pixels \(2\)"):
+    with pytest.raises(InputError, match=r"NaN or infinite values \(2\)"):
         read_image(tmp_path / "a.tif")
 
 

@@ -245,6 +245,8 @@ def test_mask_patches_validation():
     with pytest.raises(ValueError, match="B, Y, X"):
         mask_patches(rng, np.zeros((16, 16), np.float32), 3.0, 2)
     with pytest.raises(ValueError, match="B, Y, X"):
+        mask_patches(rng, np.zeros((2, 1, 16, 16, 1), np.float32), 3.0, 2)
+    with pytest.raises(ValueError, match="larger than the neighbourhood radius"):  # a 3-D patch of depth 1
         mask_patches(rng, np.zeros((2, 16, 16, 1), np.float32), 3.0, 2)
     with pytest.raises(ValueError, match="perc_pix"):
         mask_patches(rng, np.zeros((2, 16, 16), np.float32), 0, 2)

@@ -464,7 +464,6 @@ def test_non_finite_pixel_raises(trained, data, bad):
 @pytest.mark.parametrize("shape, axes", [
     ((64, 64), "ZYX"),      # axes longer than the image
     ((2, 64, 64), "YX"),    # axes shorter than the image
-    ((2, 3, 64, 64), "SZYX"),  # two batch axes
     ((64, 64), "YY"),
     ((64, 64), "YQ"),
     ((2, 64), "SX"),        # no Y

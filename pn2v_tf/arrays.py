@@ -1,0 +1,168 @@
+"""The one check of image arrays: axes, channel, emptiness, finiteness, size; one set of messages.
+
+Images are 2-D (``YX``) or 3-D (``ZYX``) as the model's ``n_dim`` says. Everything that takes images
+from a user (configuration, training, prediction, export, bootstrap, files) goes through these
+functions and trusts their output: float32, finite, the channel axis of size 1 removed.
+
+Axes use CSBDeep's letters: the spatial axes, an optional channel axis ``C`` of size 1, and batch
+axes ``S``, ``T`` (and ``Z`` for a 2-D model, which then works slice by slice).
+"""
+
+import numpy as np
+from csbdeep.utils import axes_check_and_normalize
+
+from ._checks import is_int
+
+#: Spatial axes of a 2-D and a 3-D model.
+SPATIAL_AXES = {2: "YX", 3: "ZYX"}
+
+
+def spatial_axes(n_dim):
+    """'YX' for ``n_dim`` 2, 'ZYX' for 3."""
+    if n_dim not in SPATIAL_AXES:
+        raise ValueError(f"images are 2-D or 3-D, got n_dim={n_dim!r}")
+    return SPATIAL_AXES[n_dim]
+
+
+def spatial_dims(axes):
+    """Number of spatial axes (Z, Y, X) in an axes string (0 if it is not a string)."""
+    return sum(letter in "ZYX" for letter in axes.upper()) if isinstance(axes, str) else 0
+
+
+def _drop_channel(array, n_axes):
+    """Drop a trailing channel axis of size 1 from an array meant to have ``n_axes`` axes."""
+    if array.ndim == n_axes + 1 and array.shape[-1] == 1:
+        return array[..., 0]
+    return array
+
+
+def count_not_finite(images):
+    """Number of NaN or infinite values in an array or a list of arrays."""
+    stack = [images] if isinstance(images, np.ndarray) else images
+    return sum(int(np.count_nonzero(~np.isfinite(image))) for image in stack)
+
+
+def check_finite(images, name):
+    """Raise ValueError naming ``name`` if ``images`` hold NaN or infinite values."""
+    n_bad = count_not_finite(images)
+    if n_bad:
+        raise ValueError(f"{name} contains NaN or infinite values ({n_bad}); remove or replace them")
+
+
+def as_image_stack(images, n_dim=2, name="images", allow_list=False):
+    """Images as a finite float32 array (S, *spatial), or a list of finite float32 spatial arrays.
+
+    Parameters
+    ----------
+    images : numpy.ndarray or list of numpy.ndarray
+        An array with axes ``S`` + spatial (optionally + ``C`` of size 1), or, with ``allow_list``,
+        a non-empty list of single images (spatial, optionally + ``C`` of size 1) that may differ
+        in size.
+    n_dim : int
+        2 (``YX``) or 3 (``ZYX``).
+    name : str
+        What the error messages call the images.
+    allow_list : bool
+        Accept a list or tuple of images of different sizes.
+
+    Returns
+    -------
+    numpy.ndarray or list of numpy.ndarray
+        float32; the input itself when it is already a float32 array of the right axes.
+    """
+    axes = spatial_axes(n_dim)
+    if allow_list and isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise ValueError(f"{name} is empty (no images)")
+        out = []
+        for index, image in enumerate(images):
+            image = _drop_channel(np.asarray(image, dtype=np.float32), n_dim)
+            if image.ndim != n_dim:
+                raise ValueError(f"each image of {name} must have axes {axes} (or {axes}C with one channel), "
+                                 f"got shape {image.shape} for image {index}")
+            out.append(image)
+        check_finite(out, name)
+        return out
+    array = _drop_channel(np.asarray(images), n_dim + 1)
+    if array.ndim != n_dim + 1:
+        raise ValueError(f"{name} must have axes S{axes} (or S{axes}C with one channel), got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is empty (no images)")
+    array = array.astype(np.float32, copy=False)
+    check_finite(array, name)
+    return array
+
+
+def image_shapes(images):
+    """(S, n_dim) int array of the spatial sizes of a stack or a list of images."""
+    if isinstance(images, np.ndarray):
+        return np.tile(np.asarray(images.shape[1:]), (len(images), 1))
+    return np.array([image.shape for image in images])
+
+
+def check_patch_shape(patch_shape, n_dim=None, name="patch_shape"):
+    """``patch_shape`` as a tuple of 2 or 3 (``n_dim`` when given) positive ints, or ValueError."""
+    try:
+        shape = tuple(patch_shape)
+    except TypeError:
+        shape = None
+    lengths = (2, 3) if n_dim is None else (n_dim,)
+    if shape is None or len(shape) not in lengths or not all(is_int(s, 1) for s in shape):
+        axes = " or ".join(f"({', '.join(spatial_axes(n))})" for n in lengths)
+        raise ValueError(f"{name} must be {' or '.join(str(n) for n in lengths)} positive integers {axes}, "
+                         f"got {patch_shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def check_fits(images, patch_shape, name="images"):
+    """Check that a patch fits into every image (a stack or a list); return it as a tuple of ints."""
+    sizes = image_shapes(images)
+    shape = check_patch_shape(patch_shape, sizes.shape[1])
+    too_small = np.any(sizes < shape, axis=1)
+    if np.any(too_small):
+        index = int(np.argmax(too_small))
+        raise ValueError(f"patch shape {shape} does not fit into image {index} of {name} with shape "
+                         f"{tuple(int(s) for s in sizes[index])}")
+    return shape
+
+
+def squeeze_channel(img, axes):
+    """Check ``axes`` against ``img`` and remove a channel axis ``C`` of size 1: (img, axes)."""
+    img = np.asarray(img)
+    axes = axes_check_and_normalize(axes, img.ndim)
+    for letter, size in zip(axes, img.shape):
+        if letter == "C" and size != 1:
+            raise ValueError(f"the model takes one channel; axis C of the image has size {size}")
+    keep = [i for i, letter in enumerate(axes) if letter != "C"]
+    return img.reshape([img.shape[i] for i in keep]), "".join(axes[i] for i in keep)
+
+
+def stack_from_axes(img, axes, n_dim=2):
+    """Image with ``axes`` -> finite float32 stack (N, *spatial) and a function that restores the layout.
+
+    ``axes`` must hold the spatial axes of ``n_dim`` (``YX`` or ``ZYX``); every other axis (S, T, and
+    Z for a 2-D model) is a batch axis whose images are processed one by one; a channel axis C may
+    have size 1 only. ``restore`` maps results (N, *spatial, C') back to the axes of ``img``
+    without C, then C'.
+    """
+    img, axes = squeeze_channel(img, axes)
+    spatial = spatial_axes(n_dim)
+    missing = [a for a in spatial if a not in axes]
+    if missing:
+        hint = "; this is a 3-D model: name the image's Z axis" if "Z" in missing else ""
+        raise ValueError(f"axes must include {spatial} (the model is {n_dim}-D), got {axes!r}{hint}")
+    batch_axes = [a for a in axes if a not in spatial]
+    order = batch_axes + list(spatial)
+    stack = np.transpose(img, [axes.index(a) for a in order])
+    batch_shape = stack.shape[:len(batch_axes)]
+    stack = stack.reshape((-1,) + stack.shape[len(batch_axes):]).astype(np.float32, copy=False)
+    n_bad = count_not_finite(stack)
+    if n_bad:
+        raise ValueError(f"image contains NaN or infinite values ({n_bad})")
+
+    def restore(results):
+        out = results.reshape(batch_shape + results.shape[1:])
+        current = order + ["C"]
+        return np.transpose(out, [current.index(a) for a in list(axes) + ["C"]])
+
+    return stack, restore
