@@ -302,3 +302,18 @@ def test_a_noise_model_bootstraps_from_a_3d_n2v_model(data):
     bootstrapped = bootstrap_noise_model(data.train, kind="histogram", n2v_model=n2v, bins=32)
     direct = HistogramNoiseModel.from_pairs(n2v.predict(data.train, axes="SZYX"), data.train, bins=32)
     np.testing.assert_array_equal(bootstrapped.histogram, direct.histogram)
+
+
+def test_the_readme_3d_commands_parse():
+    import re
+    import shlex
+    from pathlib import Path
+
+    from pn2v_tf import cli
+
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    block = re.search(r"<!-- cli-example-3d.*?-->\s*```bash\n(.*?)\n\s*```", text, re.S).group(1)
+    commands = [shlex.split(line.strip())[1:] for line in block.splitlines() if line.strip().startswith("pn2v ")]
+    assert [c[0] for c in commands] == ["train", "predict"]
+    parsed = [cli.build_parser().parse_args(argv) for argv in commands]
+    assert parsed[0].patch_size == [16, 64, 64] and parsed[0].unet_pool == [1, 2, 2] and parsed[1].n_tiles == [1, 2, 2]
