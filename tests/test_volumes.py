@@ -317,3 +317,11 @@ def test_the_readme_3d_commands_parse():
     assert [c[0] for c in commands] == ["train", "predict"]
     parsed = [cli.build_parser().parse_args(argv) for argv in commands]
     assert parsed[0].patch_size == [16, 64, 64] and parsed[0].unet_pool == [1, 2, 2] and parsed[1].n_tiles == [1, 2, 2]
+
+
+def test_a_calibration_series_of_volumes_makes_the_same_noise_model_as_its_pairs(data):
+    frames = np.stack([data.calibration[:10], data.calibration[10:]], axis=1)  # (T=10, Z=2, Y, X)
+    from_stack = HistogramNoiseModel.from_calibration_stack(frames, bins=32)
+    signal = np.broadcast_to(frames.mean(axis=0), frames.shape)
+    from_pairs = HistogramNoiseModel.from_pairs(signal, frames, bins=32)
+    np.testing.assert_array_equal(from_stack.histogram, from_pairs.histogram)

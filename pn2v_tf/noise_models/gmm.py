@@ -248,10 +248,11 @@ class GMMNoiseModel(NoiseModel):
 
     @classmethod
     def from_calibration_stack(cls, stack, **fit_kwargs):
-        """Fit to many noisy frames (N, Y, X) of a static sample; the signal is their mean."""
+        """Fit to many noisy frames (N, Y, X), or volumes (N, Z, Y, X), of a static sample; the signal is their mean."""
         stack = np.asarray(stack, dtype=np.float64)
         if stack.ndim < 3 or stack.shape[0] < 2:
-            raise ValueError(f"calibration stack must have shape (N, Y, X) with N >= 2 frames, got {stack.shape}")
+            raise ValueError(f"calibration stack must have shape (N, Y, X) or (N, Z, Y, X) with N >= 2 frames, got "
+                             f"{stack.shape}")
         return cls.fit(stack.mean(axis=0, keepdims=True), stack, **fit_kwargs)
 
     def _run_adam(self, train, val, learning_rate, steps, batch_size, eval_every, rng, verbose):

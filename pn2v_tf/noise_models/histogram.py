@@ -85,10 +85,11 @@ class HistogramNoiseModel(NoiseModel):
 
     @classmethod
     def from_calibration_stack(cls, stack, bins=256, value_range=None):
-        """Histogram from many noisy frames (N, Y, X) of a static sample; the signal is their mean."""
+        """Histogram from many noisy frames (N, Y, X), or volumes (N, Z, Y, X), of a static sample; the signal is their mean."""
         stack = np.asarray(stack, dtype=np.float64)
         if stack.ndim < 3 or stack.shape[0] < 2:
-            raise ValueError(f"calibration stack must have shape (N, Y, X) with N >= 2 frames, got {stack.shape}")
+            raise ValueError(f"calibration stack must have shape (N, Y, X) or (N, Z, Y, X) with N >= 2 frames, got "
+                             f"{stack.shape}")
         return cls.from_pairs(stack.mean(axis=0, keepdims=True), stack, bins=bins, value_range=value_range)
 
     @classmethod
