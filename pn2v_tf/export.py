@@ -160,8 +160,11 @@ class WholeImage:
         if axis == self.n_dim:
             return self._estimate_kept(estimator, piece, kept)
         shape = tf.shape(piece)
-        per_row = tf.reduce_prod(shape[:-1]) // shape[axis + 1] * self.n_outputs
-        rows = strip_rows(per_row, self.block[axis], self.context[axis], self.max_tile_elements)
+        length = shape[axis + 1]
+        per_row = tf.reduce_prod(shape[:-1]) // length * self.n_outputs
+        # a piece within the bound stays whole along this axis (strips would only add context)
+        rows = tf.where(per_row * length <= self.max_tile_elements, length,
+                        strip_rows(per_row, self.block[axis], self.context[axis], self.max_tile_elements))
 
         def strip_estimate(strip, first, count):
             return self._in_pieces(estimator, strip, axis + 1, kept + ((first, count),))
