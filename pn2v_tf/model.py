@@ -69,7 +69,10 @@ class PN2V(BaseModel):
         self._noise_model = noise_model
         if isinstance(config, PN2VConfig) and config.is_valid() and basedir is not None and name is not None and overwrite:
             _remove_model_files(Path(basedir) / name)
-        super().__init__(config, name=name, basedir=basedir)
+        with warnings.catch_warnings():
+            if overwrite:  # asked for: CSBDeep's warning that files may be overwritten says nothing new
+                warnings.filterwarnings("ignore", message="output path for model already exists")
+            super().__init__(config, name=name, basedir=basedir)
 
     @property
     def noise_model(self):

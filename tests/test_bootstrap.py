@@ -7,9 +7,9 @@ import pytest
 from pn2v_tf import PN2V, PN2VConfig, bootstrap_noise_model
 from pn2v_tf.datasets import make_synthetic_data
 from pn2v_tf.noise_models import GMMNoiseModel, HistogramNoiseModel
+from conftest import tiny
 
-TINY = dict(unet_n_depth=2, unet_n_first=8, n2v_patch_shape=(32, 32), train_batch_size=8,
-            train_learning_rate=4e-3, train_reduce_lr=None, train_tensorboard=False, seed=0)
+TINY = tiny(train_batch_size=8, train_learning_rate=4e-3, train_reduce_lr=None, seed=0)
 FIT = dict(steps=150, batch_size=20_000)
 
 

@@ -28,10 +28,10 @@ from pn2v_tf import cli  # noqa: E402
 from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
 from pn2v_tf.metrics import psnr, psnr_scale_invariant  # noqa: E402
 from pn2v_tf.resume import load_state, read_log  # noqa: E402
+from conftest import tiny, train_options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_N2V = ["--batch-size", "4", "--patch-size", "32", "--unet-depth", "2", "--unet-n-first", "8",
-            "--learning-rate", "1e-3", "--seed", "0"]
+TINY_N2V = train_options(tiny(train_batch_size=4, train_learning_rate=1e-3, seed=0))
 TINY = TINY_N2V + ["--n-samples", "16"]
 SHORT = ["--epochs", "2", "--steps-per-epoch", "2"]
 VALUE_RANGE = ["--value-range", "40", "600"]
@@ -139,7 +139,7 @@ def test_every_command_of_the_readme_example_parses():
     import shlex
 
     text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- cli-example.*?-->\s*```bash\n(.*?)\n```", text, re.S).group(1)
+    block = re.search(r"<!-- cli-example:.*?-->\s*```bash\n(.*?)\n```", text, re.S).group(1)
     commands = [shlex.split(line)[1:] for line in block.splitlines() if line.startswith("pn2v ")]
     assert [c[0] for c in commands] == ["noise-model", "train", "predict", "evaluate", "export"]
     parser = cli.build_parser()
@@ -233,6 +233,26 @@ def test_overwrite_replaces_a_model_and_its_training_log(files, noise_model_file
     assert len(read_log(folder / "training_log.csv")) == 1
 
 
+def test_overwrite_leaves_no_state_of_the_replaced_training_to_resume(files, noise_model_file, model_dir, tmp_path,
+                                                                      capsys, monkeypatch):
+    """The replacing run is interrupted before its first epoch: --resume must not find the old state."""
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    assert (folder / "training_state.npz").exists() and (folder / "training_log.csv").exists()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_fit", interrupted)
+    code, _, err = run(["train", files / "noisy", "--noise-model", noise_model_file, "--model", folder, *TINY,
+                        *SHORT, "--overwrite", "--quiet"], capsys)
+    assert code == 130 and "pn2v train: interrupted: no epoch was completed" in err
+    assert not {"training_state.npz", "training_log.csv", "weights_best.h5", "weights_last.h5"} & {
+        p.name for p in folder.iterdir()}
+    code, _, err = run(["train", "--model", folder, "--resume", "--epochs", "3"], capsys)
+    assert code == 2 and "no training_state.npz" in error_line(err, "train")
+
+
 def test_diverging_training_stops_with_one_line_and_exit_code_1(files, tmp_path, capsys):
     folder = tmp_path / "nan"
     code, _, err = run(["train", files / "noisy", "--mode", "n2v", "--model", folder, *TINY,
@@ -278,6 +298,7 @@ def test_sigterm_keeps_the_last_epoch_and_resume_completes_the_run(files, noise_
     assert code == 0 and f"resuming {folder} after epoch {done} of {epochs}" in out
     rows = read_log(log)
     assert [row["epoch"] for row in rows] == list(range(1, epochs + 1))
+    assert int(load_state(folder / "training_state.npz").optimizer[0]) == epochs * 6  # Adam's steps, all epochs
     uninterrupted = tmp_path / "whole"
     assert run(argv[:5] + [uninterrupted] + argv[6:], capsys)[0] == 0
     assert len(read_log(uninterrupted / "training_log.csv")) == len(rows)
@@ -293,12 +314,15 @@ def test_resume_refuses_what_it_cannot_do(files, noise_model_file, model_dir, tm
     assert code == 2 and "no config.json" in error_line(err, "train")
 
 
-def test_resume_can_extend_a_finished_training(files, noise_model_file, tmp_path, capsys):
+def test_resume_can_extend_a_finished_training_and_restores_the_optimiser(files, noise_model_file, tmp_path,
+                                                                          capsys):
     folder = tmp_path / "m"
     assert run(["train", files / "noisy", "--noise-model", noise_model_file, "--model", folder, *TINY,
                 "--epochs", "1", "--steps-per-epoch", "1", "--quiet"], capsys)[0] == 0
     assert run(["train", "--model", folder, "--resume", "--epochs", "2", "--quiet"], capsys)[0] == 0
     assert [row["epoch"] for row in read_log(folder / "training_log.csv")] == [1, 2]
+    # Adam's step count goes on from the first run's step: 2 epochs x 1 step (a fresh optimiser would count 1)
+    assert int(load_state(folder / "training_state.npz").optimizer[0]) == 2 * 1
 
 
 # -- predict -------------------------------------------------------------------------------------

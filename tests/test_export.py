@@ -25,8 +25,9 @@ import tensorflow as tf  # noqa: E402
 import tifffile  # noqa: E402
 from tensorflow_runtimes import (DEEPIMAGEJ_TENSORFLOWS, VENV_TENSORFLOW, run_saved_models,  # noqa: E402
                                  tensorflow_runtime)
+from conftest import tiny  # noqa: E402
 
-TINY = dict(unet_n_depth=2, unet_n_first=8, n2v_patch_shape=(32, 32), seed=0, train_tensorboard=False)
+TINY = tiny(seed=0)
 K = 16
 
 def _quiet(function, *args, **kwargs):

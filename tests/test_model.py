@@ -21,9 +21,9 @@ from pn2v_tf import HistogramNoiseModel, MaskedPatches, PN2V, PN2VConfig  # noqa
 from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
 from pn2v_tf.metrics import psnr  # noqa: E402
 from pn2v_tf.nets import receptive_radius  # noqa: E402
+from conftest import tiny  # noqa: E402
 
-TINY = dict(unet_n_depth=2, unet_n_first=8, n2v_patch_shape=(32, 32), train_batch_size=16,
-            train_n_val_patches=16, train_learning_rate=3e-3, train_tensorboard=False)
+TINY = tiny(train_batch_size=16, train_n_val_patches=16, train_learning_rate=3e-3)
 K = 16
 EPOCHS, STEPS = 8, 10
 

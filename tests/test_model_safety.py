@@ -10,9 +10,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from pn2v_tf import PN2V, HistogramNoiseModel, PN2VConfig  # noqa: E402
+from conftest import SMALL_NET, tiny  # noqa: E402
 
-TINY = dict(unet_n_depth=2, unet_n_first=4, n2v_patch_shape=(16, 16), train_batch_size=4,
-            train_n_val_patches=4, train_tensorboard=False, n_samples=8, seed=0)
+TINY = tiny(SMALL_NET, n_samples=8)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """Tests of pn2v_tf.resume and the hooks it uses in PN2V: train(initial_epoch, callbacks), predict(progress)."""
 
+import json
 import os
+import shutil
 import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -12,10 +14,9 @@ import pytest  # noqa: E402
 
 from pn2v_tf import PN2V, PN2VConfig  # noqa: E402
 from pn2v_tf import resume  # noqa: E402
+from conftest import SMALL_NET, tiny  # noqa: E402
 
-TINY = dict(unet_n_depth=2, unet_n_first=4, n2v_patch_shape=(16, 16), train_batch_size=4, train_n_val_patches=4,
-            train_tensorboard=False, seed=0, train_learning_rate=1e-3,
-            train_reduce_lr={"factor": 0.5, "patience": 1})
+TINY = tiny(SMALL_NET, train_learning_rate=1e-3, train_reduce_lr={"factor": 0.5, "patience": 1})
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,27 @@ def test_a_state_of_another_network_is_refused(checkpointed, images, tmp_path):
     other.prepare_for_training()
     with pytest.raises(ValueError, match="do not fit"):
         resume.restore(other, state)
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+@pytest.mark.filterwarnings("ignore:output path for model already exists")
+def test_a_replaced_model_leaves_no_training_state_or_log(checkpointed, images, tmp_path):
+    """overwrite=True removes what a later resume would pick up; without it nothing is touched."""
+    folder = tmp_path / "m"
+    shutil.copytree(checkpointed[1] / "m", folder)
+    assert {resume.STATE_FILE, resume.LOG_FILE, "weights_last.h5", "example_input.tif"} <= set(_snapshot(folder))
+    before = _snapshot(folder)
+    config = PN2VConfig(images, mode="n2v", **{**TINY, "unet_n_first": 8})
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        PN2V(config, "m", basedir=str(tmp_path))
+    assert _snapshot(folder) == before
+
+    PN2V(config, "m", basedir=str(tmp_path), overwrite=True)
+    assert sorted(_snapshot(folder)) == ["config.json"]
+    assert json.loads((folder / "config.json").read_text())["unet_n_first"] == 8
 
 
 def test_an_unreadable_state_file_is_a_value_error(tmp_path):

@@ -19,9 +19,9 @@ from pn2v_tf.inference import auto_n_tiles  # noqa: E402
 from pn2v_tf.masking import grid_shape, mask_patches, n_masked, neighbour_coords, stratified_coords  # noqa: E402
 from pn2v_tf.nets import GatherPixels, build_networks, receptive_radius  # noqa: E402
 
+from conftest import TINY_3D  # noqa: E402
+
 K = 8
-TINY_3D = dict(axes="ZYX", unet_n_depth=2, unet_n_first=4, unet_pool=(1, 2, 2), n2v_patch_shape=(8, 16, 16),
-               train_batch_size=2, train_n_val_patches=2, train_tensorboard=False, seed=0)
 
 
 def _quiet(function, *args, **kwargs):
