@@ -325,3 +325,19 @@ def test_a_calibration_series_of_volumes_makes_the_same_noise_model_as_its_pairs
     signal = np.broadcast_to(frames.mean(axis=0), frames.shape)
     from_pairs = HistogramNoiseModel.from_pairs(signal, frames, bins=32)
     np.testing.assert_array_equal(from_stack.histogram, from_pairs.histogram)
+
+
+def test_a_3d_saved_model_runs_in_deepimagej_tensorflow_2_7(trained, data, tmp_path):
+    from tensorflow_runtimes import DEEPIMAGEJ_TENSORFLOWS, run_saved_models, tensorflow_runtime
+
+    model, _ = trained
+    runtime = tensorflow_runtime(DEEPIMAGEJ_TENSORFLOWS[0])  # deepImageJ's default engine; skips if unavailable
+    volume = data.test[:, :28, :26]
+    _quiet(model.export_SavedModel, tmp_path / "vol", max_tile_elements=110_000)
+    np.save(tmp_path / "volume.npy", volume[np.newaxis, ..., np.newaxis])
+    job = {"model": str(tmp_path / "vol"), "input": str(tmp_path / "volume.npy"), "signature": "serving_default",
+           "how": "session"}
+    (out,), report = run_saved_models(runtime, [job], tmp_path)
+    expected = model.predict(volume)
+    assert report["tensorflow"] == DEEPIMAGEJ_TENSORFLOWS[0] and out.shape == (1,) + volume.shape + (1,)
+    np.testing.assert_allclose(out[0, ..., 0], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
