@@ -6,6 +6,11 @@ One command measures, each measurement in its own subprocess (so its peak reside
 - training throughput (patches/s, s per optimiser step) of PN2V and N2V for the paper's network
   (depth 3, 64 features, K = 800, 96x96 patches, batch 4) and a small one (the demo's: depth 3,
   16 features, K = 800, 64x64 patches, batch 16, 3% masked), and the ratio PN2V/N2V;
+- the same for 3-D models on z-stacks ("3d": depth 3, 32 features, K = 800, 16x64x64 patches,
+  pooling 1x2x2, batch 4, 3% masked; "3d-small": the z-stack demo's, 16 features, batch 1). Both
+  modes run in one process, alternating rounds of ``--steps-3d`` steps (PN2V first in the
+  1st, 3rd, ... round, N2V first in the others), so that load from other processes on a shared machine
+  affects both alike; the ratio is that of their summed times, with its range over the rounds;
 - prediction throughput (megapixels/s) of MMSE and prior mean with the paper's network on square
   images of the given sizes, with glibc's default allocator settings and with
   ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=10000000000`` ("tuned");
@@ -18,6 +23,12 @@ The network is untrained: speed does not depend on the weights.
     python benchmarks/speed.py                                   # everything
     python benchmarks/speed.py --configs small --sizes 512 --allocator default --steps 5 --repeats 1
     python benchmarks/speed.py --json /tmp/speed.json --append-markdown BENCHMARKS.md
+    python benchmarks/speed.py --configs 3d 3d-small --sizes --onednn on    # 3-D training rows only
+
+``--onednn on|off`` sets ``TF_ENABLE_ONEDNN_OPTS`` in the measuring processes (TensorFlow 2.21's CPU
+build leaves its oneDNN kernels off unless it is 1; the gradients of 3-D convolutions are then 10
+to 20 times slower, a training step of "3d-small" about 8 times); the default leaves the environment
+as it is.
 """
 
 import argparse
@@ -38,8 +49,16 @@ import numpy as np  # noqa: E402
 
 TUNED_ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "10000000000"}
 SMALL_CONFIG = dict(n_depth=3, n_first=16, n_samples=800, patch=64, batch=16, perc_pix=3.0)
+#: 3-D training configurations (``--batch-3d`` and ``--n-first-3d`` change "3d").
+THREE_D_CONFIGS = {
+    "3d": dict(n_depth=3, n_first=32, n_samples=800, patch=(16, 64, 64), batch=4, perc_pix=3.0, pool=(1, 2, 2)),
+    "3d-small": dict(n_depth=3, n_first=16, n_samples=800, patch=(16, 64, 64), batch=1, perc_pix=3.0,
+                     pool=(1, 2, 2)),
+}
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 TARGETS = {
     "train": "PN2V >= 0.7x N2V training throughput (goal 0.9x)",
+    "train3d": "3-D PN2V >= 0.9x 3-D N2V training throughput on the same network",
     "predict": "MMSE 512x512 <= 1.5x prior mean; MMSE 2048x2048 with K = 800 under 1.5 GB peak RSS",
     "pytorch": "original PyTorch PN2V on this CPU: PN2V 1.69 patches/s, N2V 8.85 patches/s "
                "(paper config, 100x100, batch 4); MMSE 512x512 22 s / 3.2 GB",
@@ -54,26 +73,100 @@ def peak_rss_mb():
 def network_config(args, name):
     if name == "small":
         return dict(SMALL_CONFIG)
+    if name == "3d":
+        return dict(THREE_D_CONFIGS["3d"], batch=args.batch_3d, n_first=args.n_first_3d)
+    if name in THREE_D_CONFIGS:
+        return dict(THREE_D_CONFIGS[name])
     return dict(n_depth=args.n_depth, n_first=args.n_first, n_samples=args.n_samples,
                 patch=args.patch, batch=args.batch, perc_pix=args.perc_pix)
+
+
+def calibrated_noise_model(data, kind):
+    """A histogram (or 3-Gaussian GMM, ``kind='gmm'``) noise model of the data's calibration stack."""
+    from pn2v_tf.noise_models import GMMNoiseModel, HistogramNoiseModel
+
+    if kind == "gmm":
+        return GMMNoiseModel.from_calibration_stack(data.calibration, n_gaussians=3, n_coeff=2)
+    return HistogramNoiseModel.from_calibration_stack(data.calibration)
 
 
 def build_model(net, mode, noise_model_kind, image_side):
     from pn2v_tf import PN2V, PN2VConfig
     from pn2v_tf.datasets import make_synthetic_data
-    from pn2v_tf.noise_models import GMMNoiseModel, HistogramNoiseModel
 
     data = make_synthetic_data(seed=0, shape=(image_side, image_side), n_train=1)
-    noise_model = None
-    if mode == "pn2v":
-        if noise_model_kind == "gmm":
-            noise_model = GMMNoiseModel.from_calibration_stack(data.calibration, n_gaussians=3, n_coeff=2)
-        else:
-            noise_model = HistogramNoiseModel.from_calibration_stack(data.calibration)
+    noise_model = calibrated_noise_model(data, noise_model_kind) if mode == "pn2v" else None
     config = PN2VConfig(data.train, mode=mode, unet_n_depth=net["n_depth"], unet_n_first=net["n_first"],
                         n_samples=net["n_samples"], n2v_perc_pix=net["perc_pix"],
                         n2v_patch_shape=(net["patch"], net["patch"]))
     return PN2V(config, mode, basedir=None, noise_model=noise_model), data
+
+
+def onednn_enabled():
+    """Whether this process's TensorFlow runs its oneDNN kernels (None if it cannot tell)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # private API: may move
+        return None
+
+
+def build_model_3d(net, mode, noise_model_kind):
+    """An untrained 3-D model (axes ZYX) of configuration ``net`` and synthetic z-stacks for it."""
+    from pn2v_tf import PN2V, PN2VConfig
+    from pn2v_tf.datasets import make_synthetic_volumes
+
+    depth, height, width = net["patch"]
+    data = make_synthetic_volumes(seed=0, shape=(max(32, depth), max(128, height), max(128, width)), n_train=2)
+    noise_model = calibrated_noise_model(data, noise_model_kind) if mode == "pn2v" else None
+    config = PN2VConfig(data.train, mode=mode, axes="ZYX", unet_pool=tuple(net["pool"]), unet_n_depth=net["n_depth"],
+                        unet_n_first=net["n_first"], n_samples=net["n_samples"], n2v_perc_pix=net["perc_pix"],
+                        n2v_patch_shape=tuple(net["patch"]), seed=0)
+    return PN2V(config, mode, basedir=None, noise_model=noise_model), data
+
+
+def measure_training_alternating(net, noise_model_kind, steps, rounds, warmup=2):
+    """3-D PN2V and N2V of the same network in one process: ``rounds`` rounds of ``steps``
+    ``train_on_batch`` calls of each (PN2V first in rounds 0, 2, ..., N2V first in the others),
+    on the same pre-generated masked batches. Returns per mode patches/s, steps/s, voxels/s and
+    s/step over all rounds, the ratio PN2V/N2V of the summed times and its range over the rounds."""
+    import keras
+
+    from pn2v_tf.data import MaskedPatches
+
+    trainings, batches = {}, None
+    for mode in ("pn2v", "n2v"):
+        keras.utils.set_random_seed(0)  # the same initial U-Net for both
+        model, data = build_model_3d(net, mode, noise_model_kind)
+        cfg = model.config
+        if batches is None:
+            patches = MaskedPatches(data.train, tuple(net["patch"]), net["batch"], steps + warmup, cfg.n2v_perc_pix,
+                                    cfg.n2v_neighborhood_radius, seed=0)
+            batches = [patches[i] for i in range(steps + warmup)]
+        training = model._training_model
+        training.compile(optimizer="adam", loss=model._loss())
+        for x, y in batches[:warmup]:
+            training.train_on_batch(x, y)
+        trainings[mode] = training
+    seconds = {"pn2v": [], "n2v": []}
+    for round_index in range(rounds):
+        order = ("pn2v", "n2v") if round_index % 2 == 0 else ("n2v", "pn2v")
+        for mode in order:
+            start = time.perf_counter()
+            for x, y in batches[warmup:]:
+                trainings[mode].train_on_batch(x, y)
+            seconds[mode].append(time.perf_counter() - start)
+    voxels = int(np.prod(net["patch"])) * net["batch"]
+    result = {"steps": steps, "rounds": rounds, "onednn": onednn_enabled()}
+    for mode, times in seconds.items():
+        total = float(np.sum(times))
+        n = steps * rounds
+        result[mode] = {"steps_per_s": n / total, "s_per_step": total / n, "patches_per_s": n * net["batch"] / total,
+                        "voxels_per_s": n * voxels / total, "round_seconds": times}
+    per_round = [n2v / pn2v for pn2v, n2v in zip(seconds["pn2v"], seconds["n2v"])]
+    result["ratio_pn2v_over_n2v"] = result["pn2v"]["steps_per_s"] / result["n2v"]["steps_per_s"]
+    result["ratio_range"] = [float(min(per_round)), float(max(per_round))]
+    return result
 
 
 def measure_training(net, mode, noise_model_kind, steps, warmup=3):
@@ -134,7 +227,10 @@ def measure_matmul(n=2048, repeats=10):
 def run_one(args):
     """Body of a child process: one measurement, its result and peak RSS as JSON."""
     kind, *rest = args.only.split(":")
-    if kind == "train":
+    if kind == "train3d":
+        result = measure_training_alternating(network_config(args, rest[0]), args.noise_model, args.steps_3d,
+                                              args.rounds)
+    elif kind == "train":
         config_name, mode = rest
         result = measure_training(network_config(args, config_name), mode, args.noise_model, args.steps)
     elif kind == "predict":
@@ -157,12 +253,16 @@ def child(args, only, allocator="default"):
         env.pop(key, None)
     if allocator == "tuned":
         env.update(TUNED_ALLOCATOR_ENV)
+    if args.onednn != "default":
+        env[ONEDNN_ENV] = "1" if args.onednn == "on" else "0"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "result.json")
         cmd = [sys.executable, os.path.abspath(__file__), "--only", only, "--result", path,
                "--steps", str(args.steps), "--repeats", str(args.repeats), "--noise-model", args.noise_model,
                "--n-depth", str(args.n_depth), "--n-first", str(args.n_first), "--n-samples", str(args.n_samples),
-               "--patch", str(args.patch), "--batch", str(args.batch), "--perc-pix", str(args.perc_pix)]
+               "--patch", str(args.patch), "--batch", str(args.batch), "--perc-pix", str(args.perc_pix),
+               "--steps-3d", str(args.steps_3d), "--rounds", str(args.rounds), "--batch-3d", str(args.batch_3d),
+               "--n-first-3d", str(args.n_first_3d)]
         print(f"  running {only} ({allocator} allocator) ...", file=sys.stderr, flush=True)
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
         with open(path) as f:
@@ -187,14 +287,18 @@ def run_all(args):
     results = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__)] + sys.argv[1:]),
                "machine": machine_info(), "noise_model": args.noise_model,
+               "onednn": os.environ.get(ONEDNN_ENV, "unset") if args.onednn == "default" else args.onednn,
                "configs": {name: network_config(args, name) for name in args.configs},
-               "train": {}, "predict": {}}
+               "train": {}, "train3d": {}, "predict": {}}
     for name in args.configs:
+        if name in THREE_D_CONFIGS:
+            results["train3d"][name] = child(args, f"train3d:{name}")
+            continue
         runs = {mode: child(args, f"train:{name}:{mode}") for mode in ("pn2v", "n2v")}
         runs["ratio_pn2v_over_n2v"] = runs["pn2v"]["patches_per_s"] / runs["n2v"]["patches_per_s"]
         results["train"][name] = runs
     allocators = ("default", "tuned") if args.allocator == "both" else (args.allocator,)
-    for allocator in allocators:
+    for allocator in allocators if args.sizes else ():  # --sizes with no value: no prediction (nor matmul)
         per_size = {}
         for size in args.sizes:
             runs = {est: child(args, f"predict:{size}:{est}", allocator) for est in ("prior_mean", "mmse")}
@@ -212,7 +316,8 @@ def format_markdown(results):
     lines = [f"## {results['date']}", "",
              f"Command: `{results['command']}`", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}; "
-             f"{results['noise_model']} noise model; untrained networks", ""]
+             f"{results['noise_model']} noise model; untrained networks"
+             + (f"; {ONEDNN_ENV} {results['onednn']}" if "onednn" in results else ""), ""]
     if results["train"]:
         lines += ["| training | network | patches/s | s/step | peak RSS MB | PN2V/N2V |",
                   "|---|---|---|---|---|---|"]
@@ -226,6 +331,26 @@ def format_markdown(results):
                 lines.append(f"| {mode.upper()} | {net} | {r['patches_per_s']:.2f} | {r['s_per_step']:.3f} | "
                              f"{r['peak_rss_mb']:.0f} | {ratio} |")
         lines += ["", f"Target: {TARGETS['train']}.", ""]
+    if results.get("train3d"):
+        lines += ["| training, 3-D (alternated in one process) | network | steps/s | patches/s | Mvoxel/s | s/step | "
+                  "peak RSS MB | PN2V/N2V (range over rounds) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in results["train3d"].items():
+            c = results["configs"][name]
+            net = (f"{name}: depth {c['n_depth']}, {c['n_first']} feat., K={c['n_samples']}, "
+                   f"{'x'.join(str(n) for n in c['patch'])}, pool {'x'.join(str(n) for n in c['pool'])}, "
+                   f"batch {c['batch']}, {c['perc_pix']:g}% masked")
+            for mode in ("pn2v", "n2v"):
+                m = r[mode]
+                ratio = (f"{r['ratio_pn2v_over_n2v']:.2f} ({r['ratio_range'][0]:.2f}..{r['ratio_range'][1]:.2f})"
+                         if mode == "pn2v" else "")
+                lines.append(f"| {mode.upper()} | {net} | {m['steps_per_s']:.3f} | {m['patches_per_s']:.2f} | "
+                             f"{m['voxels_per_s'] / 1e6:.3f} | {m['s_per_step']:.3f} | {r['peak_rss_mb']:.0f} | {ratio} |")
+        first = next(iter(results["train3d"].values()))
+        onednn = {True: "on", False: "off", None: "unknown"}[first.get("onednn")]
+        lines += ["", f"{first['rounds']} rounds of {first['steps']} steps per mode after 2 warm-up steps each; one "
+                  f"process per network (peak RSS covers both models); oneDNN kernels {onednn}.", "",
+                  f"Target: {TARGETS['train3d']}.", ""]
     if results["predict"]:
         peak = results["matmul"]["gflop_per_s"]
         lines += ["| prediction (paper network) | allocator | image | s | Mpixel/s | peak RSS MB | "
@@ -276,8 +401,14 @@ def main(argv=None):
     parser.add_argument("--patch", type=int, default=96, help="paper training patch side (multiple of 2**(depth-1))")
     parser.add_argument("--batch", type=int, default=4, help="paper training batch")
     parser.add_argument("--perc-pix", type=float, default=3.125, help="3.125%% of 96x96 = 289 masked pixels")
-    parser.add_argument("--configs", nargs="*", choices=("paper", "small"), default=["paper", "small"],
-                        help="training configurations (none: skip training)")
+    parser.add_argument("--configs", nargs="*", choices=("paper", "small", *THREE_D_CONFIGS),
+                        default=["paper", "small", "3d"], help="training configurations (none: skip training)")
+    parser.add_argument("--steps-3d", type=int, default=4, help="timed steps per mode and round of 3-D training")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of 3-D training")
+    parser.add_argument("--batch-3d", type=int, default=4, help="3-D patches per step of configuration '3d'")
+    parser.add_argument("--n-first-3d", type=int, default=32, help="first-level features of configuration '3d'")
+    parser.add_argument("--onednn", choices=("default", "on", "off"), default="default",
+                        help=f"{ONEDNN_ENV} of the measuring processes (default: as in this environment)")
     parser.add_argument("--sizes", nargs="*", type=int, default=[512, 2048],
                         help="sides of the predicted images (none: skip prediction)")
     parser.add_argument("--allocator", choices=("default", "tuned", "both"), default="both",

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 import tifffile  # noqa: E402
 
 from pn2v_tf import demo  # noqa: E402
-from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
+from pn2v_tf.datasets import make_synthetic_data, make_synthetic_volumes  # noqa: E402
 from pn2v_tf.metrics import psnr  # noqa: E402
 from pn2v_tf.noise_models import load_noise_model  # noqa: E402
 
@@ -135,3 +135,84 @@ def test_empty_outdir_is_accepted_and_nonexistent_parents_are_created(tmp_path):
     (nested / "keep.txt").write_text("x")
     assert demo._prepare_outdir(nested, overwrite=True) == nested  # --overwrite lets it through
     assert (nested / "keep.txt").read_text() == "x"
+
+
+# -- the z-stack demo (--3d) -------------------------------------------------------------------
+
+ROWS_3D = ["input", "3-D N2V", "3-D PN2V prior mean", "3-D PN2V MMSE", "2-D PN2V MMSE, plane by plane"]
+TIFFS_3D = {"input": "input.tif", "3-D N2V": "3_d_n2v.tif", "3-D PN2V prior mean": "3_d_pn2v_prior_mean.tif",
+            "3-D PN2V MMSE": "3_d_pn2v_mmse.tif", "2-D PN2V MMSE, plane by plane": "2_d_pn2v_mmse_plane_by_plane.tif"}
+PLANES_3D, SIDE_3D, PATCH_PLANES_3D = 8, 32, 4
+
+
+def _argv_3d(outdir):
+    return ["--3d", "--epochs", "1", "--steps", "1", "--n-samples", "8", "--n-first", "4", "--shape", str(SIDE_3D),
+            "--planes", str(PLANES_3D), "--patch-planes", str(PATCH_PLANES_3D), "--n-train", "2",
+            "--seed", str(SEED), "--outdir", str(outdir)]
+
+
+@pytest.fixture(scope="module")
+def demo_3d_run(tmp_path_factory):
+    """Run the z-stack demo once (three tiny models, one step each): (outdir, returned table)."""
+    outdir = tmp_path_factory.mktemp("demo3d") / "out"
+    table = demo.run(demo.parse_args(_argv_3d(outdir)))
+    return outdir, table
+
+
+def test_3d_options_have_their_own_defaults_and_leave_the_2d_ones():
+    args = demo.parse_args(["--3d"])
+    assert args.three_d is True
+    assert {name: getattr(args, name) for name in demo.DEFAULTS_3D} == demo.DEFAULTS_3D
+    assert (args.planes, args.z_step, args.patch_planes) == (32, 3.0, 16)
+    flat = demo.parse_args([])
+    assert flat.three_d is False
+    assert {name: getattr(flat, name) for name in demo.DEFAULTS_2D} == demo.DEFAULTS_2D
+    assert demo.parse_args(["--3d", "--batch-size", "2", "--shape", "96"]).batch_size == 2
+    with pytest.raises(SystemExit):
+        demo.parse_args(["--3d", "--noise-models", "both"])
+
+
+def test_3d_demo_table_rows_and_stack_shaped_results(demo_3d_run):
+    outdir, table = demo_3d_run
+    assert list(table) == ROWS_3D
+    assert all(isinstance(v, float) and math.isfinite(v) for v in table.values())
+    data = make_synthetic_volumes(seed=SEED, shape=(PLANES_3D, SIDE_3D, SIDE_3D), n_train=2,
+                                  z_step=3.0, max_photons=demo.DEFAULTS_3D["max_photons"])
+    ground_truth = tifffile.imread(outdir / "ground_truth.tif")
+    np.testing.assert_array_equal(ground_truth, data.test_clean)
+    np.testing.assert_array_equal(tifffile.imread(outdir / "input.tif"), data.test)
+    for row, name in TIFFS_3D.items():
+        image = tifffile.imread(outdir / name)
+        assert image.shape == (PLANES_3D, SIDE_3D, SIDE_3D) and image.dtype == np.float32, name
+        assert np.all(np.isfinite(image)), name
+        assert table[row] == pytest.approx(psnr(ground_truth, image), rel=1e-9, abs=1e-9)
+    with open(outdir / "psnr.json") as f:
+        stored = json.load(f)
+    assert stored["psnr_db"] == table and stored["args"]["three_d"] is True
+    for name in ("comparison.png", "noise_model_histogram.png", "noise_model_fit.png"):
+        assert (outdir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert demo.format_table(table).count("\n| ") == len(ROWS_3D) + 1
+
+
+def test_3d_demo_models_train_at_the_same_budget(demo_3d_run):
+    """Same steps, voxels and validation voxels per model; the 2-D model's patches are the 3-D ones' planes."""
+    outdir, _ = demo_3d_run
+    configs = {}
+    for name in ("n2v_3d", "pn2v_3d", "pn2v_2d"):
+        with open(outdir / "models" / name / "config.json") as f:
+            configs[name] = json.load(f)
+        assert (outdir / "models" / name / "weights_best.h5").is_file()
+    assert load_noise_model(outdir / "models" / "pn2v_3d" / "noise_model.npz").kind == "histogram"
+    three_d, two_d = configs["pn2v_3d"], configs["pn2v_2d"]
+    assert configs["n2v_3d"]["mode"] == "n2v" and three_d["mode"] == two_d["mode"] == "pn2v"
+    assert three_d["axes"].startswith("ZYX") and two_d["axes"].startswith("YX")
+    assert list(three_d["n2v_patch_shape"]) == [PATCH_PLANES_3D, SIDE_3D, SIDE_3D]
+    assert list(three_d["unet_pool"]) == list(demo.POOL_3D)
+
+    def voxels(config, count):
+        return np.prod(config["n2v_patch_shape"]) * config[count]
+
+    for count in ("train_batch_size", "train_n_val_patches"):
+        assert voxels(three_d, count) == voxels(two_d, count) == voxels(configs["n2v_3d"], count)
+    for key in ("train_epochs", "train_steps_per_epoch", "n2v_perc_pix", "unet_n_first", "unet_n_depth"):
+        assert three_d[key] == two_d[key] == configs["n2v_3d"][key], key

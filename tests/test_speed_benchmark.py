@@ -36,3 +36,29 @@ def test_markdown_section_and_header(tmp_path):
     content = path.read_text()
     assert content.startswith("# Benchmarks") and content.count("# Benchmarks") == 1
     assert content.count("## 2026-01-01") == 2
+
+
+def test_markdown_3d_training_rows():
+    speed = load_speed()
+    mode = {"steps_per_s": 0.25, "s_per_step": 4.0, "patches_per_s": 1.0, "voxels_per_s": 65536.0}
+    results = {"date": "2026-01-01 00:00 UTC", "command": "python benchmarks/speed.py --configs 3d --sizes",
+               "machine": {"cpu": "Test CPU", "cores": 2, "tensorflow": "2.x"}, "noise_model": "histogram",
+               "onednn": "on", "configs": {"3d": dict(speed.THREE_D_CONFIGS["3d"])}, "train": {}, "predict": {},
+               "train3d": {"3d": {"pn2v": dict(mode, steps_per_s=0.24), "n2v": mode, "ratio_pn2v_over_n2v": 0.96,
+                                  "ratio_range": [0.9, 1.01], "peak_rss_mb": 1500.0, "steps": 4, "rounds": 3,
+                                  "onednn": True}}}
+    text = speed.format_markdown(results)
+    assert "untrained networks; TF_ENABLE_ONEDNN_OPTS on" in text
+    assert ("| PN2V | 3d: depth 3, 32 feat., K=800, 16x64x64, pool 1x2x2, batch 4, 3% masked | 0.240 | 1.00 | "
+            "0.066 | 4.000 | 1500 | 0.96 (0.90..1.01) |") in text
+    assert "| N2V | 3d: depth 3, 32 feat., K=800, 16x64x64, pool 1x2x2, batch 4, 3% masked | 0.250 |" in text
+    assert "3 rounds of 4 steps per mode" in text and "oneDNN kernels on" in text
+    assert "| prediction" not in text and "| training | network |" not in text
+
+
+def test_3d_configurations_follow_the_options():
+    speed = load_speed()
+    args = type("Args", (), {"batch_3d": 2, "n_first_3d": 64})()
+    assert speed.network_config(args, "3d")["batch"] == 2 and speed.network_config(args, "3d")["n_first"] == 64
+    assert speed.network_config(args, "3d-small") == speed.THREE_D_CONFIGS["3d-small"]
+    assert speed.THREE_D_CONFIGS["3d"]["batch"] == 4  # the module's table is not changed by the call
