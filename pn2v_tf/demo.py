@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 
-#: Defaults that differ between the 2-D demo and ``--3d`` (options left at None take these).
+#: Defaults that differ between the 2-D demo and ``--3d`` (for options not given).
 DEFAULTS_2D = dict(shape=256, n_train=4, max_photons=300.0, batch_size=16, epochs=30, steps=40,
                    noise_models="both")
 DEFAULTS_3D = dict(shape=128, n_train=3, max_photons=60.0, batch_size=1, epochs=15, steps=10,
@@ -37,26 +37,26 @@ def parse_args(argv=None):
     parser.add_argument("--outdir", default="pn2v_demo", help="folder for models, TIFFs, figure and table")
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --outdir")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
-    parser.add_argument("--epochs", type=int, help="training epochs of each model" + both % (
+    parser.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="training epochs of each model" + both % (
         DEFAULTS_2D["epochs"], DEFAULTS_3D["epochs"]))
-    parser.add_argument("--steps", type=int, help="steps per epoch" + both % (
+    parser.add_argument("--steps", type=int, default=argparse.SUPPRESS, help="steps per epoch" + both % (
         DEFAULTS_2D["steps"], DEFAULTS_3D["steps"]))
-    parser.add_argument("--batch-size", type=int,
+    parser.add_argument("--batch-size", type=int, default=argparse.SUPPRESS,
                         help="patches per step; with --3d, 3-D patches per step, and the 2-D PN2V gets "
                              "--patch-planes times as many 2-D patches" + both % (
                                  DEFAULTS_2D["batch_size"], DEFAULTS_3D["batch_size"]))
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate")
     parser.add_argument("--n-samples", type=int, default=800, help="prior samples K of PN2V")
     parser.add_argument("--n-first", type=int, default=16, help="features of the U-Net's first level")
-    parser.add_argument("--shape", type=int, help="side (Y and X) of the synthetic images" + both % (
+    parser.add_argument("--shape", type=int, default=argparse.SUPPRESS, help="side (Y and X) of the synthetic images" + both % (
         DEFAULTS_2D["shape"], DEFAULTS_3D["shape"]))
-    parser.add_argument("--n-train", type=int, help="number of noisy training images (stacks with --3d; "
+    parser.add_argument("--n-train", type=int, default=argparse.SUPPRESS, help="number of noisy training images (stacks with --3d; "
                                                     "a quarter of them, at least one, validate)" + both % (
                                                         DEFAULTS_2D["n_train"], DEFAULTS_3D["n_train"]))
-    parser.add_argument("--max-photons", type=float,
+    parser.add_argument("--max-photons", type=float, default=argparse.SUPPRESS,
                         help="photons at the brightest pixel (more photons: less relative noise)" + both % (
                             DEFAULTS_2D["max_photons"], DEFAULTS_3D["max_photons"]))
-    parser.add_argument("--noise-models", choices=("calibrated", "bootstrap", "both"),
+    parser.add_argument("--noise-models", choices=("calibrated", "bootstrap", "both"), default=argparse.SUPPRESS,
                         help="PN2V with the histogram of the calibration stack, with a GMM bootstrapped "
                              "from the noisy training images alone (fully unsupervised), or both; --3d "
                              "takes 'calibrated' only" + both % (
@@ -68,9 +68,8 @@ def parse_args(argv=None):
                         help="--3d: planes (Z) of the 3-D training patches, whose Y and X sides are those "
                              "of the 2-D patches (64, or less for small images)")
     args = parser.parse_args(argv)
-    defaults = DEFAULTS_3D if args.three_d else DEFAULTS_2D
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
+    for name, value in (DEFAULTS_3D if args.three_d else DEFAULTS_2D).items():
+        if not hasattr(args, name):  # argparse.SUPPRESS: not given
             setattr(args, name, value)
     if args.three_d and args.noise_models != "calibrated":
         parser.error("--3d trains PN2V with the calibrated histogram only (--noise-models calibrated)")
