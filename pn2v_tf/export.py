@@ -37,7 +37,8 @@ import tifffile
 
 from ._checks import is_int
 from .arrays import as_image_stack, spatial_axes
-from .inference import DEFAULT_MAX_TILE_ELEMENTS, mmse, prior_mean, tile_context
+from .engine import PredictionEngine
+from .inference import DEFAULT_MAX_TILE_ELEMENTS, tile_context
 from .model import NOISE_MODEL_FILE
 from .nets import network_geometry
 from .version import __version__
@@ -132,36 +133,23 @@ class WholeImage:
     """
 
     def __init__(self, network, noise_model, block, context, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
+        self.engine = PredictionEngine(network, noise_model, jit_compile=False)
         self.network = network
-        self.noise_model = noise_model
-        self.n_outputs = network.output_shape[-1]
+        self.n_outputs = self.engine.n_outputs
         self.block, self.context = tuple(int(b) for b in block), tuple(int(c) for c in context)
         self.n_dim = len(self.block)
         self.max_tile_elements = int(max_tile_elements)
 
-    def _estimate_kept(self, estimator, piece, kept):
-        """The estimate at the kept part of a piece: ``kept`` holds (first, count) per spatial axis.
-
-        The network sees the whole piece; the estimator, whose temporaries are several times the
-        size of the K samples, runs on the kept part only.
-        """
-        begin = tf.stack([0] + [first for first, _ in kept] + [0])
-        size = tf.stack([-1] + [count for _, count in kept] + [-1])
-        samples = tf.slice(self.network(piece, training=False), begin, size)
-        if self.n_outputs == 1:
-            return samples
-        if estimator == "prior_mean":
-            return prior_mean(samples, self.noise_model)
-        return mmse(tf.slice(piece, begin, size), samples, self.noise_model)
-
     def _in_pieces(self, estimator, piece, axis=0, kept=()):
         """Cut ``piece`` into strips along spatial axis ``axis`` and each strip along the next axes, so
-        that a piece's K samples stay within the bound; estimate each."""
+        that a piece's features stay within the bound; estimate each with the engine."""
         if axis == self.n_dim:
-            return self._estimate_kept(estimator, piece, kept)
+            begin = tf.stack([first for first, _ in kept])
+            size = tf.stack([count for _, count in kept])
+            return self.engine.estimate_kept(piece, begin, size, estimator)
         shape = tf.shape(piece)
         length = shape[axis + 1]
-        per_row = tf.reduce_prod(shape[:-1]) // length * self.n_outputs
+        per_row = tf.reduce_prod(shape[:-1]) // length * self.engine.n_features
         # a piece within the bound stays whole along this axis (strips would only add context)
         rows = tf.where(per_row * length <= self.max_tile_elements, length,
                         strip_rows(per_row, self.block[axis], self.context[axis], self.max_tile_elements))

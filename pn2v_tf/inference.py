@@ -1,9 +1,9 @@
-"""From prior samples to estimates (MMSE, prior mean, posterior samples), tile by tile.
+"""From prior samples to estimates (MMSE, prior mean, posterior samples), and the tiling of images.
 
-The estimators are the paper's formulas on tensors; :class:`TilePredictor` runs the network on one
-tile (a ``tf.function``) and the estimator, compiled by XLA, on the part of it that is kept, so
-memory grows with the tile, not with image x K; :func:`predict_tiled` cuts a 2-D or 3-D image into
-overlapping tiles and stitches the results with CSBDeep's tile iterator.
+The estimators are the paper's formulas on tensors (:mod:`pn2v_tf.engine` applies them chunk by
+chunk); :func:`predict_tiled` cuts a 2-D or 3-D image into overlapping tiles and stitches the
+results with CSBDeep's tile iterator; :func:`auto_n_tiles` picks the fewest tiles whose network
+features stay within a bound.
 """
 
 import warnings
@@ -14,8 +14,11 @@ from csbdeep.internals.predict import tile_iterator
 
 ESTIMATORS = ("mmse", "prior_mean", "posterior")
 
-#: Default bound on tile pixels x K of the largest temporary tensor (float32 elements).
-DEFAULT_MAX_TILE_ELEMENTS = 2 ** 26
+#: Default bound on the features of one tile: tile pixels (context included) x the network's
+#: full-resolution feature channels (``unet_n_first``), in float32 elements (128 MB). The network's
+#: largest activations are of this size; the K samples are bounded separately, per chunk of pixels
+#: (:data:`pn2v_tf.engine.DEFAULT_CHUNK_ELEMENTS`).
+DEFAULT_MAX_TILE_ELEMENTS = 2 ** 25
 
 
 def mmse(observation, samples, noise_model):
@@ -58,77 +61,6 @@ def posterior_samples(observation, samples, noise_model, n, seed):
     return tf.reshape(drawn, tf.concat([shape[:-1], [n]], axis=0))
 
 
-class TilePredictor:
-    """Network plus estimator for one tile: the network traced per tile shape, the estimator per
-    shape of the kept part.
-
-    Parameters
-    ----------
-    network : keras.Model
-        Raw image (B, *spatial, 1) -> samples (B, *spatial, K), spatial (Y, X) or (Z, Y, X).
-    noise_model : NoiseModel or None
-        Needed for 'mmse' and 'posterior' when K > 1.
-    estimator : str
-        'mmse', 'prior_mean' or 'posterior'.
-    n_posterior : int
-        Draws per pixel for 'posterior'.
-    seed : int
-        Seed of the posterior draws.
-    jit_compile : bool
-        Compile the estimator (likelihood lookup, weights, sum) with XLA.
-    """
-
-    def __init__(self, network, noise_model=None, estimator="mmse", n_posterior=1, seed=0, jit_compile=True):
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        self.n_outputs = network.output_shape[-1]
-        self.n_dim = len(network.output_shape) - 2
-        if self.n_outputs > 1 and estimator != "prior_mean" and noise_model is None:
-            raise ValueError(f"estimator {estimator!r} needs a noise model")
-        self.network = network
-        self.noise_model = noise_model
-        self.estimator = estimator
-        self.n_posterior = int(n_posterior)
-        self.seed = int(seed)
-        self.n_channels_out = self.n_posterior if estimator == "posterior" else 1
-        self._network = tf.function(self._network_eager, reduce_retracing=True)
-        self._estimate = tf.function(self._estimate_eager, jit_compile=jit_compile)
-
-    def _network_eager(self, tile):
-        return self.network(tile, training=False)
-
-    def _estimate_eager(self, observation, samples, seed, start, size):
-        # The estimate only where the result is kept (a tile's context is there for the network).
-        # ``size`` holds Python ints, so XLA slices without copying the samples and compiles once
-        # per crop shape (a tiling has at most 3**n_dim); ``start`` is a tensor.
-        begin = tf.concat([[0], start, [0]], axis=0)
-        observation, samples = (tf.slice(t, begin, [-1, *size, -1]) for t in (observation, samples))
-        if self.n_outputs == 1:
-            return tf.repeat(samples, self.n_channels_out, axis=-1)
-        if self.estimator == "mmse":
-            return mmse(observation, samples, self.noise_model)
-        if self.estimator == "prior_mean":
-            return prior_mean(samples, self.noise_model)
-        return posterior_samples(observation, samples, self.noise_model, self.n_posterior, seed)
-
-    def __call__(self, tile, tile_index=0, crop=None):
-        """Estimate for a tile (*spatial) or (B, *spatial, 1) -> (*spatial, C) / (B, *spatial, C) as NumPy.
-
-        With ``crop`` (one slice per spatial axis, as a tile iterator gives them) the estimate is
-        computed and returned for that part of the tile only.
-        """
-        tile = np.asarray(tile, dtype=np.float32)
-        batched = tile.ndim == self.n_dim + 2
-        x = tf.constant(tile if batched else tile[np.newaxis, ..., np.newaxis])
-        crop = (slice(None),) * self.n_dim if crop is None else crop
-        bounds = [c.indices(n)[:2] for c, n in zip(crop, x.shape[1:-1])]
-        start = tf.constant([low for low, _ in bounds], dtype=tf.int32)
-        size = tuple(int(high - low) for low, high in bounds)
-        seed = tf.constant([self.seed, tile_index], dtype=tf.int32)
-        out = self._estimate(x, self._network(x), seed, start, size).numpy()
-        return out if batched else out[0]
-
-
 def tile_context(overlap, block):
     """Context (pixels) a tile gets on each side: ``overlap`` rounded up to whole blocks (per axis
     when both are tuples)."""
@@ -137,16 +69,16 @@ def tile_context(overlap, block):
     return -(-int(overlap) // block) * block
 
 
-def auto_n_tiles(shape, n_outputs, max_elements=DEFAULT_MAX_TILE_ELEMENTS, context=0):
+def auto_n_tiles(shape, n_channels, max_elements=DEFAULT_MAX_TILE_ELEMENTS, context=0):
     """Fewest tiles per axis so that a tile, with ``context`` pixels on each side (an int, or one
-    per axis), times ``n_outputs`` stays below ``max_elements`` (as far as tiles can shrink).
+    per axis), times ``n_channels`` stays below ``max_elements`` (as far as tiles can shrink).
 
     The axis whose tiles are longest is split next (doubling its tiles)."""
     contexts = context if isinstance(context, (tuple, list)) else (context,) * len(shape)
     n_tiles = [1] * len(shape)
 
     def tile_elements():
-        return np.prod([np.ceil(s / n) + 2 * c * (n > 1) for s, n, c in zip(shape, n_tiles, contexts)]) * n_outputs
+        return np.prod([np.ceil(s / n) + 2 * c * (n > 1) for s, n, c in zip(shape, n_tiles, contexts)]) * n_channels
 
     while tile_elements() > max_elements:
         splittable = [n * 2 <= s / max(c, 1) for s, n, c in zip(shape, n_tiles, contexts)]

@@ -13,7 +13,8 @@ from ._checks import is_int
 from .arrays import as_image_stack, spatial_axes, stack_from_axes
 from .config import PN2VConfig
 from .data import MaskedPatches, SupervisedPatches
-from .inference import DEFAULT_MAX_TILE_ELEMENTS, TilePredictor, auto_n_tiles, predict_tiled, tile_context
+from .engine import PredictionEngine
+from .inference import DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, predict_tiled, tile_context
 from .io import atomic_path
 from .losses import PN2VLoss, ScaledMSE
 from .nets import build_networks, network_geometry
@@ -65,7 +66,7 @@ class PN2V(BaseModel):
         if config is not None and getattr(config, "mode", None) == "pn2v" and noise_model is None:
             raise ValueError(_NEEDS_NOISE_MODEL)
         self._loading = config is None
-        self._tile_predictors = {}
+        self._engine = None
         self._noise_model = noise_model
         if isinstance(config, PN2VConfig) and config.is_valid() and basedir is not None and name is not None and overwrite:
             _remove_model_files(Path(basedir) / name)
@@ -84,7 +85,7 @@ class PN2V(BaseModel):
         if noise_model is not None and not isinstance(noise_model, NoiseModel):
             raise ValueError(f"noise_model must be a pn2v_tf noise model, got {type(noise_model).__name__}")
         self._noise_model = noise_model
-        self._tile_predictors = {}
+        self._engine = None
         self._model_prepared = False
 
     @property
@@ -298,8 +299,10 @@ class PN2V(BaseModel):
             one; a channel axis C must have size 1. Default: the model's spatial axes.
         n_tiles : tuple of int or None
             Tiles along the spatial axes, (Y, X) or (Z, Y, X). ``None`` picks the fewest tiles that
-            keep a tile's pixels x K below ``DEFAULT_MAX_TILE_ELEMENTS``; all ones process the image
-            in one piece.
+            keep a tile's pixels x ``unet_n_first`` (the network's largest activations) within
+            ``DEFAULT_MAX_TILE_ELEMENTS``; all ones process the image in one piece. Whatever the
+            tiles, the K samples exist for one chunk of pixels at a time (see
+            :mod:`pn2v_tf.engine`), and the result does not depend on them.
         estimator : str
             ``'mmse'`` (paper Eq. 10) or ``'prior_mean'`` (mean of the K samples). Models trained
             with mode 'n2v' or 'care' have one output, which both return.
@@ -315,7 +318,7 @@ class PN2V(BaseModel):
         if estimator not in ("mmse", "prior_mean"):
             raise ValueError(f"estimator must be 'mmse' or 'prior_mean', got {estimator!r} "
                              "(posterior samples: use sample_posterior)")
-        return self._predict_with(self._tile_predictor(estimator), img, axes, n_tiles, progress)[..., 0]
+        return self._predict_with(img, axes, n_tiles, progress, estimator)[..., 0]
 
     def sample_posterior(self, img, n_samples=10, axes=None, n_tiles=None, seed=0, progress=None):
         """Draw samples of the clean image from the posterior p(s|x), for uncertainty.
@@ -337,33 +340,38 @@ class PN2V(BaseModel):
             seed = int(np.random.default_rng().integers(2 ** 31))
         if not is_int(seed, 0) or seed >= 2 ** 31:
             raise ValueError(f"seed must be an integer in [0, 2**31) or None, got {seed!r}")
-        predictor = self._tile_predictor("posterior", n_posterior=n_samples, seed=seed)
-        return np.moveaxis(self._predict_with(predictor, img, axes, n_tiles, progress), -1, 0)
+        draws = self._predict_with(img, axes, n_tiles, progress, "posterior", n_posterior=n_samples, seed=seed)
+        return np.moveaxis(draws, -1, 0)
 
-    def _tile_predictor(self, estimator, n_posterior=1, seed=0):
-        """One traced (and XLA-compiled) predictor per estimator, reused across calls."""
-        key = (estimator, int(n_posterior))
-        if key not in self._tile_predictors:
-            self._tile_predictors[key] = TilePredictor(self.keras_model, self.noise_model, estimator,
-                                                       n_posterior=n_posterior)
-        self._tile_predictors[key].seed = seed
-        return self._tile_predictors[key]
+    @property
+    def engine(self):
+        """The :class:`~pn2v_tf.engine.PredictionEngine` of this model's network and noise model."""
+        if self._engine is None or self._engine.network is not self.keras_model:
+            self._engine = PredictionEngine(self.keras_model, self.noise_model)
+        return self._engine
 
-    def _predict_with(self, predictor, img, axes, n_tiles, progress=None):
+    def _predict_with(self, img, axes, n_tiles, progress, estimator, n_posterior=1, seed=0):
         cfg = self.config
+        engine = self.engine
+        engine.check_estimator(estimator)
         axes = spatial_axes(cfg.n_dim) if axes is None else axes
         images, restore = stack_from_axes(img, axes, cfg.n_dim)
-        if self.noise_model is not None and predictor.estimator != "prior_mean":
+        if self.noise_model is not None and estimator != "prior_mean":
             self.noise_model.check_range(images, "image")
         block, overlap = network_geometry(cfg)
-        tiles = n_tiles or auto_n_tiles(images.shape[1:], cfg.n_outputs, DEFAULT_MAX_TILE_ELEMENTS,
+        tiles = n_tiles or auto_n_tiles(images.shape[1:], engine.n_features, DEFAULT_MAX_TILE_ELEMENTS,
                                         tile_context(overlap, block))
         _check_n_tiles(tiles, cfg.n_dim)
-        predict_tile = predictor if progress is None else _counting(predictor, progress,
-                                                                    len(images) * int(np.prod(tiles)))
+        n_out = n_posterior if estimator == "posterior" else 1
+
+        def predict_tile(tile, tile_index, crop):
+            return engine(tile, crop, estimator, n_posterior, seed=(seed, tile_index))
+
+        if progress is not None:
+            predict_tile = _counting(predict_tile, progress, len(images) * int(np.prod(tiles)))
         results = []
         for image_index, image in enumerate(images):
-            results.append(predict_tiled(predict_tile, image, tiles, block, overlap, predictor.n_channels_out,
+            results.append(predict_tiled(predict_tile, image, tiles, block, overlap, n_out,
                                          first_index=image_index * _MAX_TILES_PER_IMAGE))
         return restore(np.stack(results))
 

@@ -8,8 +8,9 @@ import tensorflow as tf
 from keras import ops
 
 from pn2v_tf import PN2VConfig
-from pn2v_tf.inference import (DEFAULT_MAX_TILE_ELEMENTS, TilePredictor, auto_n_tiles, mmse,
-                               posterior_samples, predict_tiled, prior_mean)
+from pn2v_tf.engine import PredictionEngine
+from pn2v_tf.inference import (DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, mmse, posterior_samples, predict_tiled,
+                               prior_mean)
 from pn2v_tf.nets import block_size, build_networks, count_forward_flops_per_pixel, receptive_radius
 from pn2v_tf.noise_models import HistogramNoiseModel, NoiseModel
 
@@ -226,7 +227,18 @@ def test_posterior_samples_are_reproducible_for_a_fixed_seed(prior_samples):
     assert not np.array_equal(first, other)
 
 
-# -- TilePredictor -------------------------------------------------------------------------------
+# -- the engine on one tile ----------------------------------------------------------------------
+
+def TilePredictor(network, noise_model, estimator, n_posterior=1, seed=0, jit_compile=True):
+    """``(tile, tile_index, crop) -> estimate`` of a :class:`PredictionEngine`, as ``predict`` calls it."""
+    engine = PredictionEngine(network, noise_model, jit_compile=jit_compile)
+    engine.check_estimator(estimator)
+
+    def predict_tile(tile, tile_index=0, crop=None):
+        return engine(tile, crop, estimator, n_posterior, seed=(seed, tile_index))
+
+    return predict_tile
+
 
 def _reference_estimate(network, image, noise_model, estimator):
     """Network on the whole image, then the estimator in float64 NumPy."""

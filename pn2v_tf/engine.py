@@ -1,0 +1,183 @@
+"""The prediction engine: U-Net features of a tile, then the K-sample head and the estimator in
+chunks of pixels.
+
+Only the K samples per pixel are large; the network's last features (``unet_n_first`` channels)
+are not. The engine therefore runs the U-Net body on a whole tile (whose size is bounded by the
+features it holds, not by K), keeps the features of the part of the tile whose result is kept, and
+passes them through the head (a ``Dense`` layer, F -> K) and the estimator a fixed number of pixels
+at a time, so that the samples of one chunk exist at a time. Chunks have one shape, so the
+estimator (compiled by XLA in :meth:`PN2V.predict`) compiles once per estimator, and the body is
+traced once for every tile shape (its spatial sides are dynamic).
+
+:meth:`pn2v_tf.PN2V.predict`, :meth:`~pn2v_tf.PN2V.sample_posterior` and the exported SavedModel
+(:mod:`pn2v_tf.export`) all build their graphs with :meth:`PredictionEngine.estimate_kept`.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .inference import ESTIMATORS, mmse, posterior_samples, prior_mean
+
+#: Default bound on the elements (pixels x K) of the samples of one chunk: 8 MB of float32, which
+#: stays in the processor's cache while the estimator reads it.
+DEFAULT_CHUNK_ELEMENTS = 2 ** 21
+
+
+class PredictionEngine:
+    """U-Net body per tile, head and estimator per chunk of pixels, for 2-D and 3-D networks.
+
+    Parameters
+    ----------
+    network : keras.Model
+        A prediction network of :func:`pn2v_tf.nets.build_networks`: raw image (B, *spatial, 1) ->
+        samples (B, *spatial, K); it must have the layers ``head`` and ``standardize``.
+    noise_model : NoiseModel or None
+        Needed for 'mmse' and 'posterior' when K > 1.
+    chunk_elements : int
+        Bound on chunk pixels x K; a chunk holds at least one pixel.
+    jit_compile : bool
+        Compile the per-chunk head and estimator with XLA (the head's matrix product stays outside,
+        where TensorFlow's own kernels are faster). The exported graph does not (TensorFlow Java
+        runs graphs without XLA).
+    """
+
+    def __init__(self, network, noise_model=None, chunk_elements=DEFAULT_CHUNK_ELEMENTS, jit_compile=True):
+        try:
+            self.head = network.get_layer("head")
+            standardize = network.get_layer("standardize")
+        except ValueError as error:
+            raise ValueError("the network must come from pn2v_tf.nets.build_networks "
+                             "(layers 'head' and 'standardize')") from error
+        self.network = network
+        self.noise_model = noise_model
+        self.n_dim = len(network.output_shape) - 2
+        self.n_outputs = int(network.output_shape[-1])
+        self.n_features = int(self.head.input.shape[-1])
+        self.mean, self.std = standardize.mean, standardize.std
+        self.features = keras.Model(network.input, self.head.input, name="pn2v_features")
+        self.chunk_pixels = max(1, int(chunk_elements) // self.n_outputs)
+        self.jit_compile = bool(jit_compile)
+        self._chunk_functions = {}
+        self._tile_functions = {}
+
+    # -- graph building ------------------------------------------------------------------------
+    def check_estimator(self, estimator):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if self.n_outputs > 1 and estimator != "prior_mean" and self.noise_model is None:
+            raise ValueError(f"estimator {estimator!r} needs a noise model")
+
+    def estimate_kept(self, tile, begin, size, estimator="mmse", n_posterior=1, seed=None):
+        """Graph of the estimate for the part of ``tile`` (B, *spatial, 1) that is kept.
+
+        Parameters
+        ----------
+        tile : tensor (B, *spatial, 1)
+            Raw intensities; the body sees all of it (the context).
+        begin, size : int32 tensors (n_dim,)
+            First pixel and extent of the kept part along each spatial axis.
+        estimator : str
+            'mmse', 'prior_mean' or 'posterior'.
+        n_posterior : int
+            Draws per pixel for 'posterior'.
+        seed : int32 tensor (2,) or None
+            Seed of the posterior draws (each chunk folds in its index).
+
+        Returns
+        -------
+        tensor (B, *size, C), C = ``n_posterior`` for 'posterior', else 1.
+        """
+        self.check_estimator(estimator)
+        n_out = int(n_posterior) if estimator == "posterior" else 1
+        full_begin = tf.concat([[0], begin, [0]], axis=0)
+        full_size = tf.concat([[-1], size, [-1]], axis=0)
+        features = tf.slice(self.features(tile, training=False), full_begin, full_size)
+        observation = tf.slice(tile, full_begin, full_size)
+        out_shape = tf.concat([tf.shape(observation)[:-1], [n_out]], axis=0)
+        flat_features = tf.reshape(features, (-1, self.n_features))
+        flat_observation = tf.reshape(observation, (-1, 1))
+        if self.n_outputs == 1:  # N2V / CARE: the head's one output is the result (no chunks needed)
+            out = tf.repeat(self._samples(tf.matmul(flat_features, self._kernel())), n_out, axis=-1)
+        else:
+            out = self._in_chunks(flat_observation, flat_features, estimator, n_out, seed)
+        return tf.reshape(out, out_shape)
+
+    def _kernel(self):
+        return tf.convert_to_tensor(self.head.kernel.value)
+
+    def _samples(self, product):
+        """Head output x W (pixels, K) -> samples in raw units, as the network computes them."""
+        return (product + tf.convert_to_tensor(self.head.bias.value)) * self.std + self.mean
+
+    def _chunk_function(self, estimator, n_out):
+        key = (estimator, n_out)
+        if key not in self._chunk_functions:
+            def estimate_chunk(observation, product, seed):
+                samples = self._samples(product)
+                if estimator == "mmse":
+                    return mmse(observation, samples, self.noise_model)
+                if estimator == "prior_mean":
+                    return prior_mean(samples, self.noise_model)
+                return posterior_samples(observation, samples, self.noise_model, n_out, seed)
+
+            self._chunk_functions[key] = (tf.function(estimate_chunk, jit_compile=True, autograph=False)
+                                          if self.jit_compile else estimate_chunk)
+        return self._chunk_functions[key]
+
+    def _in_chunks(self, observation, features, estimator, n_out, seed):
+        """(N, 1) observations and (N, F) features -> (N, n_out), ``chunk_pixels`` at a time."""
+        chunk = self.chunk_pixels
+        n = tf.shape(features)[0]
+        n_chunks = (n + chunk - 1) // chunk
+        padding = [[0, n_chunks * chunk - n], [0, 0]]
+        features, observation = tf.pad(features, padding), tf.pad(observation, padding)
+        estimate_chunk = self._chunk_function(estimator, n_out)
+        seed = tf.zeros([2], tf.int32) if seed is None else seed
+        results = tf.TensorArray(tf.float32, size=n_chunks, element_shape=(chunk, n_out))
+
+        def body(index, results):
+            begin = tf.stack([index * chunk, 0])
+            product = tf.matmul(tf.slice(features, begin, [chunk, -1]), self._kernel())
+            chunk_seed = tf.random.experimental.stateless_fold_in(seed, index)
+            estimate = estimate_chunk(tf.slice(observation, begin, [chunk, -1]), product, chunk_seed)
+            return index + 1, results.write(index, estimate)
+
+        # one chunk at a time: that is the memory bound
+        _, results = tf.while_loop(lambda index, _: index < n_chunks, body, (tf.constant(0), results),
+                                   parallel_iterations=1)
+        return results.concat()[:n]
+
+    # -- NumPy interface -------------------------------------------------------------------------
+    def _tile_function(self, estimator, n_posterior):
+        key = (estimator, int(n_posterior))
+        if key not in self._tile_functions:
+            spec = tf.TensorSpec((None,) * (self.n_dim + 1) + (1,), tf.float32)
+            index_spec = tf.TensorSpec((self.n_dim,), tf.int32)
+
+            def estimate(tile, begin, size, seed):
+                return self.estimate_kept(tile, begin, size, estimator, n_posterior, seed)
+
+            self._tile_functions[key] = tf.function(
+                estimate, input_signature=[spec, index_spec, index_spec, tf.TensorSpec((2,), tf.int32)])
+        return self._tile_functions[key]
+
+    def __call__(self, tile, crop=None, estimator="mmse", n_posterior=1, seed=(0, 0)):
+        """Estimate for a tile (*spatial) or (B, *spatial, 1) -> (*spatial, C) / (B, *spatial, C) as NumPy.
+
+        With ``crop`` (one slice per spatial axis, as a tile iterator gives them) the estimate is
+        computed and returned for that part of the tile only. ``seed`` (two ints) seeds the
+        posterior draws.
+        """
+        self.check_estimator(estimator)
+        tile = np.asarray(tile, dtype=np.float32)
+        batched = tile.ndim == self.n_dim + 2
+        x = tile if batched else tile[np.newaxis, ..., np.newaxis]
+        crop = (slice(None),) * self.n_dim if crop is None else crop
+        bounds = [c.indices(n)[:2] for c, n in zip(crop, x.shape[1:-1])]
+        begin = np.array([low for low, _ in bounds], dtype=np.int32)
+        size = np.array([high - low for low, high in bounds], dtype=np.int32)
+        function = self._tile_function(estimator, n_posterior)
+        out = function(tf.constant(x), tf.constant(begin), tf.constant(size),
+                       tf.constant(np.asarray(seed, dtype=np.int32))).numpy()
+        return out if batched else out[0]
