@@ -104,11 +104,13 @@ class PredictionEngine:
         return tf.reshape(out, out_shape)
 
     def _kernel(self):
-        return tf.convert_to_tensor(self.head.kernel.value)
+        """The head's kernel with the output normalisation folded in: ``kernel * std``."""
+        return tf.convert_to_tensor(self.head.kernel.value) * np.float32(self.std)
 
     def _samples(self, product):
-        """Head output x W (pixels, K) -> samples in raw units, as the network computes them."""
-        return (product + tf.convert_to_tensor(self.head.bias.value)) * self.std + self.mean
+        """``features @ _kernel()`` (pixels, K) -> samples in raw units: the network's
+        ``(features @ kernel + bias) * std + mean`` with one addition per sample."""
+        return product + (tf.convert_to_tensor(self.head.bias.value) * np.float32(self.std) + np.float32(self.mean))
 
     def _chunk_function(self, estimator, n_out):
         key = (estimator, n_out)

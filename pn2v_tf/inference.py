@@ -22,9 +22,10 @@ DEFAULT_MAX_TILE_ELEMENTS = 2 ** 25
 
 
 def mmse(observation, samples, noise_model):
-    """Paper Eq. 10: ``sum_k p(x|s_k) s_k / sum_k p(x|s_k)``, as a softmax over log-likelihoods
-    (reading a histogram's probabilities directly and dividing two sums was slower under XLA on
-    CPU), of the samples as the likelihood sees them (``noise_model.clip_signal``).
+    """Paper Eq. 10: ``sum_k p(x|s_k) s_k / sum_k p(x|s_k)`` of the samples as the likelihood sees
+    them (``noise_model.clip_signal``), with the noise model's ``likelihood_weights`` as p(x|s_k).
+
+    The numerator is a batched matrix product (one pass over the samples, also without XLA).
 
     Parameters
     ----------
@@ -35,8 +36,12 @@ def mmse(observation, samples, noise_model):
     noise_model : pn2v_tf.noise_models.NoiseModel
     """
     samples = noise_model.clip_signal(samples)
-    weights = tf.nn.softmax(noise_model.log_likelihood(observation, samples), axis=-1)
-    return tf.reduce_sum(weights * samples, axis=-1, keepdims=True)
+    weights = noise_model.likelihood_weights(observation, samples)
+    shape = tf.shape(samples)
+    k = shape[-1]
+    weighted = tf.linalg.matmul(tf.reshape(weights, (-1, 1, k)), tf.reshape(samples, (-1, k, 1)))
+    weighted = tf.reshape(weighted, tf.concat([shape[:-1], [1]], axis=0))
+    return weighted / tf.reduce_sum(weights, axis=-1, keepdims=True)
 
 
 def prior_mean(samples, noise_model=None):

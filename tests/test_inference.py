@@ -297,7 +297,8 @@ def test_tile_predictor_posterior_draws_come_from_the_pixel_samples(network, cam
 
     assert draws.shape == (8, 8, 3)
     for y, x in [(0, 0), (3, 5), (7, 7)]:
-        assert np.all(np.isin(draws[y, x], samples[y, x]))
+        distance = np.abs(draws[y, x][:, None] - samples[y, x][None, :]).min(axis=1)
+        assert np.all(distance <= 1e-5 * np.abs(samples[y, x]).max())   # each draw is one of the samples
     np.testing.assert_array_equal(draws, predictor(tile, tile_index=2))   # reproducible
     assert not np.array_equal(draws, predictor(tile, tile_index=3))      # tiles draw independently
 

@@ -11,6 +11,7 @@ import zipfile
 
 import keras
 import numpy as np
+from keras import ops
 
 _KINDS = {}
 
@@ -66,6 +67,16 @@ class NoiseModel(keras.layers.Layer):
 
     def _log_likelihood(self, observation, signal):
         raise NotImplementedError
+
+    def likelihood_weights(self, observation, signal):
+        """Non-negative weights proportional to ``p(x|s)`` along the last axis of ``signal``
+        (tensors): within one observation's row of signals they have the ratios of the likelihoods,
+        their scale may differ from row to row. The MMSE divides by their sum.
+
+        Default: ``exp(log p - max log p)`` over the last axis, which never overflows.
+        """
+        log_p = self._log_likelihood(observation, signal)
+        return ops.exp(log_p - ops.max(log_p, axis=-1, keepdims=True))
 
     def clip_signal(self, signal):
         """Signals as the likelihood sees them (tensor in, tensor out). Estimators weight these, so

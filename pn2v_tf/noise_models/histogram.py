@@ -18,6 +18,7 @@ import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from .._checks import is_int
@@ -167,6 +168,26 @@ class HistogramNoiseModel(NoiseModel):
         above = ops.take(table, index + bins)
         probability = below + frac * (above - below)
         return ops.log(ops.maximum(probability, MIN_PROBABILITY)) - np.log(width).astype("float32")
+
+    def likelihood_weights(self, observation, signal):
+        """The interpolated probabilities themselves (``p(x|s) w``, floored at ``MIN_PROBABILITY``):
+        no logarithm and no exponential, and each observation's lookups stay in one column of the
+        histogram (read from its transpose), which makes the MMSE several times cheaper. TensorFlow
+        operations (``tf.gather``, not ``keras.ops.take``, which adds index wrapping)."""
+        low, width, bins = self._value_range[0], self.bin_width, self.bins
+        observation = tf.cast(observation, tf.float32)
+        signal = tf.cast(signal, tf.float32)
+        x_bin = tf.cast(tf.clip_by_value(tf.floor((observation - low) / width), 0, bins - 1), tf.int32)
+        row_first = (self._signal_range[0] - low) / width - 0.5
+        row_last = (self._signal_range[1] - low) / width - 0.5
+        row = tf.clip_by_value(signal * np.float32(1 / width) - np.float32(low / width + 0.5), row_first, row_last)
+        row_below = tf.clip_by_value(tf.floor(row), 0, max(bins - 2, 0))
+        index = x_bin * bins + tf.cast(row_below, tf.int32)
+        by_observation = tf.transpose(tf.convert_to_tensor(self.histogram.value))
+        steps = tf.concat([by_observation[:, 1:] - by_observation[:, :-1], tf.zeros((bins, 1))], axis=1)
+        below = tf.gather(tf.reshape(by_observation, [-1]), index)
+        step = tf.gather(tf.reshape(steps, [-1]), index)
+        return tf.maximum(below + (row - row_below) * step, MIN_PROBABILITY)
 
     # -- config and files --------------------------------------------------------------------
     def get_config(self):
