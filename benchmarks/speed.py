@@ -14,6 +14,11 @@ One command measures, each measurement in its own subprocess (so its peak reside
 - prediction throughput (megapixels/s) of MMSE and prior mean with the paper's network on square
   images of the given sizes, with glibc's default allocator settings and with
   ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=10000000000`` ("tuned");
+- the prediction engine on one image (``--engine-sizes``, default 512): in one process, alternating
+  rounds of the forward pass of the same network with one output (N2V's), ``predict``'s prior mean
+  and MMSE, and the exported SavedModel's MMSE, with the ratios per round;
+- the original PyTorch PN2V (``../shared/anchors/pn2v_original/time_original.py``, when that folder
+  and PyTorch are there) in the same run, for the speed-up of the MMSE;
 - the FLOP rate achieved by the network's forward pass (forward FLOPs per pixel x pixels / prior-mean
   prediction time; prior mean is dominated by the forward pass) against the machine's practical
   peak, a large float32 ``tf.linalg.matmul`` timed here.
@@ -56,10 +61,14 @@ THREE_D_CONFIGS = {
                      pool=(1, 2, 2)),
 }
 ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
+ORIGINAL_DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                                "shared", "anchors", "pn2v_original")
 TARGETS = {
     "train": "PN2V >= 0.7x N2V training throughput (goal 0.9x)",
     "train3d": "3-D PN2V >= 0.9x 3-D N2V training throughput on the same network",
-    "predict": "MMSE 512x512 <= 1.5x prior mean; MMSE 2048x2048 with K = 800 under 1.5 GB peak RSS",
+    "predict": "MMSE 2048x2048 with K = 800 under 1.5 GB peak RSS in a fresh process",
+    "engine": "MMSE 512x512 <= 1.25x prior mean, prior mean <= 1.3x the N2V forward pass, SavedModel <= 1.2x "
+              "predict, MMSE >= 30x faster than the original PyTorch PN2V",
     "pytorch": "original PyTorch PN2V on this CPU: PN2V 1.69 patches/s, N2V 8.85 patches/s "
                "(paper config, 100x100, batch 4); MMSE 512x512 22 s / 3.2 GB",
 }
@@ -208,6 +217,60 @@ def measure_prediction(net, estimator, size, noise_model_kind, repeats):
             "forward_gflop_per_s": flops / seconds / 1e9, "repeats": repeats}
 
 
+def measure_engine(net, size, noise_model_kind, rounds):
+    """In one process, ``rounds`` alternating rounds (forward order in even rounds, reversed in odd
+    ones) of: the forward pass of the same network with one output (N2V's; a ``tf.function`` of the
+    Keras model on the whole image), ``predict`` prior mean, ``predict`` MMSE, and the exported
+    SavedModel's ``serving_default`` (MMSE, loaded with ``tf.saved_model.load``), on one size x size
+    image after one warm-up call each. Ratios are per round (median and range)."""
+    import tensorflow as tf
+
+    model, data = build_model(net, "pn2v", noise_model_kind, image_side=min(size, 512))
+    n2v, _ = build_model(net, "n2v", None, image_side=min(size, 512))
+    reps = -(-size // data.test.shape[0])
+    image = np.tile(data.test, (reps, reps))[:size, :size].astype(np.float32)
+    x = tf.constant(image[np.newaxis, ..., np.newaxis])
+    forward = tf.function(lambda t: n2v.keras_model(t, training=False),
+                          input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32)])
+    with tempfile.TemporaryDirectory() as tmp:
+        model.export_SavedModel(os.path.join(tmp, "saved_model"))
+        serve = tf.saved_model.load(os.path.join(tmp, "saved_model")).signatures["serving_default"]
+        calls = {"forward_n2v": lambda: forward(x).numpy(),
+                 "prior_mean": lambda: model.predict(image, estimator="prior_mean"),
+                 "mmse": lambda: model.predict(image),
+                 "saved_model_mmse": lambda: serve(input=x)["output"].numpy()[0, ..., 0]}
+        outputs = {name: call() for name, call in calls.items()}  # warm-up: trace and compile
+        times = {name: [] for name in calls}
+        for round_index in range(rounds):
+            for name in (list(calls) if round_index % 2 == 0 else list(reversed(calls))):
+                start = time.perf_counter()
+                calls[name]()
+                times[name].append(time.perf_counter() - start)
+    per_round = {"mmse_over_prior_mean": np.divide(times["mmse"], times["prior_mean"]),
+                 "prior_mean_over_forward_n2v": np.divide(times["prior_mean"], times["forward_n2v"]),
+                 "saved_model_over_predict": np.divide(times["saved_model_mmse"], times["mmse"])}
+    difference = np.abs(outputs["saved_model_mmse"] - outputs["mmse"]).max() / np.abs(outputs["mmse"]).max()
+    return {"size": size, "rounds": rounds, "s": {name: float(np.median(t)) for name, t in times.items()},
+            "s_all": times, "ratios": {name: [float(np.median(r)), float(r.min()), float(r.max())]
+                                       for name, r in per_round.items()},
+            "saved_model_max_relative_difference": float(difference)}
+
+
+def measure_original(path, patch=96):
+    """The original PyTorch PN2V timed by ``time_original.py`` (its JSON), or None where it cannot run."""
+    script = os.path.join(path, "time_original.py")
+    if not os.path.exists(script):
+        return None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("  PyTorch is not installed: the original PN2V is not timed", file=sys.stderr)
+        return None
+    print("  running the original PyTorch PN2V ...", file=sys.stderr, flush=True)
+    out = subprocess.run([sys.executable, script, path, str(patch)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def measure_matmul(n=2048, repeats=10):
     """Practical float32 peak: best time of an n x n matmul, 2 n^3 / t."""
     import tensorflow as tf
@@ -237,6 +300,8 @@ def run_one(args):
         size, estimator = rest
         result = measure_prediction(network_config(args, "paper"), estimator, int(size), args.noise_model,
                                     args.repeats)
+    elif kind == "engine":
+        result = measure_engine(network_config(args, "paper"), int(rest[0]), args.noise_model, args.engine_rounds)
     elif kind == "matmul":
         result = measure_matmul()
     else:
@@ -262,7 +327,7 @@ def child(args, only, allocator="default"):
                "--n-depth", str(args.n_depth), "--n-first", str(args.n_first), "--n-samples", str(args.n_samples),
                "--patch", str(args.patch), "--batch", str(args.batch), "--perc-pix", str(args.perc_pix),
                "--steps-3d", str(args.steps_3d), "--rounds", str(args.rounds), "--batch-3d", str(args.batch_3d),
-               "--n-first-3d", str(args.n_first_3d)]
+               "--n-first-3d", str(args.n_first_3d), "--engine-rounds", str(args.engine_rounds)]
         print(f"  running {only} ({allocator} allocator) ...", file=sys.stderr, flush=True)
         subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL)
         with open(path) as f:
@@ -307,6 +372,11 @@ def run_all(args):
         results["predict"][allocator] = per_size
     if results["predict"]:
         results["matmul"] = child(args, "matmul")
+    results["engine"] = {str(size): child(args, f"engine:{size}") for size in args.engine_sizes}
+    if args.engine_sizes and args.original != "none":
+        original = measure_original(args.original)
+        if original is not None:
+            results["original"] = original
     return results
 
 
@@ -372,7 +442,31 @@ def format_markdown(results):
                   "the forward pass dominates. Tuned allocator: "
                   + " ".join(f"{k}={v}" for k, v in TUNED_ALLOCATOR_ENV.items()) + ".", "",
                   f"Target: {TARGETS['predict']}.", ""]
-    lines += [f"Reference: {TARGETS['pytorch']}.", ""]
+    if results.get("engine"):
+        lines += ["| prediction engine (paper network), one process, alternated | image | N2V forward s | "
+                  "prior mean s | MMSE s | SavedModel MMSE s | MMSE/prior mean | prior mean/N2V forward | "
+                  "SavedModel/predict |", "|---|---|---|---|---|---|---|---|---|"]
+        for size, r in results["engine"].items():
+            t, q = r["s"], r["ratios"]
+            ratio = {name: f"{v[0]:.2f} ({v[1]:.2f}..{v[2]:.2f})" for name, v in q.items()}
+            lines.append(f"| medians of {r['rounds']} rounds | {size}x{size} | {t['forward_n2v']:.2f} | "
+                         f"{t['prior_mean']:.2f} | {t['mmse']:.2f} | {t['saved_model_mmse']:.2f} | "
+                         f"{ratio['mmse_over_prior_mean']} | {ratio['prior_mean_over_forward_n2v']} | "
+                         f"{ratio['saved_model_over_predict']} |")
+        lines += ["", "Ratios: median over the rounds (range). SavedModel and predict differ by at most "
+                  + ", ".join(f"{r['saved_model_max_relative_difference']:.1e}" for r in results["engine"].values())
+                  + " (max |difference| / max |predict|).", "",
+                  f"Target: {TARGETS['engine']}.", ""]
+    if results.get("original"):
+        o = results["original"]
+        mmse = results["engine"].get("512", {}).get("s", {}).get("mmse")
+        faster = f"; this package's MMSE (512x512, above) is {o['mmse_512_s'] / mmse:.1f}x faster" if mmse else ""
+        lines += [f"Original PyTorch PN2V in the same run (`time_original.py`, torch "
+                  f"{o.get('torch', 'installed')}): 512x512 tiled MMSE {o['mmse_512_s']:.2f} s, training "
+                  f"PN2V {o['pn2v_patches_per_s']:.2f} and N2V {o['n2v_patches_per_s']:.2f} patches/s "
+                  f"({o['patch']}x{o['patch']}){faster}.", ""]
+    else:
+        lines += [f"Reference (not measured in this run): {TARGETS['pytorch']}.", ""]
     return "\n".join(lines)
 
 
@@ -417,6 +511,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3, help="timed predictions (median; after one warm-up)")
     parser.add_argument("--noise-model", choices=("histogram", "gmm"), default="histogram",
                         help="PN2V's noise model, built from the synthetic calibration stack")
+    parser.add_argument("--engine-sizes", nargs="*", type=int, default=[512],
+                        help="image sides of the prediction-engine comparison (N2V forward, prior mean, MMSE, "
+                             "SavedModel in one process); none: skip it and the original")
+    parser.add_argument("--engine-rounds", type=int, default=5, help="alternating rounds of that comparison")
+    parser.add_argument("--original", default=ORIGINAL_DEFAULT,
+                        help="folder of the original PyTorch PN2V and time_original.py (default: "
+                             "../shared/anchors/pn2v_original beside the project); 'none': do not time it")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--append-markdown", metavar="PATH", help="append the markdown section to this file")
     parser.add_argument("--only", help=argparse.SUPPRESS)
