@@ -199,14 +199,16 @@ def measure_training(net, mode, noise_model_kind, steps, warmup=3):
 
 
 def measure_prediction(net, estimator, size, noise_model_kind, repeats):
-    """Median seconds of ``predict`` (automatic tiling) on a size x size image after one warm-up."""
+    """Median seconds of ``predict`` (automatic tiling) on a size x size image after one warm-up
+    (``repeats=0``: the seconds of that first call, tracing and compiling included)."""
     from pn2v_tf.nets import count_forward_flops_per_pixel
 
     model, data = build_model(net, "pn2v", noise_model_kind, image_side=min(size, 512))
     reps = -(-size // data.test.shape[0])
     image = np.tile(data.test, (reps, reps))[:size, :size]
+    start = time.perf_counter()
     model.predict(image, estimator=estimator)  # trace and compile
-    times = []
+    times = [time.perf_counter() - start] if repeats == 0 else []  # --repeats 0: the first call only
     for _ in range(repeats):
         start = time.perf_counter()
         model.predict(image, estimator=estimator)
@@ -256,19 +258,48 @@ def measure_engine(net, size, noise_model_kind, rounds):
             "saved_model_max_relative_difference": float(difference)}
 
 
+TO_TENSOR_SHIM = """import numpy as np, torch
+def to_tensor(pic):
+    array = np.asarray(pic)
+    array = array[:, :, None] if array.ndim == 2 else array
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).float()
+"""
+
+
+def _torchvision_shim(folder):
+    """A ``torchvision`` with only ``transforms.functional.to_tensor`` (all the original PN2V imports
+    it for), for machines where the real one cannot be installed beside a CPU build of PyTorch."""
+    package = os.path.join(folder, "torchvision", "transforms")
+    os.makedirs(package)
+    open(os.path.join(folder, "torchvision", "__init__.py"), "w").write("from . import transforms\n")
+    open(os.path.join(package, "__init__.py"), "w").write("from . import functional\n")
+    open(os.path.join(package, "functional.py"), "w").write(TO_TENSOR_SHIM)
+
+
 def measure_original(path, patch=96):
-    """The original PyTorch PN2V timed by ``time_original.py`` (its JSON), or None where it cannot run."""
+    """The original PyTorch PN2V timed by ``time_original.py`` (its JSON plus the torch version and
+    whether torchvision was replaced by :func:`_torchvision_shim`), or None where it cannot run."""
     script = os.path.join(path, "time_original.py")
     if not os.path.exists(script):
         return None
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         print("  PyTorch is not installed: the original PN2V is not timed", file=sys.stderr)
         return None
     print("  running the original PyTorch PN2V ...", file=sys.stderr, flush=True)
-    out = subprocess.run([sys.executable, script, path, str(patch)], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ)
+        shimmed = subprocess.run([sys.executable, "-c", "import torchvision"], capture_output=True).returncode != 0
+        if shimmed:
+            _torchvision_shim(tmp)
+            env["PYTHONPATH"] = os.pathsep.join([tmp, env.get("PYTHONPATH", "")])
+        out = subprocess.run([sys.executable, script, path, str(patch)], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        print(f"  the original PN2V failed:\n{out.stderr[-2000:]}", file=sys.stderr)
+        return None
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**result, "torch": torch.__version__, "torchvision_shim": shimmed}
 
 
 def measure_matmul(n=2048, repeats=10):
@@ -462,7 +493,8 @@ def format_markdown(results):
         mmse = results["engine"].get("512", {}).get("s", {}).get("mmse")
         faster = f"; this package's MMSE (512x512, above) is {o['mmse_512_s'] / mmse:.1f}x faster" if mmse else ""
         lines += [f"Original PyTorch PN2V in the same run (`time_original.py`, torch "
-                  f"{o.get('torch', 'installed')}): 512x512 tiled MMSE {o['mmse_512_s']:.2f} s, training "
+                  f"{o.get('torch', 'installed')}{', torchvision replaced by to_tensor alone' if o.get('torchvision_shim') else ''}"
+                  f"): 512x512 tiled MMSE {o['mmse_512_s']:.2f} s, training "
                   f"PN2V {o['pn2v_patches_per_s']:.2f} and N2V {o['n2v_patches_per_s']:.2f} patches/s "
                   f"({o['patch']}x{o['patch']}){faster}.", ""]
     else:
@@ -508,7 +540,8 @@ def main(argv=None):
     parser.add_argument("--allocator", choices=("default", "tuned", "both"), default="both",
                         help="glibc malloc settings of the prediction processes")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps (after 3 warm-up steps)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed predictions (median; after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed predictions (median; after one warm-up); 0: time the warm-up call itself")
     parser.add_argument("--noise-model", choices=("histogram", "gmm"), default="histogram",
                         help="PN2V's noise model, built from the synthetic calibration stack")
     parser.add_argument("--engine-sizes", nargs="*", type=int, default=[512],

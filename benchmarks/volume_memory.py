@@ -2,8 +2,9 @@
 
 Each estimator runs in its own fresh process (as in ``benchmarks/export_memory.py``), which
 denoises one 64 x 512 x 512 stack with ``PN2V.predict`` and its default tiling (``n_tiles=None``:
-tiles so that tile voxels x K stay at or below ``DEFAULT_MAX_TILE_ELEMENTS`` as far as the tiles'
-context lets them shrink) and reports its peak resident memory (``ru_maxrss`` and ``VmHWM`` of
+tiles so that tile voxels x the network's first-level features stay at or below
+``DEFAULT_MAX_TILE_ELEMENTS`` as far as the tiles' context lets them shrink; the K samples exist for one
+chunk of voxels at a time) and reports its peak resident memory (``ru_maxrss`` and ``VmHWM`` of
 ``/proc/self/status``; also the resident memory just before ``predict``, after TensorFlow, the model and
 the stack are loaded) and the time of the ``predict`` call (the first call: it includes tracing the
 network for each tile shape and compiling the estimator with XLA).
@@ -13,8 +14,8 @@ time do not depend on the weights. The stack is the synthetic test stack of
 ``make_synthetic_volumes`` (64 x 128 x 128) tiled 4 x 4 in Y and X; the histogram noise model
 (256 bins) comes from its calibration frames, which cover 0 to 1.2 times the brightest voxel's photons.
 
-The script also prints the size of the tensors that grow with the tile: the network's K samples
-per tile voxel (context included), the part of them the estimator keeps, the first level's features.
+The script also prints the tiling (tiles, context, voxels computed per voxel of the stack) and, with
+``--breakdown``, how the peak grows with the network body on one tile and with the chunked head and MMSE.
 
     python benchmarks/volume_memory.py                                # both estimators, the whole stack
     python benchmarks/volume_memory.py --max-tiles 40                 # stop each after 40 tiles
@@ -78,7 +79,7 @@ def tiling(config, shape, n_tiles=None):
 
     block, radius = network_geometry(config)
     context = tile_context(radius, block)
-    n_tiles = tuple(n_tiles) if n_tiles else auto_n_tiles(shape, config.n_outputs, DEFAULT_MAX_TILE_ELEMENTS, context)
+    n_tiles = tuple(n_tiles) if n_tiles else auto_n_tiles(shape, config.unet_n_first, DEFAULT_MAX_TILE_ELEMENTS, context)
     padded = tuple(s + (-s) % b for s, b in zip(shape, block))
     if all(n == 1 for n in n_tiles):
         tiles = [(padded, padded)]
@@ -141,26 +142,26 @@ def run_one(args):
 
 
 def run_breakdown(args):
-    """Body of a child process: where one tile's memory goes. The network on the largest tile of the
-    default tiling (an interior one), then the MMSE on its kept part, as ``predict`` runs them
-    (``TilePredictor``); the growth of the peak resident memory after each."""
+    """Body of a child process: where one tile's memory goes. The network body on the largest tile of
+    the default tiling, then head and MMSE of its kept part in chunks, as ``predict`` runs them (the
+    model's ``PredictionEngine``); the growth of the peak resident memory after each."""
     import tensorflow as tf
 
     stack = np.load(args.stack_file)
     model = build_model(args, stack)
     info = tiling(model.config, stack.shape, args.n_tiles)
     tile = np.ascontiguousarray(stack[tuple(slice(0, min(t, s)) for t, s in zip(info["tile"], stack.shape))])
-    predictor = model._tile_predictor("mmse")
-    x = tf.constant(tile[np.newaxis, ..., np.newaxis])
+    engine = model.engine
     steps = {"before": proc_status_mb("VmHWM")}
-    samples = predictor._network(x)
-    steps["network (samples of the tile)"] = proc_status_mb("VmHWM")
+    features = engine.features(tf.constant(tile[np.newaxis, ..., np.newaxis]), training=False)
+    steps["network body (features of the tile)"] = proc_status_mb("VmHWM")
     start = [(t - k) // 2 for t, k in zip(tile.shape, info["kept"])]
     size = tuple(min(k, t) for k, t in zip(info["kept"], tile.shape))
-    out = predictor._estimate(x, samples, tf.constant([0, 0]), tf.constant(start, dtype=tf.int32), size)
-    steps["MMSE of the kept part (XLA)"] = proc_status_mb("VmHWM")
-    result = {"tile": list(tile.shape), "kept": list(size), "samples_shape": list(samples.shape),
-              "samples_mb": int(np.prod(samples.shape)) * 4 / 2 ** 20, "output_shape": list(out.shape),
+    out = engine(tile, crop=tuple(slice(a, a + n) for a, n in zip(start, size)))
+    steps["head and MMSE of the kept part, in chunks"] = proc_status_mb("VmHWM")
+    result = {"tile": list(tile.shape), "kept": list(size), "features_shape": list(features.shape),
+              "features_mb": int(np.prod(features.shape)) * 4 / 2 ** 20, "output_shape": list(out.shape),
+              "chunk_samples_mb": engine.chunk_pixels * engine.n_outputs * 4 / 2 ** 20,
               "vm_hwm_mb": steps, "onednn": _onednn_enabled()}
     with open(args.result, "w") as f:
         json.dump(result, f)
@@ -259,8 +260,9 @@ def format_report(args, results, sizes):
              f"features, pooling {'x'.join(map(str, args.pool))}, K = {args.n_samples}; oneDNN "
              f"{ {True: 'on', False: 'off', None: 'unknown'}[info['onednn']] }",
              f"tiling: n_tiles {info['n_tiles']} asked for, {info['total_tiles']} tiles cut, context {info['context']}, tile "
-             f"{info['tile']} = {np.prod(info['tile'])} voxels (x K = {np.prod(info['tile']) * args.n_samples:.3g} "
-             f"elements; bound {info['max_tile_elements']:.3g}), its kept part {info['kept']}; the network computes "
+             f"{info['tile']} = {np.prod(info['tile'])} voxels (x {args.n_first} features = "
+             f"{np.prod(info['tile']) * args.n_first:.3g} elements; bound {info['max_tile_elements']:.3g}), its kept part "
+             f"{info['kept']}; the network computes "
              f"{info['computed_per_voxel']:.1f} voxels per voxel of the stack", "",
              "| estimator | tiles | s | peak RSS MB (ru_maxrss) | VmHWM MB | RSS before predict MB | "
              f"under {LIMIT_MB} MB | MMSE/prior mean time |", "|---|---|---|---|---|---|---|---|"]
@@ -338,8 +340,9 @@ def main(argv=None):
               f"{ {True: 'on', False: 'off', None: 'unknown'}[timing['onednn']] })")
     if breakdown is not None:
         hwm = breakdown["vm_hwm_mb"]
-        print(f"\nbreakdown (one process; tile {breakdown['tile']}, samples {breakdown['samples_shape']} = "
-              f"{breakdown['samples_mb']:.0f} MB, kept part {breakdown['kept']}): VmHWM before {hwm['before']:.0f} MB")
+        print(f"\nbreakdown (one process; tile {breakdown['tile']}, features {breakdown['features_shape']} = "
+              f"{breakdown['features_mb']:.0f} MB, kept part {breakdown['kept']}, K samples of one chunk "
+              f"{breakdown['chunk_samples_mb']:.0f} MB): VmHWM before {hwm['before']:.0f} MB")
         previous = hwm["before"]
         for step, value in list(hwm.items())[1:]:
             print(f"  after {step}: {value:.0f} MB (+{value - previous:.0f})")

@@ -18,11 +18,13 @@ key ``output`` (float32, same shape):
 
 Each side may be any size from one network block (``unet_pool**(unet_n_depth-1)`` along its axis)
 up: the graph reflects the image to a multiple of the block and crops the result, as ``predict``
-does. To bound memory it cuts the image into strips along the first spatial axis, each strip into
+does. It computes with the same engine as ``predict`` (:class:`pn2v_tf.engine.PredictionEngine`,
+here without XLA): the U-Net body on a piece of the image, then the head and the estimator on
+chunks of the kept pixels' features, so that only one chunk's K samples exist at a time. To bound
+the body's memory it cuts the image into strips along the first spatial axis, each strip into
 strips along the next axis and so on, overlapping by the network's receptive field, as long as a
-piece's K samples (batch x piece x K) exceed ``max_tile_elements`` values (a 2-D image of
-moderate width is cut into strips of rows only); the network runs on each piece and the estimator on
-the part a piece keeps. The result equals the untiled one.
+piece's features (batch x piece x ``unet_n_first``) exceed ``max_tile_elements`` values; a piece
+within the bound stays whole. The result equals the untiled one.
 """
 
 import os
@@ -122,14 +124,15 @@ class WholeImage:
     Parameters
     ----------
     network : keras.Model
-        Raw image (B, *spatial, 1) -> samples (B, *spatial, K) in raw units (normalisation inside);
-        spatial (Y, X) or (Z, Y, X).
+        A prediction network of :func:`pn2v_tf.nets.build_networks`: raw image (B, *spatial, 1) ->
+        samples (B, *spatial, K) in raw units (normalisation inside); spatial (Y, X) or (Z, Y, X).
     noise_model : NoiseModel or None
-        Needed when K > 1; any kind (only ``log_likelihood`` on tensors is used).
+        Needed when K > 1; any kind (its ``likelihood_weights`` and ``clip_signal`` on tensors are used).
     block, context : tuple of int
         Per spatial axis; see :func:`block_and_context`.
     max_tile_elements : int
-        Bound on the elements of the K samples of one piece (batch x piece with context x K).
+        Bound on the elements of the features of one piece (batch x piece with context x
+        ``unet_n_first``).
     """
 
     def __init__(self, network, noise_model, block, context, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
@@ -195,8 +198,8 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
     overwrite : bool
         Replace an existing ``path``; otherwise an existing path raises ``FileExistsError``.
     max_tile_elements : int
-        Bound on batch x strip rows (with context) x X x K of the largest tensor, as the default
-        tiling of ``predict`` uses.
+        Bound on batch x piece (with context) x ``unet_n_first``, the network's largest activations,
+        as the default tiling of ``predict`` uses (the K samples are bounded per chunk of pixels).
 
     Returns
     -------
