@@ -397,8 +397,9 @@ def run_all(args):
     for allocator in allocators if args.sizes else ():  # --sizes with no value: no prediction (nor matmul)
         per_size = {}
         for size in args.sizes:
-            runs = {est: child(args, f"predict:{size}:{est}", allocator) for est in ("prior_mean", "mmse")}
-            runs["ratio_mmse_over_prior_mean"] = runs["mmse"]["s"] / runs["prior_mean"]["s"]
+            runs = {est: child(args, f"predict:{size}:{est}", allocator) for est in args.estimators}
+            if len(runs) == 2:
+                runs["ratio_mmse_over_prior_mean"] = runs["mmse"]["s"] / runs["prior_mean"]["s"]
             per_size[str(size)] = runs
         results["predict"][allocator] = per_size
     if results["predict"]:
@@ -460,8 +461,11 @@ def format_markdown(results):
         for allocator, per_size in results["predict"].items():
             for size, runs in per_size.items():
                 for est in ("prior_mean", "mmse"):
+                    if est not in runs:
+                        continue
                     r = runs[est]
-                    ratio = f"{runs['ratio_mmse_over_prior_mean']:.2f}" if est == "mmse" else ""
+                    both = "ratio_mmse_over_prior_mean" in runs
+                    ratio = f"{runs['ratio_mmse_over_prior_mean']:.2f}" if both and est == "mmse" else ""
                     rate = (f"{r['forward_gflop_per_s']:.1f} ({100 * r['forward_gflop_per_s'] / peak:.0f}%)"
                             if est == "prior_mean" else "")
                     lines.append(f"| {est.replace('_', ' ')} | {allocator} | {size}x{size} | {r['s']:.2f} | "
@@ -539,6 +543,8 @@ def main(argv=None):
                         help="sides of the predicted images (none: skip prediction)")
     parser.add_argument("--allocator", choices=("default", "tuned", "both"), default="both",
                         help="glibc malloc settings of the prediction processes")
+    parser.add_argument("--estimators", nargs="+", choices=("prior_mean", "mmse"), default=["prior_mean", "mmse"],
+                        help="estimators of the prediction rows (--sizes)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps (after 3 warm-up steps)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed predictions (median; after one warm-up); 0: time the warm-up call itself")
