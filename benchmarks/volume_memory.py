@@ -245,11 +245,13 @@ def child(args, estimator, stack_file, noise_model_file, folder):
 
 
 def tensor_sizes_mb(args, info):
-    """Float32 tensors that grow with the tile (MB)."""
+    """Float32 tensors that grow with the tile (MB), and the K samples that chunking never creates."""
+    from pn2v_tf.engine import DEFAULT_CHUNK_ELEMENTS
+
     tile, kept = np.prod(info["tile"]), np.prod(info["kept"])
-    return {"samples of one tile (tile voxels x K)": tile * args.n_samples * 4 / 2 ** 20,
-            "samples the estimator keeps (kept voxels x K)": kept * args.n_samples * 4 / 2 ** 20,
-            "first-level features of one tile (tile voxels x n_first)": tile * args.n_first * 4 / 2 ** 20,
+    return {"first-level features of one tile (tile voxels x n_first)": tile * args.n_first * 4 / 2 ** 20,
+            "K samples of one chunk (what the engine holds)": DEFAULT_CHUNK_ELEMENTS * 4 / 2 ** 20,
+            "K samples of the kept part of a tile (never created)": kept * args.n_samples * 4 / 2 ** 20,
             "the stack, and the result (each)": np.prod(args.shape) * 4 / 2 ** 20,
             "untiled samples (stack voxels x K)": np.prod(args.shape) * args.n_samples * 4 / 2 ** 20}
 
