@@ -107,6 +107,25 @@ def pad_to_blocks(image, block):
     return np.pad(image, padding, mode=mode)
 
 
+def _tiles(image, n_tiles, block, overlap):
+    """CSBDeep's tiles (tile, crop, target) of an image padded to ``block``, with ``overlap`` context."""
+    n_overlap = tuple(c // b for c, b in zip(tile_context(overlap, block), block))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="invalid value .* for 'n_tiles'")
+        yield from tile_iterator(image, n_tiles=n_tiles, block_sizes=block, n_block_overlaps=n_overlap)
+
+
+def count_tiles(shape, n_tiles, block, overlap):
+    """How many tiles :func:`predict_tiled` cuts from an image of ``shape``, which can differ from
+    ``prod(n_tiles)`` both ways (CSBDeep's iterator fits whole blocks and the context to the image)."""
+    n_dim = len(shape)
+    block, overlap, n_tiles = _per_axis(block, n_dim), _per_axis(overlap, n_dim), _per_axis(n_tiles, n_dim)
+    if all(n == 1 for n in n_tiles):
+        return 1
+    padded = np.broadcast_to(np.float32(0), tuple(s + (-s) % b for s, b in zip(shape, block)))  # no memory
+    return sum(1 for _ in _tiles(padded, n_tiles, block, overlap))
+
+
 def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1, first_index=0):
     """Apply ``predict_tile`` to overlapping tiles of a 2-D or 3-D image and stitch the results.
 
@@ -140,10 +159,6 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
         result = predict_tile(padded, first_index, (slice(None),) * n_dim)
     else:
         result = np.empty(padded.shape + (n_channels_out,), dtype=np.float32)
-        n_overlap = tuple(c // b for c, b in zip(tile_context(overlap, block), block))
-        tiles = tile_iterator(padded, n_tiles=n_tiles, block_sizes=block, n_block_overlaps=n_overlap)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="invalid value .* for 'n_tiles'")
-            for index, (tile, crop, target) in enumerate(tiles):
-                result[target] = predict_tile(tile, first_index + index, crop)
+        for index, (tile, crop, target) in enumerate(_tiles(padded, n_tiles, block, overlap)):
+            result[target] = predict_tile(tile, first_index + index, crop)
     return result[tuple(slice(0, s) for s in image.shape)]

@@ -14,7 +14,7 @@ from .arrays import as_image_stack, spatial_axes, stack_from_axes
 from .config import PN2VConfig
 from .data import MaskedPatches, SupervisedPatches
 from .engine import PredictionEngine
-from .inference import DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, predict_tiled, tile_context
+from .inference import DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, count_tiles, predict_tiled, tile_context
 from .io import atomic_path
 from .losses import PN2VLoss, ScaledMSE
 from .nets import build_networks, network_geometry
@@ -368,7 +368,8 @@ class PN2V(BaseModel):
             return engine(tile, crop, estimator, n_posterior, seed=(seed, tile_index))
 
         if progress is not None:
-            predict_tile = _counting(predict_tile, progress, len(images) * int(np.prod(tiles)))
+            predict_tile = _counting(predict_tile, progress,
+                                     len(images) * count_tiles(images.shape[1:], tiles, block, overlap))
         results = []
         for image_index, image in enumerate(images):
             results.append(predict_tiled(predict_tile, image, tiles, block, overlap, n_out,

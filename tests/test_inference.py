@@ -9,8 +9,8 @@ from keras import ops
 
 from pn2v_tf import PN2VConfig
 from pn2v_tf.engine import PredictionEngine
-from pn2v_tf.inference import (DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, mmse, posterior_samples, predict_tiled,
-                               prior_mean)
+from pn2v_tf.inference import (DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, count_tiles, mmse, posterior_samples,
+                               predict_tiled, prior_mean)
 from pn2v_tf.nets import block_size, build_networks, count_forward_flops_per_pixel, receptive_radius
 from pn2v_tf.noise_models import HistogramNoiseModel, NoiseModel
 
@@ -369,6 +369,22 @@ def test_predict_tiled_stitches_an_identity_exactly():
     result = predict_tiled(predict_tile, image, (3, 4), block=4, overlap=5, n_channels_out=2)
 
     np.testing.assert_array_equal(result, np.stack([image, 2 * image], axis=-1))
+
+
+@pytest.mark.parametrize("shape, n_tiles", [((40, 16), (3, 1)), ((37, 50), (3, 4)), ((70, 93), (1, 1)),
+                                             ((12, 40, 36), (1, 2, 3))])
+def test_count_tiles_is_the_number_of_tiles_predict_tiled_cuts(shape, n_tiles):
+    """The total of predict's progress bar; 40 x 16 in 3 x 1 tiles with 28 pixels of context is one tile."""
+    indices = []
+
+    def predict_tile(tile, tile_index, crop):
+        indices.append(tile_index)
+        return tile[crop][..., np.newaxis]
+
+    predict_tiled(predict_tile, np.zeros(shape, np.float32), n_tiles, block=4, overlap=28)
+
+    assert count_tiles(shape, n_tiles, block=4, overlap=28) == len(indices)
+    assert count_tiles((40, 16), (3, 1), block=4, overlap=28) == 1
 
 
 # -- receptive field -----------------------------------------------------------------------------
