@@ -18,6 +18,7 @@ _EXPORTS = {
     "HistogramNoiseModel": ".noise_models",
     "GMMNoiseModel": ".noise_models",
     "NoiseModel": ".noise_models",
+    "ChannelNoiseModels": ".noise_models",
     "load_noise_model": ".noise_models",
     "bootstrap_noise_model": ".bootstrap",
     "load_bioimageio": ".packaged",

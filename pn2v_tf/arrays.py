@@ -2,10 +2,11 @@
 
 Images are 2-D (``YX``) or 3-D (``ZYX``) as the model's ``n_dim`` says. Everything that takes images
 from a user (configuration, training, prediction, export, bootstrap, files) goes through these
-functions and trusts their output: float32, finite, the channel axis of size 1 removed.
+functions and trusts their output: float32, finite, and either without a channel axis (a
+single-channel model's data) or with the channel axis last (``n_channels`` given).
 
-Axes use CSBDeep's letters: the spatial axes, an optional channel axis ``C`` of size 1, and batch
-axes ``S``, ``T`` (and ``Z`` for a 2-D model, which then works slice by slice).
+Axes use CSBDeep's letters: the spatial axes, an optional channel axis ``C``, and batch axes ``S``,
+``T`` (and ``Z`` for a 2-D model, which then works slice by slice).
 """
 
 import numpy as np
@@ -49,21 +50,24 @@ def check_finite(images, name):
         raise ValueError(f"{name} contains NaN or infinite values ({n_bad}); remove or replace them")
 
 
-def as_image_stack(images, n_dim=2, name="images", allow_list=False):
+def as_image_stack(images, n_dim=2, name="images", allow_list=False, n_channels=None):
     """Images as a finite float32 array (S, *spatial), or a list of finite float32 spatial arrays.
 
     Parameters
     ----------
     images : numpy.ndarray or list of numpy.ndarray
-        An array with axes ``S`` + spatial (optionally + ``C`` of size 1), or, with ``allow_list``,
-        a non-empty list of single images (spatial, optionally + ``C`` of size 1) that may differ
-        in size.
+        An array with axes ``S`` + spatial (optionally + ``C``), or, with ``allow_list``, a non-empty
+        list of single images (spatial, optionally + ``C``) that may differ in size.
     n_dim : int
         2 (``YX``) or 3 (``ZYX``).
     name : str
         What the error messages call the images.
     allow_list : bool
         Accept a list or tuple of images of different sizes.
+    n_channels : int or None
+        ``None``: one channel, whose axis (of size 1, if there is one) is removed. An int: the
+        images keep (or get) a last channel axis, which must have this size; an image without a
+        channel axis counts as one channel.
 
     Returns
     -------
@@ -74,18 +78,17 @@ def as_image_stack(images, n_dim=2, name="images", allow_list=False):
     if allow_list and isinstance(images, (list, tuple)):
         if len(images) == 0:
             raise ValueError(f"{name} is empty (no images)")
-        out = []
-        for index, image in enumerate(images):
-            image = _drop_channel(np.asarray(image, dtype=np.float32), n_dim)
-            if image.ndim != n_dim:
-                raise ValueError(f"each image of {name} must have axes {axes} (or {axes}C with one channel), "
-                                 f"got shape {image.shape} for image {index}")
-            out.append(image)
+        out = [_one_image(np.asarray(image, dtype=np.float32), n_dim, n_channels, f"image {index} of {name}")
+               for index, image in enumerate(images)]
         check_finite(out, name)
         return out
-    array = _drop_channel(np.asarray(images), n_dim + 1)
-    if array.ndim != n_dim + 1:
-        raise ValueError(f"{name} must have axes S{axes} (or S{axes}C with one channel), got shape {array.shape}")
+    array = np.asarray(images)
+    if n_channels is None:
+        array = _drop_channel(array, n_dim + 1)
+        if array.ndim != n_dim + 1:
+            raise ValueError(f"{name} must have axes S{axes} (or S{axes}C with one channel), got shape {array.shape}")
+    else:
+        array = _with_channels(array, n_dim + 1, n_channels, name, f"S{axes}C")
     if array.shape[0] == 0:
         raise ValueError(f"{name} is empty (no images)")
     array = array.astype(np.float32, copy=False)
@@ -93,11 +96,37 @@ def as_image_stack(images, n_dim=2, name="images", allow_list=False):
     return array
 
 
-def image_shapes(images):
-    """(S, n_dim) int array of the spatial sizes of a stack or a list of images."""
+def _one_image(image, n_dim, n_channels, name):
+    axes = spatial_axes(n_dim)
+    if n_channels is not None:
+        return _with_channels(image, n_dim, n_channels, name, f"{axes}C")
+    image = _drop_channel(image, n_dim)
+    if image.ndim != n_dim:
+        raise ValueError(f"each image must have axes {axes} (or {axes}C with one channel), "
+                         f"got shape {image.shape} for {name}")
+    return image
+
+
+def _with_channels(array, n_axes, n_channels, name, axes):
+    """``array`` with ``n_axes`` axes before a last channel axis of size ``n_channels`` (added when it
+    is missing and ``n_channels`` is 1)."""
+    if array.ndim == n_axes and n_channels == 1:
+        return array[..., np.newaxis]
+    if array.ndim != n_axes + 1:
+        raise ValueError(f"{name} must have axes {axes} with {n_channels} channel{'s' * (n_channels > 1)} "
+                         f"(C last), got shape {array.shape}")
+    if array.shape[-1] != n_channels:
+        raise ValueError(f"{name} has {array.shape[-1]} channels (last axis), the model takes {n_channels}")
+    return array
+
+
+def image_shapes(images, n_dim=None):
+    """(S, n_dim) int array of the spatial sizes of a stack or a list of images (the first ``n_dim``
+    axes of each image; default: all)."""
     if isinstance(images, np.ndarray):
-        return np.tile(np.asarray(images.shape[1:]), (len(images), 1))
-    return np.array([image.shape for image in images])
+        n_dim = images.ndim - 1 if n_dim is None else n_dim
+        return np.tile(np.asarray(images.shape[1:1 + n_dim]), (len(images), 1))
+    return np.array([image.shape[:n_dim] for image in images])
 
 
 def check_patch_shape(patch_shape, n_dim=None, name="patch_shape"):
@@ -115,9 +144,10 @@ def check_patch_shape(patch_shape, n_dim=None, name="patch_shape"):
 
 
 def check_fits(images, patch_shape, name="images"):
-    """Check that a patch fits into every image (a stack or a list); return it as a tuple of ints."""
-    sizes = image_shapes(images)
-    shape = check_patch_shape(patch_shape, sizes.shape[1])
+    """Check that a patch fits into every image (a stack or a list, optionally with a last channel
+    axis beyond the patch's axes); return it as a tuple of ints."""
+    shape = check_patch_shape(patch_shape)
+    sizes = image_shapes(images, len(shape))
     too_small = np.any(sizes < shape, axis=1)
     if np.any(too_small):
         index = int(np.argmax(too_small))
@@ -137,32 +167,52 @@ def squeeze_channel(img, axes):
     return img.reshape([img.shape[i] for i in keep]), "".join(axes[i] for i in keep)
 
 
-def stack_from_axes(img, axes, n_dim=2):
+def stack_from_axes(img, axes, n_dim=2, n_channels=None):
     """Image with ``axes`` -> finite float32 stack (N, *spatial) and a function that restores the layout.
 
     ``axes`` must hold the spatial axes of ``n_dim`` (``YX`` or ``ZYX``); every other axis (S, T, and
-    Z for a 2-D model) is a batch axis whose images are processed one by one; a channel axis C may
-    have size 1 only. ``restore`` maps results (N, *spatial, C') back to the axes of ``img``
-    without C, then C'.
+    Z for a 2-D model) is a batch axis whose images are processed one by one.
+
+    With ``n_channels=None`` a channel axis C may have size 1 only, the stack has no channel axis,
+    and ``restore`` maps results (N, *spatial, C') back to the axes of ``img`` without C, then C'.
+    With ``n_channels`` an int, the image's axis C must have that size (or be missing when it is 1),
+    the stack is (N, *spatial, C), and ``restore`` maps results (N, *spatial, C) back to the axes of
+    ``img``: C where the image has it, and none when the image has no C axis.
     """
-    img, axes = squeeze_channel(img, axes)
+    img = np.asarray(img)
+    axes = axes_check_and_normalize(axes, img.ndim)
+    has_channel = "C" in axes
+    if n_channels is None:
+        img, axes = squeeze_channel(img, axes)
+    elif has_channel and img.shape[axes.index("C")] != n_channels:
+        raise ValueError(f"the model takes {n_channels} channel{'s' * (n_channels > 1)}; axis C of the image "
+                         f"has size {img.shape[axes.index('C')]}")
+    elif not has_channel and n_channels != 1:
+        raise ValueError(f"the model takes {n_channels} channels: axes must include C, got {axes!r}")
     spatial = spatial_axes(n_dim)
     missing = [a for a in spatial if a not in axes]
     if missing:
         hint = "; this is a 3-D model: name the image's Z axis" if "Z" in missing else ""
         raise ValueError(f"axes must include {spatial} (the model is {n_dim}-D), got {axes!r}{hint}")
-    batch_axes = [a for a in axes if a not in spatial]
-    order = batch_axes + list(spatial)
+    batch_axes = [a for a in axes if a not in spatial and a != "C"]
+    channel = ["C"] if n_channels is not None and has_channel else []
+    order = batch_axes + list(spatial) + channel
     stack = np.transpose(img, [axes.index(a) for a in order])
     batch_shape = stack.shape[:len(batch_axes)]
     stack = stack.reshape((-1,) + stack.shape[len(batch_axes):]).astype(np.float32, copy=False)
+    if n_channels is not None and not has_channel:
+        stack = stack[..., np.newaxis]
     n_bad = count_not_finite(stack)
     if n_bad:
         raise ValueError(f"image contains NaN or infinite values ({n_bad})")
 
     def restore(results):
         out = results.reshape(batch_shape + results.shape[1:])
-        current = order + ["C"]
-        return np.transpose(out, [current.index(a) for a in list(axes) + ["C"]])
+        current = batch_axes + list(spatial) + ["C"]
+        if n_channels is None:
+            return np.transpose(out, [current.index(a) for a in list(axes) + ["C"]])
+        if not has_channel:
+            return np.transpose(out[..., 0], [current.index(a) for a in axes])
+        return np.transpose(out, [current.index(a) for a in axes])
 
     return stack, restore

@@ -18,10 +18,12 @@ class PN2VConfig(BaseConfig):
     Parameters
     ----------
     X : numpy.ndarray or None
-        Training images, axes ``SYX`` for a 2-D model or ``SZYX`` for a 3-D one (``axes``), each
-        optionally with a last channel axis of size 1. Their mean and standard deviation become the
-        model's normalisation (``means``, ``stds``). ``None`` when a configuration is loaded from
-        ``config.json`` (then ``means`` and ``stds`` must be given as keywords).
+        Training images, axes ``S`` + ``axes``: ``SYX`` for a 2-D model or ``SZYX`` for a 3-D one,
+        each optionally with a last channel axis of size 1; ``SYXC`` or ``SZYXC`` (channel last) for
+        a multichannel model (``axes`` with ``C``), whose number of channels is X's last axis. The
+        mean and standard deviation of each channel become the model's normalisation (``means``,
+        ``stds``). ``None`` when a configuration is loaded from ``config.json`` (then ``means``,
+        ``stds`` and ``n_channel_in`` must be given as keywords).
     mode : str
         Training objective: ``'pn2v'`` (the paper's Eq. 7, needs a noise model), ``'n2v'`` (masked
         MSE with one output, the paper's "U-Net (N2V)") or ``'care'`` (supervised MSE against clean
@@ -33,8 +35,16 @@ class PN2VConfig(BaseConfig):
     ----------
     axes : str
         Axes of one image, as in CSBDeep: ``'YX'`` (default) makes a 2-D model, ``'ZYX'`` a 3-D one
-        (a U-Net of 3-D convolutions on z-stacks). ``n_dim`` (2 or 3) follows from it; ``'C'`` is
-        appended (one channel).
+        (a U-Net of 3-D convolutions on z-stacks); ``'YXC'`` and ``'ZYXC'`` make multichannel models
+        (``n_channel_in`` channels, from X). ``n_dim`` (2 or 3) follows from it; ``'C'`` is appended
+        when it is missing (one channel).
+    n_channel_in, n_channel_out : int
+        Number of channels (both equal). Each channel is denoised with its own noise model and
+        normalisation; blind spots are drawn per channel.
+    single_net_per_channel : bool
+        ``False``: one U-Net sees all channels and its head predicts K samples of each.
+        ``True``: an independent U-Net per channel (n2v's option of this name; C times the cost).
+        Default: False.
     n_samples : int
         Number K of prior samples the network predicts per pixel in mode ``'pn2v'``. Default: 800.
         Modes ``'n2v'`` and ``'care'`` predict one value.
@@ -63,7 +73,7 @@ class PN2VConfig(BaseConfig):
         Masked pixels take the value of a random other pixel within this Chebyshev radius along
         every axis (2 = 5x5 neighbourhood, 5x5x5 in 3-D). Default: 2.
     means, stds : list of float
-        Normalisation of the network input (mean and standard deviation of ``X``).
+        Normalisation of the network input, per channel (mean and standard deviation of ``X``).
     train_epochs : int
         Default: 200.
     train_steps_per_epoch : int
@@ -87,17 +97,23 @@ class PN2VConfig(BaseConfig):
     -------
     >>> config = PN2VConfig(X, mode='pn2v', n_samples=800, n2v_patch_shape=(64, 64))
     >>> config_3d = PN2VConfig(X_zyx, axes='ZYX', n2v_patch_shape=(16, 64, 64), unet_pool=(1, 2, 2))
+    >>> config_rgb = PN2VConfig(X_yxc, axes='YXC')  # X_yxc: (S, Y, X, C)
     """
 
     def __init__(self, X=None, mode="pn2v", **kwargs):
         axes = kwargs.pop("axes", "YX")
         n_dim = spatial_dims(axes)
+        base = _pop_base_keys(kwargs)
         if X is not None:
-            X = as_image_stack(X, n_dim if n_dim in SPATIAL_AXES else 2, "X")
-            means, stds = [float(np.mean(X))], [float(np.std(X))]
+            X = _training_images(X, axes, n_dim if n_dim in SPATIAL_AXES else 2)
+            base["n_channel_in"] = X.shape[-1]
+            means = [float(m) for m in np.mean(X, axis=tuple(range(X.ndim - 1)))]
+            stds = [float(s) for s in np.std(X, axis=tuple(range(X.ndim - 1)))]
         else:
-            means, stds = [0.0], [1.0]
-        base = {"n_channel_in": 1, "n_channel_out": 1, **_pop_base_keys(kwargs)}
+            n_channels = base.get("n_channel_in", 1)
+            means, stds = [0.0] * n_channels, [1.0] * n_channels
+        base.setdefault("n_channel_in", 1)
+        base["n_channel_out"] = base["n_channel_in"]
         super().__init__(axes=axes, allow_new_parameters=False, **base)
 
         self.mode = mode
@@ -120,6 +136,7 @@ class PN2VConfig(BaseConfig):
         self.train_tensorboard = True
         self.train_n_val_patches = 64
         self.seed = None
+        self.single_net_per_channel = False
         self.update_parameters(False, **kwargs)
         for name in ("n2v_patch_shape", "unet_pool"):
             if isinstance(getattr(self, name), list):
@@ -127,8 +144,13 @@ class PN2VConfig(BaseConfig):
 
     @property
     def n_outputs(self):
-        """Number of network outputs per pixel: K for ``'pn2v'``, 1 otherwise."""
+        """Number of network outputs per pixel and channel: K for ``'pn2v'``, 1 otherwise."""
         return self.n_samples if self.mode == "pn2v" else 1
+
+    @property
+    def n_channels(self):
+        """Number of image channels (``n_channel_in``)."""
+        return int(self.n_channel_in)
 
     def is_valid(self, return_invalid=False):
         """Check every attribute; with ``return_invalid`` also return the names of invalid ones."""
@@ -145,8 +167,11 @@ class PN2VConfig(BaseConfig):
             "n2v_patch_shape": self._patch_shape_ok(),
             "n2v_perc_pix": _is_number(self.n2v_perc_pix, 0, low_inclusive=False) and self.n2v_perc_pix <= 100,
             "n2v_neighborhood_radius": _is_int(self.n2v_neighborhood_radius, 1),
-            "means": _numbers_list(self.means),
-            "stds": _numbers_list(self.stds) and all(s > 0 for s in self.stds),
+            "n_channel_in": _is_int(self.n_channel_in, 1),
+            "n_channel_out": self.n_channel_out == self.n_channel_in,
+            "single_net_per_channel": isinstance(self.single_net_per_channel, bool),
+            "means": _numbers_list(self.means, self.n_channel_in),
+            "stds": _numbers_list(self.stds, self.n_channel_in) and all(s > 0 for s in self.stds),
             "train_epochs": _is_int(self.train_epochs, 1),
             "train_steps_per_epoch": _is_int(self.train_steps_per_epoch, 1),
             "train_batch_size": _is_int(self.train_batch_size, 1),
@@ -177,8 +202,21 @@ class PN2VConfig(BaseConfig):
         return all(s % b == 0 and s > self.n2v_neighborhood_radius for s, b in zip(shape, self.block_shape))
 
 
-def _numbers_list(values):
-    return isinstance(values, (list, tuple)) and len(values) == 1 and all(_is_number(v) for v in values)
+def _numbers_list(values, length):
+    return isinstance(values, (list, tuple)) and len(values) == length and all(_is_number(v) for v in values)
+
+
+def _training_images(X, axes, n_dim):
+    """X as (S, *spatial, C): channels from its last axis when ``axes`` has C, else one."""
+    X = np.asarray(X)
+    if isinstance(axes, str) and "C" in axes.upper():
+        n_channels = X.shape[-1] if X.ndim == n_dim + 2 else 1
+        return as_image_stack(X, n_dim, "X", n_channels=n_channels)
+    if X.ndim == n_dim + 2 and X.shape[-1] > 1:
+        spatial = SPATIAL_AXES[n_dim]
+        raise ValueError(f"X has shape {X.shape}: {X.shape[-1]} channels need axes='{spatial}C' "
+                         f"(X with axes S{spatial}C)")
+    return as_image_stack(X, n_dim, "X", n_channels=1)
 
 
 def _pop_base_keys(kwargs):

@@ -2,6 +2,8 @@
 
 Patches are 2-D (Y, X) or 3-D (Z, Y, X), as the length of ``patch_shape`` says; volumes are
 augmented by flips along each axis and 90-degree rotations in YX only (Z is never rotated into Y).
+Images may have a last channel axis (one more axis than ``S`` + spatial); every channel of a patch is
+cut and transformed alike, and blind spots are drawn for each channel independently.
 
 :class:`MaskedPatches` produces Noise2Void-masked patches for the objectives ``'n2v'`` and
 ``'pn2v'``; :class:`SupervisedPatches` produces pairs of input and target patches for ``'care'``.
@@ -19,12 +21,17 @@ import numpy as np
 from .arrays import as_image_stack, check_fits, check_patch_shape, image_shapes
 from .masking import _check_perc_pix, _check_radius, _is_int, mask_patches, n_masked
 
-__all__ = ["random_patches", "random_dihedral", "split_validation", "MaskedPatches", "SupervisedPatches"]
+__all__ = ["random_patches", "random_dihedral", "split_validation", "mask_channels", "MaskedPatches",
+           "SupervisedPatches"]
 
 
 def _as_images(images, name, n_dim):
-    """Images as a float32 (S, *spatial) array or a list of float32 images (see :mod:`pn2v_tf.arrays`)."""
-    return as_image_stack(images, n_dim, name, allow_list=True)
+    """Images as a float32 (S, *spatial, C) array or a list of float32 (*spatial, C) images (see
+    :mod:`pn2v_tf.arrays`); C from a last axis beyond S + spatial (each image's spatial axes), else 1."""
+    is_list = isinstance(images, (list, tuple))
+    first = np.asarray(images[0] if is_list and len(images) else images)
+    n_channels = first.shape[-1] if first.ndim == n_dim + 1 + (not is_list) else 1
+    return as_image_stack(images, n_dim, name, allow_list=True, n_channels=n_channels)
 
 
 def split_validation(images, fraction=0.1, min_rows=1):
@@ -69,15 +76,16 @@ def split_validation(images, fraction=0.1, min_rows=1):
 
 def _crop_positions(rng, images, patch_shape, n):
     """Draw ``n`` crops: image indices (uniform) and corners (uniform over valid positions), (n, n_dim)."""
-    sizes = image_shapes(images)
+    sizes = image_shapes(images, len(patch_shape))
     index = rng.integers(0, len(sizes), size=n)
     corners = [rng.integers(0, sizes[index, axis] - side + 1) for axis, side in enumerate(patch_shape)]
     return index, np.stack(corners, axis=-1).reshape(n, len(patch_shape))
 
 
 def _crop(images, patch_shape, index, corners) -> np.ndarray:
-    """Cut the crops given by ``_crop_positions`` out of ``images``: ``(n, *patch_shape)`` float32."""
-    out = np.empty((len(index),) + tuple(patch_shape), dtype=np.float32)
+    """Cut the crops given by ``_crop_positions`` out of ``images`` (with their trailing channel
+    axis): ``(n, *patch_shape, C)`` float32."""
+    out = np.empty((len(index),) + tuple(patch_shape) + images[0].shape[len(patch_shape):], dtype=np.float32)
     for k, (i, corner) in enumerate(zip(index, corners)):
         out[k] = images[i][tuple(slice(c, c + side) for c, side in zip(corner, patch_shape))]
     return out
@@ -101,8 +109,9 @@ def random_patches(rng, images, patch_shape, n) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(n, *patch_shape)`` float32 patches. For each patch the image is chosen uniformly and the
-        position uniformly over all positions where the patch fits.
+        ``(n, *patch_shape)`` float32 patches, ``(n, *patch_shape, C)`` for images with C > 1
+        channels. For each patch the image is chosen uniformly and the position uniformly over all
+        positions where the patch fits.
 
     Raises
     ------
@@ -114,7 +123,8 @@ def random_patches(rng, images, patch_shape, n) -> np.ndarray:
     patch_shape = check_patch_shape(patch_shape)
     images = _as_images(images, "images", len(patch_shape))
     patch_shape = check_fits(images, patch_shape)
-    return _crop(images, patch_shape, *_crop_positions(rng, images, patch_shape, n))
+    patches = _crop(images, patch_shape, *_crop_positions(rng, images, patch_shape, n))
+    return patches[..., 0] if patches.shape[-1] == 1 else patches
 
 
 # -- augmentation --------------------------------------------------------------------------------
@@ -254,9 +264,12 @@ class MaskedPatches(_RandomPatches):
 
     Notes
     -----
-    ``self[i]`` returns ``({"image": (B, *patch_shape, 1) float32, "coords": (B, M, n_dim) int32},
-    (B, M, 1) float32)``: the masked patches, the masked coordinates and the original values there,
-    with ``M = n_masked(patch_shape, perc_pix)``.
+    ``self[i]`` returns ``({"image": (B, *patch_shape, C) float32, "coords": (B, M, C, n_dim) int32},
+    (B, M, C) float32)``: the masked patches, each channel's masked coordinates and the original
+    values there, with ``M = n_masked(patch_shape, perc_pix)`` per channel (C = 1 for images without
+    a channel axis). Each channel's blind spots are drawn independently, so a pixel masked in one
+    channel is usually visible in the others; this assumes that the noise is independent across
+    channels.
     """
 
     def __init__(self, images, patch_shape, batch_size, steps_per_epoch, perc_pix=3.0, radius=2,
@@ -269,11 +282,11 @@ class MaskedPatches(_RandomPatches):
 
     def __getitem__(self, index):
         rng = self._rng(index)
-        patches = random_patches(rng, self.images, self.patch_shape, self.batch_size)
+        patches = _crop(self.images, self.patch_shape,
+                        *_crop_positions(rng, self.images, self.patch_shape, self.batch_size))
         if self.augment:
             (patches,) = random_dihedral(rng, patches, n_dim=self.n_dim)
-        masked, coords, values = mask_patches(rng, patches, self.perc_pix, self.radius)
-        return {"image": masked[..., None], "coords": coords}, values[..., None]
+        return mask_channels(rng, patches, self.perc_pix, self.radius)
 
 
 class SupervisedPatches(_RandomPatches):
@@ -304,8 +317,8 @@ class SupervisedPatches(_RandomPatches):
 
     Notes
     -----
-    ``self[i]`` returns ``((B, *patch_shape, 1) float32 inputs, (B, *patch_shape, 1) float32 targets)``, cut at
-    the same positions and transformed alike.
+    ``self[i]`` returns ``((B, *patch_shape, C) float32 inputs, (B, *patch_shape, C) float32 targets)``, cut
+    at the same positions and transformed alike (C = 1 for images without a channel axis).
     """
 
     def __init__(self, images, targets, patch_shape, batch_size, steps_per_epoch, augment=True,
@@ -313,7 +326,8 @@ class SupervisedPatches(_RandomPatches):
         super().__init__(images, patch_shape, batch_size, steps_per_epoch, augment=augment,
                          seed=seed, fixed=fixed, **kwargs)
         self.targets = _as_images(targets, "targets", self.n_dim)
-        if not np.array_equal(image_shapes(self.images), image_shapes(self.targets)):
+        if len(self.images) != len(self.targets) or any(
+                np.shape(a) != np.shape(b) for a, b in zip(self.images, self.targets)):
             raise ValueError("images and targets must have the same number and shapes of images")
 
     def __getitem__(self, index):
@@ -323,4 +337,23 @@ class SupervisedPatches(_RandomPatches):
         targets = _crop(self.targets, self.patch_shape, *crop)
         if self.augment:
             inputs, targets = random_dihedral(rng, inputs, targets, n_dim=self.n_dim)
-        return inputs[..., None], targets[..., None]
+        return inputs, targets
+
+
+def mask_channels(rng, patches, perc_pix, radius):
+    """Noise2Void masking of each channel of patches (B, *patch_shape, C) independently.
+
+    Returns
+    -------
+    tuple
+        ``({"image": masked patches (B, *patch_shape, C), "coords": (B, M, C, n_dim) int32},
+        original values at the coordinates (B, M, C))``; channel c's blind spots are
+        ``coords[:, :, c]``, masked in channel c only.
+    """
+    batch, n_channels, patch_shape = patches.shape[0], patches.shape[-1], patches.shape[1:-1]
+    per_channel = np.moveaxis(patches, -1, 1).reshape((batch * n_channels,) + patch_shape)
+    masked, coords, values = mask_patches(rng, per_channel, perc_pix, radius)
+    masked = np.moveaxis(masked.reshape((batch, n_channels) + patch_shape), 1, -1)
+    coords = coords.reshape((batch, n_channels) + coords.shape[1:]).transpose(0, 2, 1, 3)
+    values = values.reshape((batch, n_channels, -1)).transpose(0, 2, 1)
+    return {"image": np.ascontiguousarray(masked), "coords": np.ascontiguousarray(coords)}, np.ascontiguousarray(values)

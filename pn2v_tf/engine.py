@@ -1,11 +1,12 @@
 """The prediction engine: U-Net features of a tile, then the K-sample head and the estimator in
 chunks of pixels.
 
-Only the K samples per pixel are large; the network's last features (``unet_n_first`` channels)
+Only the K samples per pixel (and channel) are large; the network's last features (``unet_n_first`` channels)
 are not. The engine therefore runs the U-Net body on a whole tile (whose size is bounded by the
 features it holds, not by K), keeps the features of the part of the tile whose result is kept, and
-passes them through the head (a ``Dense`` layer, F -> K) and the estimator a fixed number of pixels
-at a time, so that the samples of one chunk exist at a time. Chunks have one shape, so the
+passes them through the head (F -> C * K, or per channel F -> K for independent per-channel networks)
+and the estimator a fixed number of pixels at a time, so that the samples of one chunk exist at a
+time. Each channel's samples are weighted by its own noise model. Chunks have one shape, so the
 estimator (compiled by XLA in :meth:`PN2V.predict`) compiles once per estimator, and the body is
 traced once for every tile shape (its spatial sides are dynamic).
 
@@ -31,12 +32,13 @@ class PredictionEngine:
     Parameters
     ----------
     network : keras.Model
-        A prediction network of :func:`pn2v_tf.nets.build_networks`: raw image (B, *spatial, 1) ->
-        samples (B, *spatial, K); it must have the layers ``head`` and ``standardize``.
+        A prediction network of :func:`pn2v_tf.nets.build_networks`: raw image (B, *spatial, C) ->
+        samples (B, *spatial, C * K); it must have the layers ``head`` and ``standardize``.
     noise_model : NoiseModel or None
-        Needed for 'mmse' and 'posterior' when K > 1.
+        Needed for 'mmse' and 'posterior' when K > 1; for several channels one model for all, or a
+        :class:`~pn2v_tf.noise_models.ChannelNoiseModels`.
     chunk_elements : int
-        Bound on chunk pixels x K; a chunk holds at least one pixel.
+        Bound on chunk pixels x C x K; a chunk holds at least one pixel.
     jit_compile : bool
         Compile the per-chunk head and estimator with XLA (the head's matrix product stays outside,
         where TensorFlow's own kernels are faster). The exported graph does not (TensorFlow Java
@@ -53,11 +55,13 @@ class PredictionEngine:
         self.network = network
         self.noise_model = noise_model
         self.n_dim = len(network.output_shape) - 2
-        self.n_outputs = int(network.output_shape[-1])
+        self.n_channels = int(network.input_shape[-1])
+        self.n_outputs = int(network.output_shape[-1]) // self.n_channels
         self.n_features = int(self.head.input.shape[-1])
-        self.mean, self.std = standardize.mean, standardize.std
+        self.groups = int(getattr(self.head, "groups", 1))
+        self.mean, self.std = standardize.per_value(self.n_channels * self.n_outputs)
         self.features = keras.Model(network.input, self.head.input, name="pn2v_features")
-        self.chunk_pixels = max(1, int(chunk_elements) // self.n_outputs)
+        self.chunk_pixels = max(1, int(chunk_elements) // (self.n_channels * self.n_outputs))
         self.jit_compile = bool(jit_compile)
         self._chunk_functions = {}
         self._tile_functions = {}
@@ -75,7 +79,7 @@ class PredictionEngine:
 
         Parameters
         ----------
-        tile : tensor (B, *spatial, 1)
+        tile : tensor (B, *spatial, C)
             Raw intensities; the body sees all of it (the context).
         begin, size : int32 tensors (n_dim,)
             First pixel and extent of the kept part along each spatial axis.
@@ -88,7 +92,7 @@ class PredictionEngine:
 
         Returns
         -------
-        tensor (B, *size, C), C = ``n_posterior`` for 'posterior', else 1.
+        tensor (B, *size, C * n), n = ``n_posterior`` for 'posterior', else 1 (channel-major).
         """
         self.check_estimator(estimator)
         n_out = int(n_posterior) if estimator == "posterior" else 1
@@ -96,23 +100,34 @@ class PredictionEngine:
         full_size = tf.concat([[-1], size, [-1]], axis=0)
         features = tf.slice(self.features(tile, training=False), full_begin, full_size)
         observation = tf.slice(tile, full_begin, full_size)
-        out_shape = tf.concat([tf.shape(observation)[:-1], [n_out]], axis=0)
+        out_shape = tf.concat([tf.shape(observation)[:-1], [self.n_channels * n_out]], axis=0)
         flat_features = tf.reshape(features, (-1, self.n_features))
-        flat_observation = tf.reshape(observation, (-1, 1))
+        flat_observation = tf.reshape(observation, (-1, self.n_channels, 1))
         if self.n_outputs == 1:  # N2V / CARE: the head's one output is the result (no chunks needed)
-            out = tf.repeat(self._samples(tf.matmul(flat_features, self._kernel())), n_out, axis=-1)
+            out = tf.repeat(self._samples(self._product(flat_features)), n_out, axis=-1)
         else:
             out = self._in_chunks(flat_observation, flat_features, estimator, n_out, seed)
         return tf.reshape(out, out_shape)
 
     def _kernel(self):
-        """The head's kernel with the output normalisation folded in: ``kernel * std``."""
-        return tf.convert_to_tensor(self.head.kernel.value) * np.float32(self.std)
+        """The head's kernel (G, F, C * K / G) with the output normalisation folded in: ``kernel * std``."""
+        kernel = tf.convert_to_tensor(self.head.kernel.value)
+        kernel = tf.reshape(kernel, (self.groups, -1, kernel.shape[-1]))
+        return kernel * tf.reshape(self.std, (self.groups, 1, -1))
+
+    def _product(self, features):
+        """Features (N, G * F) -> ``features @ _kernel()`` per group, (N, C * K)."""
+        kernel = self._kernel()
+        if self.groups == 1:
+            return tf.matmul(features, kernel[0])
+        grouped = tf.transpose(tf.reshape(features, (-1, self.groups, kernel.shape[1])), (1, 0, 2))
+        return tf.reshape(tf.transpose(tf.matmul(grouped, kernel), (1, 0, 2)), (-1, self.n_channels * self.n_outputs))
 
     def _samples(self, product):
-        """``features @ _kernel()`` (pixels, K) -> samples in raw units: the network's
+        """``_product`` (pixels, C * K) -> samples (pixels, C, K) in raw units: the network's
         ``(features @ kernel + bias) * std + mean`` with one addition per sample."""
-        return product + (tf.convert_to_tensor(self.head.bias.value) * np.float32(self.std) + np.float32(self.mean))
+        offset = tf.convert_to_tensor(self.head.bias.value) * self.std + self.mean
+        return tf.reshape(product + offset, (-1, self.n_channels, self.n_outputs))
 
     def _chunk_function(self, estimator, n_out):
         key = (estimator, n_out)
@@ -130,22 +145,23 @@ class PredictionEngine:
         return self._chunk_functions[key]
 
     def _in_chunks(self, observation, features, estimator, n_out, seed):
-        """(N, 1) observations and (N, F) features -> (N, n_out), ``chunk_pixels`` at a time."""
+        """(N, C, 1) observations and (N, G * F) features -> (N, C * n_out), ``chunk_pixels`` at a time."""
         chunk = self.chunk_pixels
         n = tf.shape(features)[0]
         n_chunks = (n + chunk - 1) // chunk
-        padding = [[0, n_chunks * chunk - n], [0, 0]]
-        features, observation = tf.pad(features, padding), tf.pad(observation, padding)
+        features = tf.pad(features, [[0, n_chunks * chunk - n], [0, 0]])
+        observation = tf.pad(observation, [[0, n_chunks * chunk - n], [0, 0], [0, 0]])
         estimate_chunk = self._chunk_function(estimator, n_out)
         seed = tf.zeros([2], tf.int32) if seed is None else seed
-        results = tf.TensorArray(tf.float32, size=n_chunks, element_shape=(chunk, n_out))
+        n_values = self.n_channels * n_out
+        results = tf.TensorArray(tf.float32, size=n_chunks, element_shape=(chunk, n_values))
 
         def body(index, results):
-            begin = tf.stack([index * chunk, 0])
-            product = tf.matmul(tf.slice(features, begin, [chunk, -1]), self._kernel())
+            product = self._product(tf.slice(features, tf.stack([index * chunk, 0]), [chunk, -1]))
+            chunk_observation = tf.slice(observation, tf.stack([index * chunk, 0, 0]), [chunk, -1, -1])
             chunk_seed = tf.random.experimental.stateless_fold_in(seed, index)
-            estimate = estimate_chunk(tf.slice(observation, begin, [chunk, -1]), product, chunk_seed)
-            return index + 1, results.write(index, estimate)
+            estimate = estimate_chunk(chunk_observation, product, chunk_seed)
+            return index + 1, results.write(index, tf.reshape(estimate, (chunk, n_values)))
 
         # one chunk at a time: that is the memory bound
         _, results = tf.while_loop(lambda index, _: index < n_chunks, body, (tf.constant(0), results),
@@ -156,7 +172,7 @@ class PredictionEngine:
     def _tile_function(self, estimator, n_posterior):
         key = (estimator, int(n_posterior))
         if key not in self._tile_functions:
-            spec = tf.TensorSpec((None,) * (self.n_dim + 1) + (1,), tf.float32)
+            spec = tf.TensorSpec((None,) * (self.n_dim + 1) + (self.n_channels,), tf.float32)
             index_spec = tf.TensorSpec((self.n_dim,), tf.int32)
 
             def estimate(tile, begin, size, seed):
@@ -167,17 +183,18 @@ class PredictionEngine:
         return self._tile_functions[key]
 
     def __call__(self, tile, crop=None, estimator="mmse", n_posterior=1, seed=(0, 0)):
-        """Estimate for a tile (*spatial) or (B, *spatial, 1) -> (*spatial, C) / (B, *spatial, C) as NumPy.
+        """Estimate for a tile -> NumPy: (*spatial) or (*spatial, C) -> (*spatial, C * n);
+        (B, *spatial, C) -> (B, *spatial, C * n), channel-major, n = ``n_posterior`` or 1.
 
-        With ``crop`` (one slice per spatial axis, as a tile iterator gives them) the estimate is
-        computed and returned for that part of the tile only. ``seed`` (two ints) seeds the
-        posterior draws.
+        With ``crop`` (one slice per spatial axis, as a tile iterator gives them; more are
+        ignored) the estimate is computed and returned for that part of the tile only. ``seed``
+        (two ints) seeds the posterior draws.
         """
         self.check_estimator(estimator)
         tile = np.asarray(tile, dtype=np.float32)
         batched = tile.ndim == self.n_dim + 2
-        x = tile if batched else tile[np.newaxis, ..., np.newaxis]
-        crop = (slice(None),) * self.n_dim if crop is None else crop
+        x = tile if batched else tile.reshape((1,) + tile.shape[:self.n_dim] + (self.n_channels,))
+        crop = (slice(None),) * self.n_dim if crop is None else tuple(crop)[:self.n_dim]
         bounds = [c.indices(n)[:2] for c, n in zip(crop, x.shape[1:-1])]
         begin = np.array([low for low, _ in bounds], dtype=np.int32)
         size = np.array([high - low for low, high in bounds], dtype=np.int32)

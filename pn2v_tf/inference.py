@@ -98,12 +98,14 @@ def _per_axis(value, n_dim):
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * n_dim
 
 
-def pad_to_blocks(image, block):
-    """Pad at the end of each axis to multiples of ``block`` (an int or one per axis): reflection,
-    or symmetric padding where the image is too small to reflect (the exported graph does the same)."""
-    block = _per_axis(block, image.ndim)
-    padding = [(0, (-s) % b) for s, b in zip(image.shape, block)]
-    mode = "reflect" if max(max(p) for p in padding) < min(image.shape) else "symmetric"
+def pad_to_blocks(image, block, n_dim=None):
+    """Pad at the end of each spatial axis (the first ``n_dim``, default all) to multiples of
+    ``block`` (an int or one per spatial axis): reflection, or symmetric padding where the image is
+    too small to reflect (the exported graph does the same)."""
+    n_dim = image.ndim if n_dim is None else n_dim
+    block = _per_axis(block, n_dim)
+    padding = [(0, (-s) % b) for s, b in zip(image.shape, block)] + [(0, 0)] * (image.ndim - n_dim)
+    mode = "reflect" if max(max(p) for p in padding) < min(image.shape[:n_dim]) else "symmetric"
     return np.pad(image, padding, mode=mode)
 
 
@@ -126,15 +128,16 @@ def count_tiles(shape, n_tiles, block, overlap):
     return sum(1 for _ in _tiles(padded, n_tiles, block, overlap))
 
 
-def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1, first_index=0):
+def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1, first_index=0, n_dim=None):
     """Apply ``predict_tile`` to overlapping tiles of a 2-D or 3-D image and stitch the results.
 
     Parameters
     ----------
     predict_tile : callable
         ``(tile, tile_index, crop) -> (*crop shape, C)``, the result for the part ``crop`` (one slice
-        per axis) of the tile; its output at a pixel may depend on pixels up to ``overlap`` away.
-    image : numpy.ndarray (Y, X) or (Z, Y, X)
+        per spatial axis) of the tile; its output at a pixel may depend on pixels up to ``overlap`` away.
+    image : numpy.ndarray (Y, X) or (Z, Y, X), optionally with a last channel axis
+        Tiles are cut along the spatial axes only; each tile has all channels.
     n_tiles : tuple of int
         Tiles along each axis.
     block : int or tuple of int
@@ -146,19 +149,24 @@ def predict_tiled(predict_tile, image, n_tiles, block, overlap, n_channels_out=1
         C.
     first_index : int
         Index passed with the first tile (tiles are numbered on from it).
+    n_dim : int or None
+        Number of spatial axes; a further last axis of ``image`` is its channel axis. Default:
+        ``image.ndim`` (no channel axis).
 
     Returns
     -------
-    numpy.ndarray (*image.shape, C)
+    numpy.ndarray (*spatial shape, C)
     """
-    n_dim = image.ndim
+    n_dim = image.ndim if n_dim is None else int(n_dim)
+    extra = image.ndim - n_dim
     block, overlap = _per_axis(block, n_dim), _per_axis(overlap, n_dim)
-    padded = pad_to_blocks(image, block)
+    padded = pad_to_blocks(image, block, n_dim)
     n_tiles = tuple(int(n) for n in n_tiles)
     if all(n == 1 for n in n_tiles):
         result = predict_tile(padded, first_index, (slice(None),) * n_dim)
     else:
-        result = np.empty(padded.shape + (n_channels_out,), dtype=np.float32)
-        for index, (tile, crop, target) in enumerate(_tiles(padded, n_tiles, block, overlap)):
-            result[target] = predict_tile(tile, first_index + index, crop)
-    return result[tuple(slice(0, s) for s in image.shape)]
+        result = np.empty(padded.shape[:n_dim] + (n_channels_out,), dtype=np.float32)
+        pieces = _tiles(padded, n_tiles + (1,) * extra, block + (1,) * extra, overlap + (0,) * extra)
+        for index, (tile, crop, target) in enumerate(pieces):
+            result[target[:n_dim]] = predict_tile(tile, first_index + index, crop[:n_dim])
+    return result[tuple(slice(0, s) for s in image.shape[:n_dim])]

@@ -1,10 +1,12 @@
 """Training objectives: the PN2V likelihood (paper Eq. 7) and the mean squared error of N2V / CARE.
 
 Targets and predictions are in raw intensity units. For the masked objectives both hold only the
-masked pixels, (B, M, 1) and (B, M, K), so every pixel a loss sees is a masked one.
+masked pixels of each channel, (B, M, C) and (B, M, C * K) (channel-major), so every pixel a loss
+sees is a masked one.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -19,13 +21,18 @@ def pn2v_negative_log_likelihood(log_likelihoods):
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
 class PN2VLoss(keras.losses.Loss):
-    """PN2V loss: mean over masked pixels of ``-log( (1/K) sum_k p(x_i | s_i^k) )``.
+    """PN2V loss: mean over masked pixels (of all channels) of ``-log( (1/K) sum_k p(x_i | s_i^k) )``.
+
+    ``y_true`` (..., C) holds the observations, ``y_pred`` (..., C * K) each channel's K samples;
+    the loss per pixel is (..., C), or (...) for one channel.
 
     Parameters
     ----------
     noise_model : pn2v_tf.noise_models.NoiseModel or dict
-        p(x|s) in raw units, or its :meth:`~pn2v_tf.noise_models.NoiseModel.to_dict` form (the
-        config of this loss carries the whole noise model, arrays included).
+        p(x|s) in raw units (one for all channels, or a
+        :class:`~pn2v_tf.noise_models.ChannelNoiseModels`), or its
+        :meth:`~pn2v_tf.noise_models.NoiseModel.to_dict` form (the config of this loss carries the
+        whole noise model, arrays included).
     """
 
     def __init__(self, noise_model, name="pn2v_loss", **kwargs):
@@ -39,10 +46,12 @@ class PN2VLoss(keras.losses.Loss):
         return self._fused(y_true, y_pred)
 
     def _per_pixel_loss_and_gradient(self, y_true, y_pred):
+        n_channels = y_true.shape[-1]
+        samples = tf.reshape(y_pred, tf.concat([tf.shape(y_true), [y_pred.shape[-1] // n_channels]], axis=0))
         with tf.GradientTape() as tape:
-            tape.watch(y_pred)
-            loss = pn2v_negative_log_likelihood(self.noise_model.log_likelihood(y_true, y_pred))
-        return loss, tape.gradient(loss, y_pred)
+            tape.watch(samples)
+            loss = pn2v_negative_log_likelihood(self.noise_model.log_likelihood(y_true[..., None], samples))
+        return loss, tf.reshape(tape.gradient(loss, samples), tf.shape(y_pred))
 
     @tf.custom_gradient
     def _fused(self, y_true, y_pred):
@@ -51,12 +60,16 @@ class PN2VLoss(keras.losses.Loss):
         ``benchmarks/likelihood.py``). Each pixel's loss depends on its own K samples only, so the
         gradient of any weighting of the per-pixel losses is that weight times their gradient."""
         dtype = y_pred.dtype
+        n_channels = y_true.shape[-1]
         loss, gradient = self._loss_and_gradient(tf.cast(y_true, tf.float32), tf.cast(y_pred, tf.float32))
 
         def backward(upstream):
-            return None, tf.cast(tf.cast(upstream, tf.float32)[..., None] * gradient, dtype)
+            upstream = tf.cast(upstream, tf.float32)
+            upstream = upstream[..., None] if n_channels == 1 else upstream
+            per_value = tf.repeat(upstream, y_pred.shape[-1] // n_channels, axis=-1)
+            return None, tf.cast(per_value * gradient, dtype)
 
-        return loss, backward
+        return (loss[..., 0] if n_channels == 1 else loss), backward
 
     def get_config(self):
         config = super().get_config()
@@ -70,16 +83,16 @@ class ScaledMSE(keras.losses.Loss):
 
     Parameters
     ----------
-    scale : float
-        Standard deviation used to normalise the data.
+    scale : float or list of float
+        Standard deviation used to normalise the data, or one per channel (the last axis).
     """
 
     def __init__(self, scale=1.0, name="scaled_mse", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.scale = float(scale)
+        self.scale = float(scale) if np.ndim(scale) == 0 else [float(s) for s in scale]
 
     def call(self, y_true, y_pred):
-        return ops.mean(ops.square((y_true - y_pred) / self.scale), axis=-1)
+        return ops.mean(ops.square((y_true - y_pred) / np.float32(self.scale)), axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}

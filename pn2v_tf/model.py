@@ -18,7 +18,7 @@ from .inference import DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, count_tiles, pre
 from .io import atomic_path
 from .losses import PN2VLoss, ScaledMSE
 from .nets import build_networks, network_geometry
-from .noise_models import NoiseModel, load_noise_model
+from .noise_models import ChannelNoiseModels, NoiseModel, load_noise_model, per_channel_noise_model
 
 NOISE_MODEL_FILE = "noise_model.npz"
 #: A crop of the first validation image, written by ``train``: the default test input of ``export_TF``
@@ -40,9 +40,10 @@ class PN2V(BaseModel):
         Model name; a timestamp if ``None``.
     basedir : str or None
         Folder holding the model folder ``name``; ``None`` keeps everything in memory.
-    noise_model : NoiseModel or str or None
-        Noise model p(x|s) (or a path to its file) for mode ``'pn2v'``. It is saved into the model
-        folder and loaded from there with the model.
+    noise_model : NoiseModel or str or list or None
+        Noise model p(x|s) (or a path to its file) for mode ``'pn2v'``. For a multichannel model,
+        a list of one per channel (histogram, GMM, or a mix), or one that is applied to every
+        channel. It is saved into the model folder and loaded from there with the model.
     overwrite : bool
         Allow a new model to replace an existing model folder's configuration and weights.
 
@@ -59,10 +60,7 @@ class PN2V(BaseModel):
             if existing.exists():
                 raise FileExistsError(
                     f"a model exists in {existing.parent}; choose another name or pass overwrite=True")
-        if isinstance(noise_model, (str, os.PathLike)):
-            noise_model = load_noise_model(noise_model)
-        if noise_model is not None and not isinstance(noise_model, NoiseModel):
-            raise ValueError(f"noise_model must be a pn2v_tf noise model or a path to one, got {type(noise_model).__name__}")
+        noise_model = _read_noise_models(noise_model)
         if config is not None and getattr(config, "mode", None) == "pn2v" and noise_model is None:
             raise ValueError(_NEEDS_NOISE_MODEL)
         self._loading = config is None
@@ -82,9 +80,7 @@ class PN2V(BaseModel):
 
     @noise_model.setter
     def noise_model(self, noise_model):
-        if noise_model is not None and not isinstance(noise_model, NoiseModel):
-            raise ValueError(f"noise_model must be a pn2v_tf noise model, got {type(noise_model).__name__}")
-        self._noise_model = noise_model
+        self._noise_model = per_channel_noise_model(_read_noise_models(noise_model), self.config.n_channels)
         self._engine = None
         self._model_prepared = False
 
@@ -103,6 +99,11 @@ class PN2V(BaseModel):
 
     def _attach_noise_model(self):
         """Save the given noise model with a new model; load the stored one with a loaded model."""
+        self._noise_model = per_channel_noise_model(self._noise_model, self.config.n_channels)
+        if (not self._loading and self.config.n_channels > 1 and self._noise_model is not None
+                and not isinstance(self._noise_model, ChannelNoiseModels)):
+            warnings.warn(f"one noise model for {self.config.n_channels} channels: it is applied to each channel "
+                          "(give a list of one per channel if their noise differs)")
         stored = None if self.basedir is None else self.logdir / NOISE_MODEL_FILE
         if stored is None:
             pass
@@ -124,7 +125,7 @@ class PN2V(BaseModel):
     def _loss(self):
         if self.config.mode == "pn2v":
             return PN2VLoss(self.noise_model)
-        return ScaledMSE(self.config.stds[0])
+        return ScaledMSE(self.config.stds)
 
     # -- training ----------------------------------------------------------------------------
     def prepare_for_training(self, optimizer=None):
@@ -165,7 +166,7 @@ class PN2V(BaseModel):
         ----------
         X : numpy.ndarray
             Noisy training images, axes SYX for a 2-D model, SZYX for a 3-D one (each optionally
-            with a last channel axis of size 1).
+            with a last channel axis of size 1); SYXC or SZYXC for a multichannel model.
         validation_X : numpy.ndarray
             Noisy validation images, same axes; a fixed set of masked patches is drawn from them.
         Y, validation_Y : numpy.ndarray or None
@@ -192,13 +193,13 @@ class PN2V(BaseModel):
         ``weights_last.h5`` holds the weights of the last epoch.
         """
         cfg = self.config
-        X, validation_X = (as_image_stack(images, cfg.n_dim, name) for images, name in
+        X, validation_X = (as_image_stack(images, cfg.n_dim, name, n_channels=cfg.n_channels) for images, name in
                            ((X, "X"), (validation_X, "validation_X")))
         if cfg.mode == "care":
             if Y is None or validation_Y is None:
                 raise ValueError("mode 'care' needs clean targets Y and validation_Y")
-            Y, validation_Y = (as_image_stack(images, cfg.n_dim, name) for images, name in
-                               ((Y, "Y"), (validation_Y, "validation_Y")))
+            Y, validation_Y = (as_image_stack(images, cfg.n_dim, name, n_channels=cfg.n_channels)
+                               for images, name in ((Y, "Y"), (validation_Y, "validation_Y")))
             _check_same_shape(X, Y, "X", "Y")
             _check_same_shape(validation_X, validation_Y, "validation_X", "validation_Y")
         elif Y is not None or validation_Y is not None:
@@ -224,7 +225,8 @@ class PN2V(BaseModel):
         return history
 
     def _save_example_input(self, image):
-        """Keep a central crop of a raw validation image, large enough for a package's test input."""
+        """Keep a central crop of a raw validation image (*spatial, C), large enough for a package's
+        test input (ImageJ axes: the spatial ones, with C before Y and X for several channels)."""
         if self.basedir is None:
             return
         import tifffile
@@ -235,8 +237,9 @@ class PN2V(BaseModel):
         sizes = [max(EXAMPLE_INPUT_SIDE, 2 * c + b) for c, b in zip(context, block)]
         crop = image[tuple(slice(max(0, (side - size) // 2), max(0, (side - size) // 2) + size)
                            for side, size in zip(image.shape, sizes))]
+        crop, axes = _imagej_layout(crop, self.config.n_dim)
         with atomic_path(self.logdir / EXAMPLE_INPUT_FILE) as tmp:
-            tifffile.imwrite(tmp, crop, imagej=True, metadata={"axes": spatial_axes(self.config.n_dim)})
+            tifffile.imwrite(tmp, crop, imagej=True, metadata={"axes": axes})
 
     def _training_diverged(self):
         """Restore the best saved weights (if any) and stop with a clear message."""
@@ -296,7 +299,8 @@ class PN2V(BaseModel):
         axes : str or None
             Must contain the model's spatial axes (YX, or ZYX for a 3-D model); other axes (S, T,
             and Z for a 2-D model, which then denoises slice by slice) hold images processed one by
-            one; a channel axis C must have size 1. Default: the model's spatial axes.
+            one. A channel axis C must have the model's number of channels (it may be left out for a
+            single-channel model). Default: the model's spatial axes, plus C for a multichannel model.
         n_tiles : tuple of int or None
             Tiles along the spatial axes, (Y, X) or (Z, Y, X). ``None`` picks the fewest tiles that
             keep a tile's pixels x ``unet_n_first`` (the network's largest activations) within
@@ -313,12 +317,12 @@ class PN2V(BaseModel):
         Returns
         -------
         numpy.ndarray
-            float32, the shape of ``img`` without a channel axis.
+            float32, the shape and axes of ``img`` (each channel denoised with its own noise model).
         """
         if estimator not in ("mmse", "prior_mean"):
             raise ValueError(f"estimator must be 'mmse' or 'prior_mean', got {estimator!r} "
                              "(posterior samples: use sample_posterior)")
-        return self._predict_with(img, axes, n_tiles, progress, estimator)[..., 0]
+        return self._predict_with(img, axes, n_tiles, progress, estimator)[0]
 
     def sample_posterior(self, img, n_samples=10, axes=None, n_tiles=None, seed=0, progress=None):
         """Draw samples of the clean image from the posterior p(s|x), for uncertainty.
@@ -330,7 +334,7 @@ class PN2V(BaseModel):
         Returns
         -------
         numpy.ndarray
-            ``(n_samples,) + shape of img`` without a channel axis, float32.
+            ``(n_samples,) + shape of img``, float32.
         """
         if self.config.mode != "pn2v":
             raise ValueError(f"posterior samples need a mode 'pn2v' model, this one is {self.config.mode!r}")
@@ -340,8 +344,7 @@ class PN2V(BaseModel):
             seed = int(np.random.default_rng().integers(2 ** 31))
         if not is_int(seed, 0) or seed >= 2 ** 31:
             raise ValueError(f"seed must be an integer in [0, 2**31) or None, got {seed!r}")
-        draws = self._predict_with(img, axes, n_tiles, progress, "posterior", n_posterior=n_samples, seed=seed)
-        return np.moveaxis(draws, -1, 0)
+        return np.stack(self._predict_with(img, axes, n_tiles, progress, "posterior", n_posterior=n_samples, seed=seed))
 
     @property
     def engine(self):
@@ -351,15 +354,19 @@ class PN2V(BaseModel):
         return self._engine
 
     def _predict_with(self, img, axes, n_tiles, progress, estimator, n_posterior=1, seed=0):
+        """The estimate in the layout of ``img``: a list of ``n_posterior`` (posterior) or one array."""
         cfg = self.config
         engine = self.engine
         engine.check_estimator(estimator)
-        axes = spatial_axes(cfg.n_dim) if axes is None else axes
-        images, restore = stack_from_axes(img, axes, cfg.n_dim)
+        n_channels = cfg.n_channels
+        if axes is None:
+            axes = spatial_axes(cfg.n_dim) + ("C" if n_channels > 1 else "")
+        images, restore = stack_from_axes(img, axes, cfg.n_dim, n_channels=n_channels)
         if self.noise_model is not None and estimator != "prior_mean":
             self.noise_model.check_range(images, "image")
+        spatial_shape = images.shape[1:1 + cfg.n_dim]
         block, overlap = network_geometry(cfg)
-        tiles = n_tiles or auto_n_tiles(images.shape[1:], engine.n_features, DEFAULT_MAX_TILE_ELEMENTS,
+        tiles = n_tiles or auto_n_tiles(spatial_shape, engine.n_features, DEFAULT_MAX_TILE_ELEMENTS,
                                         tile_context(overlap, block))
         _check_n_tiles(tiles, cfg.n_dim)
         n_out = n_posterior if estimator == "posterior" else 1
@@ -369,12 +376,13 @@ class PN2V(BaseModel):
 
         if progress is not None:
             predict_tile = _counting(predict_tile, progress,
-                                     len(images) * count_tiles(images.shape[1:], tiles, block, overlap))
+                                     len(images) * count_tiles(spatial_shape, tiles, block, overlap))
         results = []
         for image_index, image in enumerate(images):
-            results.append(predict_tiled(predict_tile, image, tiles, block, overlap, n_out,
-                                         first_index=image_index * _MAX_TILES_PER_IMAGE))
-        return restore(np.stack(results))
+            results.append(predict_tiled(predict_tile, image, tiles, block, overlap, n_channels * n_out,
+                                         first_index=image_index * _MAX_TILES_PER_IMAGE, n_dim=cfg.n_dim))
+        per_draw = np.stack(results).reshape(images.shape + (n_out,))
+        return [restore(per_draw[..., draw]) for draw in range(n_out)]
 
     def _repr_extra(self):
         return f"├─ Noise model: {self.noise_model.kind if self.noise_model is not None else None}\n"
@@ -405,8 +413,8 @@ class PN2V(BaseModel):
         path : str or os.PathLike
             The zip file; an existing one raises ``FileExistsError`` unless ``overwrite``.
         test_input : numpy.ndarray
-            A raw noisy image (Y, X), or volume (Z, Y, X) for a 3-D model, of the kind the model is for
-            (test tensor and cover image).
+            A raw noisy image (Y, X), or volume (Z, Y, X) for a 3-D model, with a last channel axis
+            for a multichannel model, of the kind the model is for (test tensor and cover image).
         kwargs : dict
             ``name``, ``description``, ``authors``, ``license``, ``tags``, ``max_tile_elements`` of
             :func:`pn2v_tf.export.export_bioimageio`.
@@ -456,7 +464,31 @@ class PN2V(BaseModel):
                              f"the data the model is for, which the package uses as its test input and cover; {where}")
         import tifffile
 
-        return tifffile.imread(example)
+        with tifffile.TiffFile(example) as tif:
+            image, axes = tif.asarray(), tif.series[0].axes
+        return np.moveaxis(image, axes.index("C"), -1) if "C" in axes else image
+
+
+def _imagej_layout(image, n_dim):
+    """An image (*spatial, C) as ImageJ stores it: (array, axes), C before Y and X when C > 1."""
+    spatial = spatial_axes(n_dim)
+    if image.shape[-1] == 1:
+        return image[..., 0], spatial
+    return np.moveaxis(image, -1, n_dim - 2), spatial[:-2] + "C" + spatial[-2:]
+
+
+def _read_noise_models(noise_model):
+    """A noise model, a path to one, or a list of those -> NoiseModel or list of NoiseModel (or None)."""
+    if isinstance(noise_model, (list, tuple)):
+        if len(noise_model) == 0:
+            raise ValueError("noise_model is an empty list: give one noise model per channel")
+        return [_read_noise_models(one) for one in noise_model]
+    if isinstance(noise_model, (str, os.PathLike)):
+        return load_noise_model(noise_model)
+    if noise_model is not None and not isinstance(noise_model, NoiseModel):
+        raise ValueError(f"noise_model must be a pn2v_tf noise model or a path to one (or a list of them, one per "
+                         f"channel), got {type(noise_model).__name__}")
+    return noise_model
 
 
 _MAX_TILES_PER_IMAGE = 2 ** 16  # tile indices (posterior seeds) of different images never meet

@@ -2,19 +2,21 @@
 
 One set of layers makes two Keras models that share all weights:
 
-- the *prediction* network: raw image (B, *spatial, 1) -> K samples per pixel (B, *spatial, K), raw
-  units, where the spatial axes are (Y, X) for a 2-D model and (Z, Y, X) for a 3-D one;
-- the *masked training* network: raw patches and blind-spot coordinates (B, M, n_dim) -> K samples
-  at the masked pixels only (B, M, K). The U-Net body runs on the whole patch, but the head and everything
-  after it (noise model, loss) run at the M masked pixels, which is what makes PN2V train at the
-  cost of N2V.
+- the *prediction* network: raw image (B, *spatial, C) -> K samples per pixel and channel
+  (B, *spatial, C * K), raw units, channel-major (channel c's samples are outputs c*K .. c*K + K - 1),
+  where the spatial axes are (Y, X) for a 2-D model and (Z, Y, X) for a 3-D one;
+- the *masked training* network: raw patches and each channel's blind-spot coordinates
+  (B, M, C, n_dim) -> K samples of each channel at its masked pixels only (B, M, C * K). The U-Net
+  body runs on the whole patch, but the head and everything after it (noise model, loss) run at
+  the M masked pixels of each channel, which is what makes PN2V train at the cost of N2V.
 
 The U-Net follows the PN2V reference: ``n_depth`` resolution levels with two convolutions each,
 max pooling down (by ``pool`` per axis, 2 by default), transposed convolutions up by the same
 factors, skip connections merged by addition. 2-D and 3-D differ only in the layer classes
-(:data:`LAYERS`). The head is a
-``Dense`` layer (a 1x1 convolution when applied to an image) whose K outputs start close together
-(:class:`SampleHeadInitializer`).
+(:data:`LAYERS`). The head is a ``Dense`` layer (a 1x1 convolution when applied to an image) whose K
+outputs start close together (:class:`SampleHeadInitializer`). With several channels one U-Net sees
+them all and the head predicts C * K values; with ``single_net_per_channel`` each channel has its own
+U-Net and head (:class:`GroupedDense`), whose features are concatenated.
 """
 
 import keras
@@ -24,20 +26,28 @@ from keras import layers, ops
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
 class Standardize(layers.Layer):
-    """``(x - mean) / std``, or its inverse ``x * std + mean`` with ``inverse=True``.
+    """``(x - mean) / std`` per channel, or its inverse ``x * std + mean`` with ``inverse=True``.
 
-    The one place where raw intensities and the network's normalised units meet.
+    The one place where raw intensities and the network's normalised units meet. ``mean`` and
+    ``std`` are one number or one per channel; the input's last axis holds the channels, the
+    inverse's last axis C * K values, K per channel (channel-major).
     """
 
     def __init__(self, mean=0.0, std=1.0, **kwargs):
         super().__init__(**kwargs)
-        self.mean = float(mean)
-        self.std = float(std)
+        self.mean = [float(m) for m in np.ravel(mean)]
+        self.std = [float(s) for s in np.ravel(std)]
+
+    def per_value(self, n_values):
+        """(mean, std) as float32 arrays for a last axis of ``n_values`` (channel-major values)."""
+        repeats = n_values // len(self.mean)
+        return (np.repeat(np.float32(self.mean), repeats), np.repeat(np.float32(self.std), repeats))
 
     def call(self, inputs, inverse=False):
+        mean, std = self.per_value(inputs.shape[-1])
         if inverse:
-            return inputs * self.std + self.mean
-        return (inputs - self.mean) / self.std
+            return inputs * std + mean
+        return (inputs - mean) / std
 
     def get_config(self):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
@@ -45,7 +55,7 @@ class Standardize(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
 class GatherPixels(layers.Layer):
-    """Feature vectors (B, *spatial, F) at integer coordinates (B, M, n_dim) -> (B, M, F)."""
+    """Feature vectors (B, *spatial, F) at integer coordinates (B, ..., n_dim) -> (B, ..., F)."""
 
     def call(self, features, coords):
         shape = ops.shape(features)
@@ -55,10 +65,80 @@ class GatherPixels(layers.Layer):
         index = coords[..., 0]
         for axis in range(1, n_dim):
             index = index * shape[axis + 1] + coords[..., axis]
-        return ops.take_along_axis(flat, ops.expand_dims(index, -1), axis=1)
+        points = ops.shape(index)
+        gathered = ops.take_along_axis(flat, ops.reshape(index, (shape[0], -1, 1)), axis=1)
+        return ops.reshape(gathered, tuple(points[i] for i in range(len(index.shape))) + (shape[-1],))
 
     def compute_output_shape(self, features_shape, coords_shape):
-        return (features_shape[0], coords_shape[1], features_shape[-1])
+        return tuple(coords_shape[:-1]) + (features_shape[-1],)
+
+
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+class GroupedDense(layers.Layer):
+    """``groups`` independent ``Dense`` layers side by side: input (..., groups * F) -> (..., groups * units),
+    group g's outputs from group g's features only (the heads of independent per-channel networks).
+
+    Weights: ``kernel`` (groups, F, units), ``bias`` (groups * units).
+    """
+
+    def __init__(self, groups, units, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.groups, self.units = int(groups), int(units)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        n_features = int(input_shape[-1]) // self.groups
+        self.kernel = self.add_weight(shape=(self.groups, n_features, self.units), name="kernel",
+                                      initializer=_per_group(self.kernel_initializer))
+        self.bias = self.add_weight(shape=(self.groups * self.units,), name="bias", initializer="zeros")
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        leading = tuple(shape[i] for i in range(len(inputs.shape) - 1))
+        grouped = ops.reshape(inputs, leading + (self.groups, self.kernel.shape[1]))
+        out = ops.einsum("...gf,gfk->...gk", grouped, self.kernel)
+        return ops.reshape(out, leading + (self.groups * self.units,)) + self.bias
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.groups * self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "units": self.units,
+                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}
+
+
+def _per_group(initializer):
+    """An initializer of (groups, F, units) kernels that initialises each group as a (F, units) kernel."""
+    def initialize(shape, dtype=None):
+        return ops.stack([initializer(tuple(shape[1:]), dtype=dtype) for _ in range(shape[0])])
+    return initialize
+
+
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+class ChannelSamples(layers.Layer):
+    """The head at gathered features of each channel's own masked pixels: (B, M, C, F') -> (B, M, C * K).
+
+    The head maps features to all channels' outputs (C * K); channel c keeps its own K at its own
+    pixels (the diagonal). The C - 1 other channels' outputs at those M pixels are a small waste
+    next to the U-Net on the whole patch.
+    """
+
+    def __init__(self, head, n_channels, **kwargs):
+        super().__init__(**kwargs)
+        self.head, self.n_channels = head, int(n_channels)
+
+    def call(self, gathered):
+        out = self.head(gathered)  # (B, M, C, C * K)
+        shape = ops.shape(out)
+        if self.n_channels == 1:
+            return ops.reshape(out, (shape[0], shape[1], out.shape[-1]))
+        n_channels, n_outputs = self.n_channels, out.shape[-1] // self.n_channels
+        split = ops.reshape(out, (shape[0], shape[1], n_channels, n_channels, n_outputs))
+        own = ops.sum(split * np.eye(n_channels, dtype="float32")[:, :, None], axis=3)
+        return ops.reshape(own, (shape[0], shape[1], n_channels * n_outputs))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], self.head.compute_output_shape(input_shape)[-1])
 
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
@@ -79,20 +159,26 @@ class SampleHeadInitializer(keras.initializers.Initializer):
         Scale of the per-sample part, > 0 (0 would keep all samples equal forever). Default: 0.01.
     seed : int or None
         Seed of both parts.
+    n_channels : int
+        The kernel's columns are the K samples of each of this many channels (channel-major); each
+        channel gets its own shared column.
     """
 
-    def __init__(self, spread=0.01, seed=None):
+    def __init__(self, spread=0.01, seed=None, n_channels=1):
         self.spread = float(spread)
         self.seed = seed
+        self.n_channels = int(n_channels)
 
     def __call__(self, shape, dtype=None):
         shared_seed = None if self.seed is None else self.seed + 1
-        shared = keras.initializers.GlorotUniform(seed=shared_seed)((shape[0], 1), dtype=dtype)
+        shared = keras.initializers.GlorotUniform(seed=shared_seed)((shape[0], self.n_channels), dtype=dtype)
         per_sample = keras.initializers.GlorotUniform(seed=self.seed)(shape, dtype=dtype)
+        if self.n_channels > 1:
+            shared = ops.repeat(shared, shape[-1] // self.n_channels, axis=1)
         return shared + self.spread * per_sample
 
     def get_config(self):
-        return {"spread": self.spread, "seed": self.seed}
+        return {"spread": self.spread, "seed": self.seed, "n_channels": self.n_channels}
 
 
 #: Convolution, pooling and transposed-convolution layer classes per number of spatial axes.
@@ -132,33 +218,32 @@ def network_geometry(config):
 
 
 class UNetLayers:
-    """The layers of the U-Net body and the head; calling it applies them to a tensor."""
+    """The layers of one U-Net body; calling :meth:`features` applies them to a normalised tensor.
 
-    def __init__(self, n_depth, n_first, kern_size, n_outputs, mean, std, samples_init_spread=0.01, pool=(2, 2)):
+    ``prefix`` starts every layer name (the per-channel bodies of ``single_net_per_channel``).
+    """
+
+    def __init__(self, n_depth, n_first, kern_size, pool=(2, 2), prefix=""):
         pool = tuple(int(p) for p in pool)
         conv_class, pool_class, transpose_class = LAYERS[len(pool)]
         conv = dict(kernel_size=kern_size, padding="same", activation="relu")
-        self.standardize = Standardize(mean, std, name="standardize")
         self.down = [
-            [conv_class(n_first * 2 ** level, name=f"down{level}_conv{i}", **conv) for i in (1, 2)]
+            [conv_class(n_first * 2 ** level, name=f"{prefix}down{level}_conv{i}", **conv) for i in (1, 2)]
             for level in range(n_depth)
         ]
-        self.pool = [pool_class(pool, name=f"down{level}_pool") for level in range(n_depth - 1)]
+        self.pool = [pool_class(pool, name=f"{prefix}down{level}_pool") for level in range(n_depth - 1)]
         self.up = [
-            transpose_class(n_first * 2 ** level, pool, strides=pool, name=f"up{level}_transpose")
+            transpose_class(n_first * 2 ** level, pool, strides=pool, name=f"{prefix}up{level}_transpose")
             for level in range(n_depth - 1)
         ]
         self.up_convs = [
-            [conv_class(n_first * 2 ** level, name=f"up{level}_conv{i}", **conv) for i in (1, 2)]
+            [conv_class(n_first * 2 ** level, name=f"{prefix}up{level}_conv{i}", **conv) for i in (1, 2)]
             for level in range(n_depth - 1)
         ]
-        self.merge = [layers.Add(name=f"up{level}_merge") for level in range(n_depth - 1)]
-        head_init = SampleHeadInitializer(samples_init_spread) if n_outputs > 1 else "glorot_uniform"
-        self.head = layers.Dense(n_outputs, kernel_initializer=head_init, name="head")
+        self.merge = [layers.Add(name=f"{prefix}up{level}_merge") for level in range(n_depth - 1)]
 
-    def features(self, image):
-        """Raw image (B, *spatial, 1) -> last-level features (B, *spatial, n_first)."""
-        x = self.standardize(image)
+    def features(self, x):
+        """Normalised image (B, *spatial, C) -> last-level features (B, *spatial, n_first)."""
         skips = []
         for level, (conv1, conv2) in enumerate(self.down):
             x = conv2(conv1(x))
@@ -171,42 +256,81 @@ class UNetLayers:
             x = conv2(conv1(x))
         return x
 
+
+class PN2VNetwork:
+    """Normalisation, U-Net body (one, or one per channel) and head of a configuration.
+
+    :meth:`features` maps a raw image (B, *spatial, C) to features (B, *spatial, G * F) (G = 1, or C
+    with ``single_net_per_channel``); the head maps features to C * K outputs (channel-major) and
+    :meth:`samples` returns them in raw units.
+    """
+
+    def __init__(self, config):
+        n_channels, n_outputs = config.n_channels, config.n_outputs
+        self.n_channels = n_channels
+        self.standardize = Standardize(config.means, config.stds, name="standardize")
+        self.groups = n_channels if config.single_net_per_channel and n_channels > 1 else 1
+        geometry = (config.unet_n_depth, config.unet_n_first, config.unet_kern_size, config.unet_pool)
+        self.bodies = [UNetLayers(*geometry, prefix="" if self.groups == 1 else f"c{g}_") for g in range(self.groups)]
+        if n_outputs == 1:
+            init = "glorot_uniform"
+        else:
+            init = SampleHeadInitializer(config.samples_init_spread, n_channels=n_channels // self.groups)
+        if self.groups == 1:
+            self.head = layers.Dense(n_channels * n_outputs, kernel_initializer=init, name="head")
+        else:
+            self.head = GroupedDense(self.groups, n_outputs, kernel_initializer=init, name="head")
+
+    def features(self, image):
+        x = self.standardize(image)
+        if self.groups == 1:
+            return self.bodies[0].features(x)
+        per_channel = [body.features(x[..., g:g + 1]) for g, body in enumerate(self.bodies)]
+        return layers.Concatenate(name="features")(per_channel)
+
     def samples(self, features):
-        """Features (..., F) -> outputs (..., K) in raw intensity units."""
+        """Features (..., G * F) -> outputs (..., C * K) in raw intensity units."""
         return self.standardize(self.head(features), inverse=True)
+
+    def masked_samples(self, features, coords):
+        """Features (B, *spatial, G * F) and coordinates (B, M, C, n_dim) -> each channel's outputs at
+        its own coordinates, (B, M, C * K), raw units."""
+        gathered = GatherPixels(name="gather")(features, coords)
+        own = ChannelSamples(self.head, self.n_channels, name="channel_samples")(gathered)
+        return self.standardize(own, inverse=True)
 
 
 def build_networks(config):
-    """Prediction and masked-training Keras models for a :class:`PN2VConfig` (2-D or 3-D).
+    """Prediction and masked-training Keras models for a :class:`PN2VConfig` (2-D or 3-D, C channels).
 
     Returns
     -------
     prediction : keras.Model
-        ``image`` (B, *spatial, 1) -> (B, *spatial, K) samples (K = 1 for modes 'n2v' and 'care').
+        ``image`` (B, *spatial, C) -> (B, *spatial, C * K) samples, channel-major (K = 1 for modes
+        'n2v' and 'care').
     masked : keras.Model
-        ``{'image': (B, *spatial, 1), 'coords': (B, M, n_dim)}`` -> (B, M, K), the same outputs at the
-        coordinates.
+        ``{'image': (B, *spatial, C), 'coords': (B, M, C, n_dim)}`` -> (B, M, C * K), channel c's
+        outputs at its coordinates ``coords[:, :, c]``.
     """
-    n_dim = config.n_dim
-    net = UNetLayers(config.unet_n_depth, config.unet_n_first, config.unet_kern_size,
-                     config.n_outputs, config.means[0], config.stds[0], config.samples_init_spread,
-                     pool=config.unet_pool)
-    image = keras.Input((None,) * n_dim + (1,), name="image")
-    features = net.features(image)
-    prediction = keras.Model(image, net.samples(features), name="pn2v_prediction")
+    n_dim, n_channels = config.n_dim, config.n_channels
+    net = PN2VNetwork(config)
+    image = keras.Input((None,) * n_dim + (n_channels,), name="image")
+    prediction = keras.Model(image, net.samples(net.features(image)), name="pn2v_prediction")
 
-    patches = keras.Input((None,) * n_dim + (1,), name="image")
-    coords = keras.Input((None, n_dim), dtype="int32", name="coords")
-    gathered = GatherPixels(name="gather")(net.features(patches), coords)
-    masked = keras.Model({"image": patches, "coords": coords}, net.samples(gathered), name="pn2v_masked")
+    patches = keras.Input((None,) * n_dim + (n_channels,), name="image")
+    coords = keras.Input((None, n_channels, n_dim), dtype="int32", name="coords")
+    masked = keras.Model({"image": patches, "coords": coords}, net.masked_samples(net.features(patches), coords),
+                         name="pn2v_masked")
     return prediction, masked
 
 
 def count_forward_flops_per_pixel(config):
-    """Multiply-adds x 2 of one forward pass per input pixel (convolutions and head)."""
+    """Multiply-adds x 2 of one forward pass per input pixel (convolutions and head), all channels."""
     kernel = config.unet_kern_size ** config.n_dim
+    n_channels = config.n_channels
+    n_nets = n_channels if config.single_net_per_channel and n_channels > 1 else 1
     shrink = int(np.prod(config.unet_pool))  # pixels per pixel of the next level
-    flops, c_in = 0.0, 1
+    flops, c_in = 0.0, n_channels // n_nets
     for level in range(config.unet_n_depth):
         c = config.unet_n_first * 2 ** level
         flops += 2 * kernel * (c_in * c + c * c) / shrink ** level
@@ -214,5 +338,5 @@ def count_forward_flops_per_pixel(config):
     for level in range(config.unet_n_depth - 1):
         c = config.unet_n_first * 2 ** level
         flops += 2 * (2 * c * c) / shrink ** level + 2 * kernel * 2 * c * c / shrink ** level
-    flops += 2 * config.unet_n_first * config.n_outputs
-    return float(np.round(flops))
+    flops += 2 * config.unet_n_first * config.n_outputs * n_channels // n_nets
+    return float(np.round(flops * n_nets))

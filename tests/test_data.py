@@ -85,7 +85,7 @@ def test_random_patches_rejects_bad_input():
     with pytest.raises(ValueError, match="axes"):
         random_patches(np.random.default_rng(0), np.zeros((32, 32), np.float32), (8, 8), 4)
     with pytest.raises(ValueError, match="axes"):
-        random_patches(np.random.default_rng(0), np.zeros((2, 32, 32, 3), np.float32), (8, 8), 4)
+        random_patches(np.random.default_rng(0), np.zeros((2, 32, 32, 3, 2), np.float32), (8, 8), 4)
     with pytest.raises(ValueError, match="empty"):
         random_patches(np.random.default_rng(0), [], (8, 8), 4)
 
@@ -149,7 +149,7 @@ def test_masked_patches_batch_contract():
     m = n_masked((32, 16), 3.0)
     assert set(inputs) == {"image", "coords"}
     assert inputs["image"].shape == (5, 32, 16, 1) and inputs["image"].dtype == np.float32
-    assert inputs["coords"].shape == (5, m, 2) and inputs["coords"].dtype == np.int32
+    assert inputs["coords"].shape == (5, m, 1, 2) and inputs["coords"].dtype == np.int32
     assert values.shape == (5, m, 1) and values.dtype == np.float32
     with pytest.raises(IndexError):
         ds[7]
@@ -162,7 +162,7 @@ def test_masked_patches_restore_to_crops():
                        augment=False, seed=3)
     for index in range(3):
         inputs, values = ds[index]
-        masked, coords = inputs["image"][..., 0], inputs["coords"]
+        masked, coords = inputs["image"][..., 0], inputs["coords"][:, :, 0]
         batch = np.arange(8)[:, None]
         restored = masked.copy()
         restored[batch, coords[..., 0], coords[..., 1]] = values[..., 0]
@@ -275,12 +275,12 @@ def test_supervised_patches_fixed_and_validation():
 # -- Keras contract ------------------------------------------------------------------------------
 
 class _GatherAtCoords(keras.layers.Layer):
-    """Pick the (B, Y, X, C) features at (B, M, 2) coordinates -> (B, M, C)."""
+    """Pick the (B, Y, X, 1) features at (B, M, 1, 2) coordinates -> (B, M, 1)."""
 
     def call(self, features, coords):
         shape = keras.ops.shape(features)
         flat = keras.ops.reshape(features, (shape[0], shape[1] * shape[2], shape[3]))
-        index = coords[..., 0] * shape[2] + coords[..., 1]
+        index = coords[..., 0, 0] * shape[2] + coords[..., 0, 1]
         return keras.ops.take_along_axis(flat, keras.ops.expand_dims(index, -1), axis=1)
 
 
@@ -299,7 +299,7 @@ class _LoggingMaskedPatches(MaskedPatches):
 def test_masked_patches_train_a_keras_model():
     keras.utils.set_random_seed(0)
     image = keras.Input((16, 16, 1), name="image")
-    coords = keras.Input((None, 2), dtype="int32", name="coords")
+    coords = keras.Input((None, 1, 2), dtype="int32", name="coords")
     features = keras.layers.Conv2D(1, 3, padding="same")(image)
     model = keras.Model({"image": image, "coords": coords}, _GatherAtCoords()(features, coords))
     model.compile(optimizer="adam", loss="mse")

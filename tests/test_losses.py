@@ -213,7 +213,7 @@ def test_pn2v_loss_on_masked_network_counts_only_the_masked_pixels(gaussian_mode
     y_true = images[np.arange(2)[:, None], coords[..., 0], coords[..., 1]]   # (2, 3, 1)
     loss = PN2VLoss(gaussian_model)
 
-    masked_value = float(loss(y_true, masked({"image": images, "coords": coords})))
+    masked_value = float(loss(y_true, masked({"image": images, "coords": coords[:, :, None]})))
 
     full = keras.ops.convert_to_numpy(prediction(images))
     at_coords = full[np.arange(2)[:, None], coords[..., 0], coords[..., 1]]   # (2, 3, K)
