@@ -116,7 +116,8 @@ def _with_channels(array, n_axes, n_channels, name, axes):
         raise ValueError(f"{name} must have axes {axes} with {n_channels} channel{'s' * (n_channels > 1)} "
                          f"(C last), got shape {array.shape}")
     if array.shape[-1] != n_channels:
-        raise ValueError(f"{name} has {array.shape[-1]} channels (last axis), the model takes {n_channels}")
+        raise ValueError(f"{name} has {array.shape[-1]} channels (the last axis of {axes}), the model takes "
+                         f"{n_channels}")
     return array
 
 

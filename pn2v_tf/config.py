@@ -216,7 +216,7 @@ def _training_images(X, axes, n_dim):
         spatial = SPATIAL_AXES[n_dim]
         raise ValueError(f"X has shape {X.shape}: {X.shape[-1]} channels need axes='{spatial}C' "
                          f"(X with axes S{spatial}C)")
-    return as_image_stack(X, n_dim, "X", n_channels=1)
+    return as_image_stack(X, n_dim, "X")[..., np.newaxis]
 
 
 def _pop_base_keys(kwargs):

@@ -44,7 +44,7 @@ class Standardize(layers.Layer):
         return (np.repeat(np.float32(self.mean), repeats), np.repeat(np.float32(self.std), repeats))
 
     def call(self, inputs, inverse=False):
-        mean, std = self.per_value(inputs.shape[-1])
+        mean, std = self.per_value(inputs.shape[-1] or len(self.mean))
         if inverse:
             return inputs * std + mean
         return (inputs - mean) / std

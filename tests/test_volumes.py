@@ -143,7 +143,7 @@ def test_3d_augmentation_flips_z_but_never_rotates_it_into_y_or_x():
 def test_masked_patches_of_volumes_carry_3d_coordinates(data):
     dataset = MaskedPatches(data.train, (8, 16, 16), batch_size=3, steps_per_epoch=1, perc_pix=5.0, seed=0)
     inputs, targets = dataset[0]
-    assert inputs["image"].shape == (3, 8, 16, 16, 1) and inputs["coords"].shape == (3, n_masked((8, 16, 16), 5.0), 3)
+    assert inputs["image"].shape == (3, 8, 16, 16, 1) and inputs["coords"].shape == (3, n_masked((8, 16, 16), 5.0), 1, 3)
     assert targets.shape == (3, inputs["coords"].shape[1], 1)
 
 
