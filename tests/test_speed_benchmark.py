@@ -62,3 +62,29 @@ def test_3d_configurations_follow_the_options():
     assert speed.network_config(args, "3d")["batch"] == 2 and speed.network_config(args, "3d")["n_first"] == 64
     assert speed.network_config(args, "3d-small") == speed.THREE_D_CONFIGS["3d-small"]
     assert speed.THREE_D_CONFIGS["3d"]["batch"] == 4  # the module's table is not changed by the call
+
+
+def _channel_benchmark():
+    spec = importlib.util.spec_from_file_location("channel_prediction",
+                                                  os.path.join(ROOT, "benchmarks", "channel_prediction.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_channel_prediction_ratios_are_per_round():
+    times = {"forward_n2v_c1": [1.0, 2.0], "prior_mean_c1": [2.0, 3.0], "mmse_c1": [3.0, 3.0],
+             "forward_n2v_c3": [1.0, 1.0], "prior_mean_c3": [4.0, 2.0], "mmse_c3": [6.0, 6.0]}
+    ratios = _channel_benchmark().ratios(times, 3)
+    assert ratios["mmse_over_prior_mean_c1"] == [1.25, 1.0, 1.5]          # 3/2 and 3/3 per round
+    assert ratios["prior_mean_over_forward_c3"] == [3.0, 2.0, 4.0]
+    assert ratios["mmse_c3_over_mmse_c1"] == [2.0, 2.0, 2.0]
+    assert ratios["mmse_c3_over_c3_single_channel_mmses"] == [2 / 3, 2 / 3, 2 / 3]
+
+
+def test_channel_prediction_runs_and_reports_every_estimator(tmp_path):
+    result = _channel_benchmark().main(["--size", "32", "--rounds", "1", "--n-depth", "2", "--n-first", "4",
+                                        "--n-samples", "4", "--channels", "2", "--json", str(tmp_path / "c.json")])
+    assert set(result["s"]) == {f"{name}_c{c}" for name in ("forward_n2v", "prior_mean", "mmse") for c in (1, 2)}
+    assert all(len(times) == 1 for times in result["s_all"].values())
+    assert (tmp_path / "c.json").exists()
