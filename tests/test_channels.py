@@ -272,3 +272,31 @@ def test_single_channel_model_keeps_a_given_channel_axis(data):
     plain = model.predict(noisy[0, ..., 0], axes="YX")
     assert plain.shape == (32, 32)
     np.testing.assert_array_equal(model.predict(noisy[0, ..., :1], axes="YXC")[..., 0], plain)
+
+
+def test_volumes_with_channels_train_and_predict_in_tiles(noise_models):
+    rng = np.random.default_rng(8)
+    clean = np.stack([rng.uniform(20, 60, (3, 8, 16, 16)), rng.uniform(100, 200, (3, 8, 16, 16))], axis=-1)
+    noisy = rng.poisson(clean).astype(np.float32)
+    config = PN2VConfig(noisy, axes="ZYXC", n_samples=K, unet_n_depth=2, unet_n_first=4, unet_pool=(1, 2, 2),
+                        n2v_patch_shape=(8, 16, 16), train_batch_size=2, train_epochs=1, train_steps_per_epoch=1,
+                        train_n_val_patches=2, train_tensorboard=False, seed=0)
+    assert config.n_dim == 3 and config.n_channels == 2
+    model = PN2V(config, "volume", basedir=None, noise_model=list(noise_models))
+    model.train(noisy[:2], noisy[2:], verbose=0)
+    whole = model.predict(noisy[0], axes="ZYXC")
+    assert whole.shape == (8, 16, 16, 2)
+    np.testing.assert_allclose(model.predict(noisy[0], axes="ZYXC", n_tiles=(2, 2, 1)), whole, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["n2v", "care"])
+def test_one_output_modes_train_and_predict_every_channel(data, mode):
+    clean, noisy = data
+    config = _config(noisy, mode=mode)
+    model = PN2V(config, mode, basedir=None)
+    targets = dict(Y=clean[:5].astype(np.float32), validation_Y=clean[5:].astype(np.float32)) if mode == "care" else {}
+    history = model.train(noisy[:5], noisy[5:], verbose=0, **targets)
+    assert np.isfinite(history.history["loss"][0])
+    out = model.predict(noisy[0], axes="YXC")
+    network = keras.ops.convert_to_numpy(model.keras_model(noisy[:1]))[0]
+    np.testing.assert_allclose(out, network, rtol=1e-5, atol=1e-4)   # one output per channel, raw units
