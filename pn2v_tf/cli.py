@@ -19,14 +19,15 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from .io import IMAGEJ_DTYPES, InputError, find_tiffs, read_image
+from .io import IMAGEJ_DTYPES, InputError, channels_text, find_tiffs, read_image
 
 EXIT_INPUT = 2
 EXIT_DIVERGED = 1
 #: Defaults of the training options; the same as :class:`PN2VConfig`'s (the seed excepted).
 #: ``patch_size`` and ``unet_pool`` of ``None`` are the configuration's defaults for the images' dimensions.
 TRAINING_DEFAULTS = dict(epochs=200, steps_per_epoch=100, batch_size=16, patch_size=None, n_samples=800,
-                         unet_depth=3, unet_n_first=64, unet_pool=None, learning_rate=4e-4, seed=0)
+                         unet_depth=3, unet_n_first=64, unet_pool=None, learning_rate=4e-4, seed=0,
+                         single_net_per_channel=False)
 #: PN2VConfig attribute -> training option.
 CONFIG_OPTIONS = dict(n_samples="n_samples", unet_n_depth="unet_depth", unet_n_first="unet_n_first",
                       unet_pool="unet_pool", n2v_patch_shape="patch_size", train_epochs="epochs",
@@ -34,7 +35,7 @@ CONFIG_OPTIONS = dict(n_samples="n_samples", unet_n_depth="unet_depth", unet_n_f
                       train_learning_rate="learning_rate", seed="seed")
 #: Options a resumed training takes from its model instead.
 _FIXED_ON_RESUME = ("mode", "noise_model", "batch_size", "patch_size", "n_samples", "unet_depth",
-                    "unet_n_first", "unet_pool", "learning_rate", "seed")
+                    "unet_n_first", "unet_pool", "learning_rate", "seed", "single_net_per_channel")
 #: Options a resumed training may change; without them it uses the interrupted run's.
 _RUN_SETTINGS = ("inputs", "axes", "validation", "validation_fraction", "epochs", "steps_per_epoch",
                  "allow_out_of_range")
@@ -84,10 +85,12 @@ def _subparser(commands, name, summary, example, run):
 
 
 def _add_common(parser, quiet=True, overwrite=True):
-    parser.add_argument("--axes", help="axes of the input TIFFs: YX or ZYX, after S (stack) or T (time) if any; "
-                                       "pn2v train makes a 3-D model of data with a Z axis (give SYX to train 2-D on "
-                                       "slices), a 2-D model denoises Z slice by slice (default: from the files' "
-                                       "metadata; a plain 3-D stack is SYX)")
+    parser.add_argument("--axes", help="axes of the input TIFFs: YX or ZYX, after S (stack) or T (time) if any, "
+                                       "and C for channels (e.g. SYXC, CYX, ZCYX); pn2v train makes a 3-D model of "
+                                       "data with a Z axis (give SYX to train 2-D on slices), a 2-D model denoises Z "
+                                       "slice by slice, and a multichannel model of data with C (default: from the "
+                                       "files' metadata: a plain 3-D stack is SYX, an ImageJ hyperstack's channels "
+                                       "are C; RGB samples need --axes)")
     if overwrite:
         parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (off: refuse)")
     if quiet:
@@ -121,6 +124,9 @@ def _add_training_options(parser, on_resume, n_samples=True):
     group.add_argument("--learning-rate", type=float, help=f"Adam learning rate (default: {d['learning_rate']}{fixed})")
     group.add_argument("--seed", type=int,
                        help=f"seed of the initial weights, patches and masks (default: {d['seed']}{fixed})")
+    group.add_argument("--single-net-per-channel", action="store_true", default=None,
+                       help="multichannel images: an independent U-Net per channel, C times the cost (off: one "
+                            f"U-Net sees all channels and predicts each one's samples{fixed})")
 
 
 def _add_noise_model(commands):
@@ -129,7 +135,8 @@ def _add_noise_model(commands):
     source = parser.add_argument_group("data (give one of them)").add_mutually_exclusive_group(required=True)
     source.add_argument("--calibration", nargs="+", metavar="TIFF",
                         help="calibration stacks: many noisy frames of a static sample, the signal is their mean "
-                             "(files, folders or patterns; a folder of single frames is one stack)")
+                             "(files, folders or patterns; a folder of single frames is one stack); the frames of "
+                             "a multichannel stack (e.g. TCYX) give one model per channel")
     source.add_argument("--signal", nargs="+", metavar="TIFF",
                         help="clean images, paired in sorted order with --observation")
     source.add_argument("--bootstrap", nargs="+", metavar="TIFF",
@@ -138,8 +145,11 @@ def _add_noise_model(commands):
     parser.add_argument("--observation", nargs="+", metavar="TIFF",
                         help="noisy images for --signal (required with it), each with the shape of its clean "
                              "image or n such frames")
-    parser.add_argument("-o", "--output", required=True, help="noise model file to write (.npz is appended if missing)")
-    parser.add_argument("--plot", help="PNG plot of the model against the data (default: the output with .png)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="noise model file to write (.npz is appended if missing); multichannel data (axis C) "
+                             "get one model per channel, all in this one file")
+    parser.add_argument("--plot", help="PNG plot of the model against the data, <plot>_c<channel>.png per channel "
+                                       "of multichannel data (default: the output with .png)")
     parser.add_argument("--kind", choices=("histogram", "gmm"), default="histogram",
                         help="histogram (the PN2V paper's) or gmm (Gaussian mixture)")
     parser.add_argument("--bins", type=int, default=256, help="histogram: bins along signal and observation")
@@ -160,12 +170,15 @@ def _add_train(commands):
                         "pn2v train noisy/ --noise-model noise_model.npz --model models/my_pn2v", _train)
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="noisy training TIFFs: files, folders or glob patterns, all images of one size "
-                             "(default with --resume: the interrupted run's)")
+                             "and one number of channels (default with --resume: the interrupted run's)")
     parser.add_argument("--model", required=True, metavar="MODEL_DIR",
                         help="model folder to write (config.json, noise_model.npz, weights_*.h5, "
                              "training_state.npz, training_log.csv)")
-    parser.add_argument("--noise-model", help="noise model file (from pn2v noise-model); needed for --mode pn2v "
-                                              "(default: none)")
+    parser.add_argument("--noise-model", nargs="+", action="extend", metavar="NPZ",
+                        help="noise model file (from pn2v noise-model); needed for --mode pn2v. Multichannel "
+                             "images take one file per channel in channel order (repeat the option or give several "
+                             "paths), one multichannel file, or one single-channel file that is then applied to "
+                             "every channel (default: none)")
     parser.add_argument("--mode", choices=("pn2v", "n2v"),
                         help="pn2v, or n2v (Noise2Void, no noise model) (default: pn2v)")
     parser.add_argument("--validation", nargs="+", metavar="TIFF",
@@ -193,11 +206,13 @@ def _add_predict(commands):
                         help="model folder (from pn2v train), or a bioimage.io package made by pn2v_tf (.zip, "
                              "or its unpacked folder), which runs through its SavedModel")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT_DIR",
-                        help="folder for the results, created if missing")
+                        help="folder for the results, created if missing; results of multichannel images keep "
+                             "their channels (ImageJ axis C)")
     parser.add_argument("--estimator", choices=("mmse", "prior_mean", "posterior"), default="mmse",
                         help="mmse (uses each pixel's noisy value and the noise model), prior_mean (mean of "
                              "the K samples), or posterior (--n-posterior samples of the clean image, written "
-                             "as ImageJ channels; needs a model folder)")
+                             "as ImageJ channels, or as frames T (else slices Z) of a multichannel image; needs a "
+                             "model folder)")
     parser.add_argument("--n-posterior", type=int, default=10, help="samples per image with --estimator posterior")
     parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
     parser.add_argument("--n-tiles", nargs="+", type=int, metavar="N",
@@ -356,31 +371,40 @@ def _check_range(noise_model, image, allow):
                                      "(pn2v noise-model --value-range), or pass --allow-out-of-range") from None
 
 
-def _read_images(inputs, axes, patch_shape=None, noise_model=None, allow_out_of_range=False, n_dim=2):
-    """Read TIFFs of one image size as one float32 stack (N, *spatial); returns (stack, images).
+def _read_images(inputs, axes, patch_shape=None, noise_model=None, allow_out_of_range=False, n_dim=2,
+                 n_channels=1):
+    """Read TIFFs of one image size and one number of channels as one float32 stack (N, *spatial),
+    or (N, *spatial, C) for several channels; returns (stack, images).
 
-    ``n_dim`` as in :func:`pn2v_tf.io.read_image` (``None``: 3-D when the first file has a Z axis).
+    ``n_dim`` and ``n_channels`` as in :func:`pn2v_tf.io.read_image` (``None``: 3-D when the first
+    file has a Z axis; the first file's channels).
     """
     import numpy as np
 
     files = find_tiffs(inputs)
-    first = read_image(files[0], axes, n_dim)
-    n_dim = first.stack.ndim - 1
-    images = [first] + [read_image(path, axes, n_dim) for path in files[1:]]
+    first = read_image(files[0], axes, n_dim, n_channels)
+    n_dim = first.stack.ndim - 1 - (first.n_channels > 1)
+    images = [first] + [read_image(path, axes, n_dim, n_channels=None) for path in files[1:]]
+    _check_same_channels(images)
     for image in images:
-        if image.stack.shape[1:] != first.stack.shape[1:]:
-            raise InputError(image.path, f"images of {_size(image.stack)} pixels, unlike the {_size(first.stack)} "
+        if _spatial_shape(image) != _spatial_shape(first):
+            raise InputError(image.path, f"images of {_size(image)} pixels, unlike the {_size(first)} "
                                          f"of {first.path}; training needs images of one size")
-        if patch_shape is not None and any(s < p for s, p in zip(image.stack.shape[1:], patch_shape)):
-            raise InputError(image.path, f"images of {_size(image.stack)} pixels are smaller than the training "
+        if patch_shape is not None and any(s < p for s, p in zip(_spatial_shape(image), patch_shape)):
+            raise InputError(image.path, f"images of {_size(image)} pixels are smaller than the training "
                                          f"patch {'x'.join(str(p) for p in patch_shape)} (--patch-size)")
         if noise_model is not None:
             _check_range(noise_model, image, allow_out_of_range)
     return np.concatenate([image.stack for image in images]), images
 
 
-def _size(stack):
-    return "x".join(str(s) for s in stack.shape[1:])
+def _spatial_shape(image):
+    """The spatial sides of an :class:`~pn2v_tf.io.Image`'s images (its stack without N and C)."""
+    return image.stack.shape[1:len(image.stack.shape) - (image.n_channels > 1)]
+
+
+def _size(image):
+    return "x".join(str(s) for s in _spatial_shape(image))
 
 
 def _split_validation(X, images, fraction, patch_shape):
@@ -390,7 +414,7 @@ def _split_validation(X, images, fraction, patch_shape):
     if not 0 < fraction < 1:
         raise UsageError(f"--validation-fraction must be between 0 and 1, got {fraction}")
     try:
-        return split_validation(X, fraction, min_rows=patch_shape[-2])
+        return split_validation(X, fraction, min_rows=patch_shape[-2], n_channels=images[0].n_channels)
     except ValueError as error:
         raise InputError(images[0].path, f"{error} (--patch-size; or give --validation)") from None
 
@@ -401,9 +425,9 @@ def _settings(args, keys, defaults):
             for key in keys}
 
 
-def _config(X, mode, settings, n_dim=2):
-    """A valid PN2VConfig of ``n_dim`` dimensions from the training settings; invalid values are named
-    as options."""
+def _config(X, mode, settings, n_dim=2, n_channels=1):
+    """A valid PN2VConfig of ``n_dim`` dimensions and ``n_channels`` channels (axes YXC or ZYXC when
+    several; X's last axis) from the training settings; invalid values are named as options."""
     from .arrays import spatial_axes
     from .config import PN2VConfig
 
@@ -412,7 +436,12 @@ def _config(X, mode, settings, n_dim=2):
     for attribute, option in (("n2v_patch_shape", "patch_size"), ("unet_pool", "unet_pool")):
         if settings.get(option) is not None:
             kwargs[attribute] = _per_axis(settings[option], n_dim, option)
-    config = PN2VConfig(X, mode=mode, axes=spatial_axes(n_dim), **kwargs)
+    if settings.get("single_net_per_channel") is not None:
+        kwargs["single_net_per_channel"] = bool(settings["single_net_per_channel"])
+    if X is None and n_channels > 1:
+        kwargs["n_channel_in"] = n_channels
+    axes = spatial_axes(n_dim) + ("C" if n_channels > 1 else "")
+    config = PN2VConfig(X, mode=mode, axes=axes, **kwargs)
     invalid = config.is_valid(return_invalid=True)[1]
     if invalid:
         options = [f"--{CONFIG_OPTIONS[name].replace('_', '-')} {_option_text(settings[CONFIG_OPTIONS[name]])}"
@@ -450,20 +479,25 @@ def _fit(model, X, X_val, settings, quiet, initial_epoch=0, checkpoint=None, des
                        initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
 
 
-def _training_data(settings, noise_model, n_dim):
-    """Read the inputs (and validation files) of the training settings as ``n_dim``-D images: (X, X_val)."""
+def _training_data(settings, noise_model, n_dim, n_channels=1):
+    """Read the inputs (and validation files) of the training settings as ``n_dim``-D images of
+    ``n_channels`` channels: (X, X_val)."""
     allow = settings.get("allow_out_of_range", False)
     patch_shape = _config(None, "n2v", settings, n_dim).n2v_patch_shape
-    X, images = _read_images(settings["inputs"], settings["axes"], patch_shape, noise_model, allow, n_dim)
+    read = dict(patch_shape=patch_shape, noise_model=noise_model, allow_out_of_range=allow, n_dim=n_dim,
+                n_channels=n_channels)
+    X, images = _read_images(settings["inputs"], settings["axes"], **read)
     if settings.get("validation"):
-        X_val, _ = _read_images(settings["validation"], settings["axes"], patch_shape, noise_model, allow, n_dim)
+        X_val, _ = _read_images(settings["validation"], settings["axes"], **read)
         return X, X_val
     return _split_validation(X, images, settings["validation_fraction"], patch_shape)
 
 
-def _data_dims(inputs, axes):
-    """The model's dimensions for training data: 3 if the first file has a Z axis, else 2."""
-    return read_image(find_tiffs(inputs)[0], axes, n_dim=None).stack.ndim - 1
+def _data_layout(inputs, axes):
+    """The model's dimensions and channels for training data: (3 if the first file has a Z axis,
+    else 2; the size of its axis C, or 1)."""
+    first = read_image(find_tiffs(inputs)[0], axes, n_dim=None, n_channels=None)
+    return first.stack.ndim - 1 - (first.n_channels > 1), first.n_channels
 
 
 # -- pn2v noise-model ----------------------------------------------------------------------------
@@ -471,28 +505,52 @@ def _data_dims(inputs, axes):
 def _noise_model(args):
     output = Path(args.output if args.output.endswith(".npz") else args.output + ".npz")
     plot = Path(args.plot) if args.plot else output.with_suffix(".png")
-    for path in (output, plot):
-        _refuse_existing(path, args.overwrite)
+    _refuse_existing(output, args.overwrite)
     if (args.observation is None) != (args.signal is None):
         raise UsageError("--signal and --observation go together")
-    if args.calibration:
-        signal, observation = _calibration_pairs(args.calibration, args.axes)
-        noise_model = _fit_noise_model(args, signal, observation)
-    elif args.signal:
-        signal, observation = _file_pairs(args.signal, args.observation, args.axes)
-        noise_model = _fit_noise_model(args, signal, observation)
+    if args.bootstrap:
+        noise_model, signal, observation, plots = _bootstrap(args, plot)
     else:
-        noise_model, signal, observation = _bootstrap(args)
+        signal, observation = (_calibration_pairs(args.calibration, args.axes) if args.calibration
+                               else _file_pairs(args.signal, args.observation, args.axes))
+        plots = _plot_paths(plot, signal.shape[-1] if signal.ndim == 2 else 1, args.overwrite)
+        noise_model = _fit_noise_model(args, signal, observation)
     noise_model.plot(plot, signal=signal, observation=observation, overwrite=args.overwrite)
     noise_model.save(output, overwrite=args.overwrite)
-    low, high = noise_model.signal_range
-    _say(f"{noise_model.kind} noise model from {signal.size} pixels: signals {low:.6g}..{high:.6g}, values "
-         f"{noise_model.value_range[0]:.6g}..{noise_model.value_range[1]:.6g}; wrote {output} and {plot}", args)
+    _say(f"{_noise_model_summary(noise_model, signal)}; wrote {output} and {', '.join(map(str, plots))}", args)
+
+
+def _plot_paths(plot, n_channels, overwrite):
+    """The PNG files the noise model's plot writes: ``plot``, or ``<plot>_c<channel>.png`` per channel
+    (as :meth:`ChannelNoiseModels.plot` names them); refused if they exist and not ``overwrite``."""
+    stem = str(plot)[:-4] if str(plot).endswith(".png") else str(plot)
+    paths = [plot] if n_channels == 1 else [Path(f"{stem}_c{channel}.png") for channel in range(n_channels)]
+    for path in paths:
+        _refuse_existing(path, overwrite)
+    return paths
+
+
+def _noise_model_summary(noise_model, signal):
+    """'<kind> noise model from <n> pixels: signals ..., values ...', or one such part per channel."""
+    models = getattr(noise_model, "models", [noise_model])
+    ranges = [f"signals {m.signal_range[0]:.6g}..{m.signal_range[1]:.6g}, values {m.value_range[0]:.6g}.."
+              f"{m.value_range[1]:.6g}" for m in models]
+    n_pixels = signal.size // len(models)
+    if len(models) == 1:
+        return f"{noise_model.kind} noise model from {n_pixels} pixels: {ranges[0]}"
+    per_channel = "; ".join(f"channel {channel}: {text}" for channel, text in enumerate(ranges))
+    kinds = "/".join(sorted({m.kind for m in models}))
+    return f"{len(models)} {kinds} noise models, one per channel, from {n_pixels} pixels each: {per_channel}"
 
 
 def _fit_noise_model(args, signal, observation):
-    from .noise_models import GMMNoiseModel, HistogramNoiseModel
+    """One noise model of ``args.kind`` for pairs of 1-D arrays; for pairs (P, C) of several channels a
+    :class:`ChannelNoiseModels` of one fitted to each channel's pairs."""
+    from .noise_models import ChannelNoiseModels, GMMNoiseModel, HistogramNoiseModel
 
+    if signal.ndim == 2:
+        return ChannelNoiseModels([_fit_noise_model(args, signal[:, c], observation[:, c])
+                                   for c in range(signal.shape[1])])
     if args.kind == "histogram":
         return HistogramNoiseModel.from_pairs(signal, observation, bins=args.bins, value_range=args.value_range)
     return GMMNoiseModel.fit(signal, observation, **_gmm_options(args))
@@ -504,7 +562,8 @@ def _gmm_options(args):
 
 
 def _calibration_pairs(inputs, axes):
-    """Calibration stacks -> (signal, observation) as 1-D arrays; a signal is its stack's mean over frames.
+    """Calibration stacks -> (signal, observation) as 1-D arrays, or arrays (pixels, C) of multichannel
+    stacks; a signal is its stack's mean over frames, per channel.
 
     The frames are the stack's S, T or Z axis; a file with Z and a T (or S) axis holds frames (T) of
     a static volume (Z).
@@ -512,45 +571,75 @@ def _calibration_pairs(inputs, axes):
     import numpy as np
 
     images = [_read_calibration(path, axes) for path in find_tiffs(inputs)]
+    _check_same_channels(images)
     if len(images) > 1 and all(len(image.stack) == 1 for image in images):
-        stacks = [_read_images([image.path for image in images], axes)[0]]  # single frames: one stack
+        stacks = [_read_images([image.path for image in images], axes, n_channels=None)[0]]  # single frames: one stack
     else:
         for image in images:
             if len(image.stack) < 2:
                 raise InputError(image.path, "a calibration stack needs at least 2 frames of a static sample; "
                                              "this file has 1 (give the stack, or a folder of single frames)")
         stacks = [image.stack for image in images]
-    signal = np.concatenate([np.broadcast_to(stack.mean(axis=0), stack.shape).ravel() for stack in stacks])
-    return signal, np.concatenate([stack.ravel() for stack in stacks])
+    n_channels = images[0].n_channels
+    signal = [_pixels(np.broadcast_to(stack.mean(axis=0), stack.shape), n_channels) for stack in stacks]
+    return np.concatenate(signal), np.concatenate([_pixels(stack, n_channels) for stack in stacks])
+
+
+def _pixels(stack, n_channels):
+    """A stack's pixels as a 1-D array, or (pixels, C) for several channels (the stack's last axis)."""
+    return stack.ravel() if n_channels == 1 else stack.reshape(-1, n_channels)
+
+
+def _check_same_channels(images):
+    """All images have the first one's number of channels, or an InputError names the first that differs."""
+    first = images[0]
+    for image in images[1:]:
+        if image.n_channels != first.n_channels:
+            raise InputError(image.path, f"{channels_text(image.n_channels)} (axes {image.axes!r}), unlike the "
+                                         f"{first.n_channels} of {first.path}; all images need the same channels")
 
 
 def _read_calibration(path, axes):
-    image = read_image(path, axes)
+    image = read_image(path, axes, n_channels=None)
     frames = [a for a in image.axes if a in "STZ"]
-    return read_image(path, axes, n_dim=3) if "Z" in frames and len(frames) > 1 else image
+    return read_image(path, axes, n_dim=3, n_channels=None) if "Z" in frames and len(frames) > 1 else image
 
 
 def _file_pairs(signal_inputs, observation_inputs, axes):
+    """Clean and noisy TIFFs paired in sorted order -> (signal, observation) as in :func:`_calibration_pairs`."""
     import numpy as np
-
-    from .noise_models.pairs import flatten_pairs
 
     signals, observations = find_tiffs(signal_inputs), find_tiffs(observation_inputs)
     if len(signals) != len(observations):
         raise UsageError(f"{len(signals)} --signal files but {len(observations)} --observation files; "
                          "they are paired in sorted order")
-    pairs = []
+    pairs, first = [], None
     for signal_path, observation_path in zip(signals, observations):
-        signal, observation = read_image(signal_path, axes), read_image(observation_path, axes)
+        signal, observation = (read_image(path, axes, n_channels=None) for path in (signal_path, observation_path))
+        _check_same_channels([first or signal, signal, observation])
+        first = first or signal
         try:
-            pairs.append(flatten_pairs(signal.stack, observation.stack))
+            pairs.append(_flat_pairs(signal.stack, observation.stack, signal.n_channels))
         except ValueError as error:
             raise InputError(observation_path, f"{error} (its clean image: {signal_path})") from None
     return np.concatenate([p[0] for p in pairs]), np.concatenate([p[1] for p in pairs])
 
 
-def _bootstrap(args):
-    """Train N2V on the noisy images (in memory) and fit the noise model to its predictions."""
+def _flat_pairs(signal, observation, n_channels):
+    """:func:`flatten_pairs` of stacks, channel by channel (their last axis) when there are several."""
+    import numpy as np
+
+    from .noise_models.pairs import flatten_pairs
+
+    if n_channels == 1:
+        return flatten_pairs(signal, observation)
+    pairs = [flatten_pairs(signal[..., c], observation[..., c]) for c in range(n_channels)]
+    return np.stack([p[0] for p in pairs], axis=-1), np.stack([p[1] for p in pairs], axis=-1)
+
+
+def _bootstrap(args, plot):
+    """Train N2V on the noisy images (in memory) and fit the noise model (one per channel) to its
+    predictions: (noise model, signal, observation, plot paths)."""
     import keras
 
     from .arrays import spatial_axes
@@ -558,16 +647,18 @@ def _bootstrap(args):
     from .model import PN2V
 
     settings = _settings(args, TRAINING_DEFAULTS, TRAINING_DEFAULTS)
-    n_dim = _data_dims(args.bootstrap, args.axes)
+    n_dim, n_channels = _data_layout(args.bootstrap, args.axes)
     patch_shape = _config(None, "n2v", settings, n_dim).n2v_patch_shape
-    images, files = _read_images(args.bootstrap, args.axes, patch_shape, n_dim=n_dim)
+    images, files = _read_images(args.bootstrap, args.axes, patch_shape, n_dim=n_dim, n_channels=n_channels)
+    plots = _plot_paths(plot, n_channels, args.overwrite)
     X, X_val = _split_validation(images, files, args.validation_fraction or 0.1, patch_shape)
     keras.utils.set_random_seed(settings["seed"])
-    n2v = PN2V(_config(X, "n2v", settings, n_dim), "bootstrap_n2v", basedir=None)
+    n2v = PN2V(_config(X, "n2v", settings, n_dim, n_channels), "bootstrap_n2v", basedir=None)
     _fit(n2v, X, X_val, settings, args.quiet, description="N2V for the bootstrap")
     fit_options = _gmm_options(args) if args.kind == "gmm" else dict(bins=args.bins, value_range=args.value_range)
     noise_model = bootstrap_noise_model(images, kind=args.kind, n2v_model=n2v, **fit_options)
-    return noise_model, n2v.predict(images, axes="S" + spatial_axes(n_dim)), images
+    signal = n2v.predict(images, axes="S" + spatial_axes(n_dim) + ("C" if n_channels > 1 else ""))
+    return noise_model, signal, images, plots
 
 
 # -- pn2v train ----------------------------------------------------------------------------------
@@ -578,6 +669,7 @@ def _train(args):
         return _resume(args, folder)
     settings = _settings(args, list(TRAINING_DEFAULTS) + list(_RUN_SETTINGS) + ["mode", "noise_model"],
                          {**TRAINING_DEFAULTS, "mode": "pn2v", "validation_fraction": 0.1})
+    _refuse_images_as_noise_models(settings["noise_model"])
     if not settings["inputs"]:
         raise UsageError("give the training TIFFs (files, folders or patterns)")
     if settings["mode"] == "pn2v" and not settings["noise_model"]:
@@ -585,13 +677,12 @@ def _train(args):
     if (folder / "config.json").exists() and not args.overwrite:
         raise FileExistsError(f"{folder}: a model exists there; pass --overwrite to replace it, or --resume to "
                               "continue its training")
-    n_dim = _data_dims(settings["inputs"], settings["axes"])
-    _config(None, settings["mode"], settings, n_dim)  # options checked before the data are read
+    n_dim, n_channels = _data_layout(settings["inputs"], settings["axes"])
+    _config(None, settings["mode"], settings, n_dim, n_channels)  # options checked before the data are read
     noise_model = None
     if settings["mode"] == "pn2v":
-        from .noise_models import load_noise_model
-        noise_model = load_noise_model(settings["noise_model"])
-    X, X_val = _training_data(settings, noise_model, n_dim)
+        noise_model = _training_noise_model(settings["noise_model"], n_channels)
+    X, X_val = _training_data(settings, noise_model, n_dim, n_channels)
 
     import keras
 
@@ -599,11 +690,54 @@ def _train(args):
     from .resume import EpochCheckpoint, remove_training_files
 
     keras.utils.set_random_seed(settings["seed"])
-    model = PN2V(_config(X, settings["mode"], settings, n_dim), folder.name, basedir=str(folder.parent),
-                 noise_model=noise_model, overwrite=args.overwrite)
+    with warnings.catch_warnings():  # a shared noise model was announced by _training_noise_model
+        warnings.filterwarnings("ignore", message="one noise model for", category=UserWarning)
+        model = PN2V(_config(X, settings["mode"], settings, n_dim, n_channels), folder.name,
+                     basedir=str(folder.parent), noise_model=noise_model, overwrite=args.overwrite)
     remove_training_files(model.logdir)  # a state without a config.json, left by an interrupted start
     _absolute_paths(settings)
     _train_model(model, X, X_val, settings, args, EpochCheckpoint(model, settings), 0)
+
+
+def _refuse_images_as_noise_models(paths):
+    """--noise-model takes every path after it: TIFFs or folders there were meant as training inputs."""
+    for path in paths or ():
+        if Path(path).is_dir() or Path(path).suffix.lower() in (".tif", ".tiff"):
+            raise UsageError(f"--noise-model takes noise model files (.npz), not {path}; it takes every path that "
+                             "follows it, so put the training TIFFs before it")
+
+
+def _training_noise_model(paths, n_channels):
+    """The noise model of images with ``n_channels`` channels from the ``--noise-model`` files: one
+    file (of one channel, applied to every channel with a warning, or of ``n_channels`` channels), or
+    one single-channel file per channel."""
+    from .noise_models import ChannelNoiseModels, load_noise_model
+
+    models = [load_noise_model(path) for path in paths]
+    if len(models) == 1:
+        return _one_noise_model_file(paths[0], models[0], n_channels)
+    if len(models) != n_channels:
+        raise UsageError(f"{len(models)} --noise-model files for images of {channels_text(n_channels)}: give one "
+                         "per channel (in channel order), one file of all channels, or one file for every channel")
+    for path, model in zip(paths, models):
+        if isinstance(model, ChannelNoiseModels):
+            raise InputError(path, f"holds the noise models of {channels_text(model.n_channels)}; with one "
+                                   "--noise-model file per channel each must be of one channel")
+    return ChannelNoiseModels(models)
+
+
+def _one_noise_model_file(path, model, n_channels):
+    """A single ``--noise-model`` file's model for images of ``n_channels`` channels."""
+    from .noise_models import ChannelNoiseModels
+
+    channels = model.n_channels if isinstance(model, ChannelNoiseModels) else 1
+    if channels > 1 and channels != n_channels:
+        raise InputError(path, f"holds the noise models of {channels_text(channels)}, but the images have "
+                               f"{channels_text(n_channels)}")
+    if channels == 1 and n_channels > 1:
+        warnings.warn(f"{path} is one channel's noise model: it is applied to each of the {n_channels} channels "
+                      "(give one --noise-model file per channel if their noise differs)")
+    return model
 
 
 def _resume(args, folder):
@@ -622,7 +756,7 @@ def _resume(args, folder):
         raise InputError(folder, f"the training has done all {settings['epochs']} epochs; pass a larger --epochs "
                                  "to train further")
     model = _load_model(folder)
-    X, X_val = _training_data(settings, model.noise_model, model.config.n_dim)
+    X, X_val = _training_data(settings, model.noise_model, model.config.n_dim, model.config.n_channels)
     model.prepare_for_training()
     restore(model, state)
     _absolute_paths(settings)
@@ -652,8 +786,10 @@ def _absolute_paths(settings):
     for key in ("inputs", "validation"):
         if settings.get(key):
             settings[key] = [os.path.abspath(p) for p in settings[key]]
-    if settings.get("noise_model"):
+    if isinstance(settings.get("noise_model"), str):  # the state of a run before several files were taken
         settings["noise_model"] = os.path.abspath(settings["noise_model"])
+    elif settings.get("noise_model"):
+        settings["noise_model"] = [os.path.abspath(p) for p in settings["noise_model"]]
 
 
 # -- pn2v predict --------------------------------------------------------------------------------
@@ -692,10 +828,11 @@ def _check_inputs(model, inputs, args, package):
     """Every input is checked before anything is written."""
     uses_noise_model = args.estimator != "prior_mean" and model.noise_model is not None
     for path in inputs:
-        image = read_image(path, args.axes, _dims(model))
+        image = read_image(path, args.axes, _dims(model), _channels(model))
         _output_dtype(image, args.dtype)
-        if package and any(side < low for side, low in zip(image.stack.shape[1:], model.block)):
-            raise InputError(path, f"images of {_size(image.stack)} pixels; the package takes at least "
+        _result_axes(image, args.estimator)
+        if package and any(side < low for side, low in zip(_spatial_shape(image), model.block)):
+            raise InputError(path, f"images of {_size(image)} pixels; the package takes at least "
                                    f"{' x '.join(str(b) for b in model.block)}")
         if uses_noise_model:
             _check_range(model.noise_model, image, args.allow_out_of_range)
@@ -706,7 +843,7 @@ def _predict_files(model, inputs, outputs, args):
 
     files = bar(args.quiet, total=len(inputs), desc="files", unit="file")
     for path, output in zip(inputs, outputs):
-        image = read_image(path, args.axes, _dims(model))
+        image = read_image(path, args.axes, _dims(model), _channels(model))
         tiles = TileProgress(path.name, args.quiet)
         try:
             result, axes = _denoise(model, image, args, tiles)
@@ -720,6 +857,11 @@ def _predict_files(model, inputs, outputs, args):
 def _dims(model):
     """2 or 3: the spatial dimensions of a model folder's or a package's network."""
     return model.n_dim if hasattr(model, "n_dim") else model.config.n_dim
+
+
+def _channels(model):
+    """The number of channels a model folder's model or a package takes."""
+    return model.config.n_channels if hasattr(model, "config") else getattr(model, "n_channels", 1)
 
 
 def _output_paths(inputs, outdir, overwrite):
@@ -745,12 +887,33 @@ def _output_dtype(image, dtype):
     return image.data.dtype.name
 
 
+def _result_axes(image, estimator):
+    """Axes of an image's result: the image's; posterior samples come first as ImageJ channels C, or,
+    for a multichannel image, as frames T (slices Z if it has T). Raises InputError if an ImageJ TIFF
+    cannot hold them (checked before anything is written)."""
+    from .io import imagej_axes
+
+    axes = image.axes
+    try:
+        taken = imagej_axes(axes)
+        if estimator == "posterior":
+            free = [a for a in ("TZ" if "C" in axes else "C") if a not in taken]
+            if not free:
+                raise ValueError(f"its posterior samples need a sixth axis beside {taken!r}; ImageJ TIFFs hold "
+                                 "T, Z, C, Y, X (denoise its frames as separate files)")
+            axes = free[0] + axes
+            imagej_axes(axes)
+    except ValueError as error:
+        raise InputError(image.path, f"the result cannot be written: {error}") from None
+    return axes
+
+
 def _denoise(model, image, args, progress):
     n_tiles = tuple(args.n_tiles) if args.n_tiles else None
     if args.estimator == "posterior":
         samples = model.sample_posterior(image.data, n_samples=args.n_posterior, axes=image.axes, n_tiles=n_tiles,
                                          seed=args.seed, progress=progress)
-        return samples, "C" + image.axes
+        return samples, _result_axes(image, "posterior")
     tiling = {} if n_tiles is None else {"n_tiles": n_tiles}
     return model.predict(image.data, axes=image.axes, estimator=args.estimator, progress=progress,
                          **tiling), image.axes
@@ -783,8 +946,9 @@ def _export(args):
     if kind == "savedmodel":
         model.export_SavedModel(output, overwrite=args.overwrite)
     else:
-        test_input = (read_image(args.test_input, args.axes, model.config.n_dim) if args.test_input is not None
-                      else read_image(folder / EXAMPLE_INPUT_FILE, n_dim=model.config.n_dim)).stack[0]
+        read = dict(n_dim=model.config.n_dim, n_channels=model.config.n_channels)
+        test_input = (read_image(args.test_input, args.axes, **read) if args.test_input is not None
+                      else read_image(folder / EXAMPLE_INPUT_FILE, **read)).stack[0]
         model.export_bioimageio(output, test_input, overwrite=args.overwrite, name=args.name,
                                 description=args.description, license=args.license,
                                 authors=[{"name": name} for name in args.author] or None)

@@ -34,18 +34,20 @@ def _as_images(images, name, n_dim):
     return as_image_stack(images, n_dim, name, allow_list=True, n_channels=n_channels)
 
 
-def split_validation(images, fraction=0.1, min_rows=1):
+def split_validation(images, fraction=0.1, min_rows=1, n_channels=1):
     """Hold out images for validation: the last ones, or the last rows (along Y) of a single image.
 
     Parameters
     ----------
     images : numpy.ndarray
-        (S, *spatial) stack of 2-D or 3-D images.
+        (S, *spatial) stack of 2-D or 3-D images, or (S, *spatial, C) with ``n_channels`` > 1.
     fraction : float
         Share held out, in (0, 1): ``round(fraction * S)`` images (at least 1, at most S - 1), or
         for S = 1 that share of the image's rows.
     min_rows : int
         Each part of a single image keeps at least this many rows (the training patch's height).
+    n_channels : int
+        More than 1: the last axis of ``images`` holds channels (Y is then the third-last axis).
 
     Returns
     -------
@@ -63,13 +65,16 @@ def split_validation(images, fraction=0.1, min_rows=1):
     if len(images) > 1:
         n_val = min(len(images) - 1, max(1, round(fraction * len(images))))
         return images[:-n_val], images[-n_val:]
-    height = images.shape[-2]
+    channels = (slice(None),) if n_channels > 1 else ()
+    y_axis = images.ndim - 2 - len(channels)
+    height = images.shape[y_axis]
     rows = max(min_rows, round(fraction * height))
     if height - rows < min_rows:
-        size = " x ".join(str(s) for s in images.shape[1:])
+        size = " x ".join(str(s) for s in images.shape[1:y_axis + 2])
         raise ValueError(f"one image of {size} pixels cannot be split into training and validation parts of at "
                          f"least {min_rows} rows (the patch height); give more images or validation data")
-    return images[..., :-rows, :], images[..., -rows:, :]
+    return (images[(..., slice(None, -rows), slice(None)) + channels],
+            images[(..., slice(-rows, None), slice(None)) + channels])
 
 
 # -- patches -------------------------------------------------------------------------------------

@@ -4,10 +4,13 @@ Reading names the file in every error (:class:`InputError`); a file whose readin
 log a warning (a damaged or truncated file it would otherwise read partly) counts as corrupt.
 
 Axes use CSBDeep's letters: ``Y`` and ``X``, ``Z`` (depth), ``S`` (a stack of images), ``T``
-(time), and an optional channel axis ``C`` of size 1. Without ``axes`` they come from the file's
-metadata: tifffile's generic axes (``I`` image sequence, ``Q`` unknown) read as ``S``, its ``T`` and
-``Z`` as they are, and its ``C`` and ``S`` (samples, e.g. RGB) as channels. Images are read for a
-2-D model (Z, S and T hold images one by one) or a 3-D one (volumes ZYX; S and T hold volumes).
+(time), and an optional channel axis ``C``. Without ``axes`` they come from the file's metadata:
+tifffile's generic axes (``I`` image sequence, ``Q`` unknown) read as ``S``, its ``T``, ``Z`` and
+``C`` (an ImageJ hyperstack's channels) as they are. Its ``S`` (samples per pixel, e.g. RGB colour)
+is refused when it has more than one sample, since colour TIFFs are rarely raw camera data (give
+``axes`` with ``C`` to read the samples as channels). Images are read for a 2-D model (Z, S and T
+hold images one by one) or a 3-D one (volumes ZYX; S and T hold volumes), with one channel (a
+channel axis of size 1 is removed) or several (kept as the stack's last axis).
 
 Written TIFFs are ImageJ hyperstacks (uint8, uint16 or float32), written to ``<name>.tmp`` and
 renamed when complete, so an interruption never leaves a truncated file under the final name.
@@ -22,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from csbdeep.utils import axes_check_and_normalize
 
-from .arrays import squeeze_channel, stack_from_axes  # noqa: F401 (stack_from_axes: part of this module's API)
+from .arrays import squeeze_channel, stack_from_axes
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 IMAGEJ_DTYPES = ("uint8", "uint16", "float32")
-_FROM_TIFFFILE = {"I": "S", "Q": "S", "T": "T", "Z": "Z", "C": "C", "S": "C", "Y": "Y", "X": "X"}
+_FROM_TIFFFILE = {"I": "S", "Q": "S", "T": "T", "Z": "Z", "C": "C", "Y": "Y", "X": "X"}
 _IMAGEJ_ORDER = "TZCYX"
 
 
@@ -72,34 +76,59 @@ def find_tiffs(inputs):
 @dataclass
 class Image:
     """One TIFF file: ``data`` as stored (a channel axis of size 1 removed), its ``axes``, and the
-    same pixels as a finite float32 ``stack`` (N, Y, X), or (N, Z, Y, X) when read as volumes."""
+    same pixels as a finite float32 ``stack`` (N, Y, X), or (N, Z, Y, X) when read as volumes; a
+    multichannel image's stack has its channels last, (N, Y, X, C) or (N, Z, Y, X, C)."""
 
     path: Path
     data: np.ndarray
     axes: str
     stack: np.ndarray
 
+    @property
+    def n_channels(self):
+        """Number of channels: the size of axis C (1 when there is none)."""
+        return self.data.shape[self.axes.index("C")] if "C" in self.axes else 1
 
-def read_image(path, axes=None, n_dim=2):
+
+def read_image(path, axes=None, n_dim=2, n_channels=1):
     """Read a TIFF file as an :class:`Image`; ``axes`` overrides the file's metadata.
 
     ``n_dim`` is the model's: 2 (the stack holds 2-D images) or 3 (it holds ZYX volumes); ``None``
-    takes 3 when the image has a Z axis, else 2.
+    takes 3 when the image has a Z axis, else 2. ``n_channels`` is the number of channels the model
+    takes: the image's axis C must have that size (or be missing for 1); ``None`` takes the image's.
 
     Raises :class:`InputError` (naming the file) for an unreadable or corrupt file, axes that do
-    not fit the data or that PN2V cannot take, and NaN or infinite pixels.
+    not fit the data or that PN2V cannot take, another number of channels than ``n_channels``, and
+    NaN or infinite pixels.
     """
     path = Path(path)
     data, file_axes = _read_tiff(path)
     if axes is None:
         data, axes = _axes_from_metadata(path, file_axes, data)
     try:
-        data, axes = squeeze_channel(data, axes)
+        data, axes = _check_channels(data, axes, n_channels)
         n_dim = (3 if "Z" in axes else 2) if n_dim is None else n_dim
-        stack, _ = stack_from_axes(data, axes, n_dim)
+        found = data.shape[axes.index("C")] if "C" in axes else None
+        stack, _ = stack_from_axes(data, axes, n_dim, n_channels=found)
     except ValueError as error:
         raise InputError(path, f"{error} (shape {data.shape}; give --axes if the axes are others)") from None
     return Image(path, data, axes, stack)
+
+
+def _check_channels(data, axes, n_channels):
+    """Check the axes against the data and the channels against ``n_channels``; a channel axis of
+    size 1 is removed: (data, axes)."""
+    axes = axes_check_and_normalize(axes, data.ndim)
+    found = data.shape[axes.index("C")] if "C" in axes else 1
+    if n_channels is not None and found != n_channels:
+        raise ValueError(f"the image has {channels_text(found)} (axes {axes!r}), the model takes "
+                         f"{channels_text(n_channels)}")
+    return squeeze_channel(data, axes) if found == 1 else (data, axes)
+
+
+def channels_text(n_channels):
+    """'1 channel', '2 channels', ... for messages."""
+    return f"{n_channels} channel{'s' * (n_channels != 1)}"
 
 
 def _read_tiff(path):
@@ -137,23 +166,21 @@ class _ListHandler(logging.Handler):
 
 
 def _axes_from_metadata(path, file_axes, data):
-    """(data, axes) in our letters, channel axes of size 1 removed."""
+    """(data, axes) in our letters; axes of size 1 that tifffile calls channels or samples removed."""
     shape = data.shape
-    unknown = sorted(set(file_axes) - set(_FROM_TIFFFILE))
+    unknown = sorted(set(file_axes) - set(_FROM_TIFFFILE) - {"S"})
     if unknown:
         raise InputError(path, f"the file's axes {file_axes!r} (shape {shape}) include {''.join(unknown)!r}, "
                                "which PN2V does not take; give --axes")
-    axes = "".join(_FROM_TIFFFILE[a] for a in file_axes)
-    for letter, size in zip(axes, shape):
-        if letter == "C" and size != 1:
-            raise InputError(path, f"the image has {size} channels (axes {file_axes!r}, shape {shape}); "
-                                   "PN2V denoises single-channel images (give --axes if that axis is a stack)")
-    return _without_channels(data, axes)
-
-
-def _without_channels(img, axes):
-    keep = [i for i, letter in enumerate(axes) if letter != "C"]
-    return img.reshape([img.shape[i] for i in keep]), "".join(axes[i] for i in keep)
+    keep = [i for i, letter in enumerate(file_axes) if letter not in "CS" or shape[i] != 1]
+    samples = [shape[i] for i in keep if file_axes[i] == "S"]
+    if samples:
+        raise InputError(path, f"the image has {samples[0]} channels as samples per pixel (tifffile's axis S, e.g. "
+                               f"RGB colour; axes {file_axes!r}, shape {shape}); PN2V denoises raw intensities: "
+                               "give --axes with C (e.g. YXC) to denoise them as channels, or with S if that "
+                               "axis is a stack")
+    axes = "".join(_FROM_TIFFFILE[file_axes[i]] for i in keep)
+    return data.reshape([shape[i] for i in keep]), axes
 
 
 # -- writing -------------------------------------------------------------------------------------

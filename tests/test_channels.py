@@ -300,3 +300,14 @@ def test_one_output_modes_train_and_predict_every_channel(data, mode):
     out = model.predict(noisy[0], axes="YXC")
     network = keras.ops.convert_to_numpy(model.keras_model(noisy[:1]))[0]
     np.testing.assert_allclose(out, network, rtol=1e-5, atol=1e-4)   # one output per channel, raw units
+
+
+def test_split_validation_of_one_multichannel_image_cuts_rows_not_columns():
+    from pn2v_tf.data import split_validation
+
+    image = np.arange(1 * 20 * 12 * 3, dtype=np.float32).reshape(1, 20, 12, 3)
+    train, validation = split_validation(image, fraction=0.25, min_rows=4, n_channels=3)
+    assert train.shape == (1, 15, 12, 3) and validation.shape == (1, 5, 12, 3)
+    np.testing.assert_array_equal(np.concatenate([train, validation], axis=1), image)
+    with pytest.raises(ValueError, match="one image of 20 x 12 pixels cannot be split"):
+        split_validation(image, fraction=0.25, min_rows=16, n_channels=3)
