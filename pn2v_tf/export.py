@@ -5,16 +5,17 @@ the network's block size, normalisation, U-Net, noise model, estimator, cropping
 TensorFlow to run (not Keras, not this package), from TensorFlow 2.7 on: the weights are constants
 of the graph (no variables), so that TensorFlow Java in deepImageJ loads it with the engines it
 installs (2.7 and 2.10) as well as today's TensorFlow does. Its signatures, each with input key ``input``
-(float32, shape (batch, Y, X, 1), or (batch, Z, Y, X, 1) for a 3-D model, raw intensities) and output
-key ``output`` (float32, same shape):
+(float32, shape (batch, Y, X, C), or (batch, Z, Y, X, C) for a 3-D model, raw intensities; C = 1 for
+a single-channel model) and output key ``output`` (float32, same shape, each channel denoised with
+its own noise model):
 
 ``serving_default`` and ``serve``
     The MMSE estimate (paper Eq. 10) for mode 'pn2v'; the network's prediction for 'n2v' and 'care'.
 ``prior_mean``
     Mean of the K prior samples (mode 'pn2v' only).
 ``samples``
-    The K prior samples themselves, (batch, ..., K) (mode 'pn2v' only; not tiled, so its memory is
-    the image times K).
+    The K prior samples themselves, (batch, ..., C x K), channel-major: channel c's samples are
+    outputs c K to c K + K - 1 (mode 'pn2v' only; not tiled, so its memory is the image times C x K).
 
 Each side may be any size from one network block (``unet_pool**(unet_n_depth-1)`` along its axis)
 up: the graph reflects the image to a multiple of the block and crops the result, as ``predict``
@@ -23,8 +24,10 @@ here without XLA): the U-Net body on a piece of the image, then the head and the
 chunks of the kept pixels' features, so that only one chunk's K samples exist at a time. To bound
 the body's memory it cuts the image into strips along the first spatial axis, each strip into
 strips along the next axis and so on, overlapping by the network's receptive field, as long as a
-piece's features (batch x piece x ``unet_n_first``) exceed ``max_tile_elements`` values; a piece
-within the bound stays whole. The result equals the untiled one.
+piece's features (batch x piece x the head's input features: ``unet_n_first``, times C for one
+network per channel) exceed ``max_tile_elements`` values; a piece within the bound stays whole. The
+samples of all channels count in a chunk's bound (the engine's ``chunk_elements``: pixels x C x K).
+The result equals the untiled one.
 """
 
 import os
@@ -41,7 +44,7 @@ from ._checks import is_int
 from .arrays import as_image_stack, spatial_axes
 from .engine import PredictionEngine
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, tile_context
-from .model import NOISE_MODEL_FILE
+from .model import NOISE_MODEL_FILE, _imagej_layout
 from .nets import network_geometry
 from .version import __version__
 
@@ -94,7 +97,8 @@ def strip_rows(other_elements, block, context, max_elements):
 def map_strips(function, image, rows, context, axis=1):
     """Apply ``function`` to strips of ``rows`` rows along ``axis`` with ``context`` rows of context each side.
 
-    Strips are cut from ``image`` (B, *spatial, C), never padded beyond it. ``function(strip, first,
+    Strips are cut from ``image`` (B, *spatial, C), never padded beyond it, and keep its static
+    sizes except along ``axis`` (the network needs the number of channels). ``function(strip, first,
     count)`` returns the result for rows ``first`` to ``first + count`` of the strip along ``axis``
     (the rows kept from it); they are stitched along that axis.
     """
@@ -110,6 +114,7 @@ def map_strips(function, image, rows, context, axis=1):
         low = tf.maximum(start - context, 0)
         high = tf.minimum(start + rows + context, length)
         strip = tf.slice(image, at_axis * low, tf.where(at_axis > 0, high - low, -1))
+        strip.set_shape([None if i == axis else side for i, side in enumerate(image.shape)])
         out = function(strip, start - low, tf.minimum(rows, length - start))
         return index + 1, kept.write(index, tf.transpose(out, to_front))
 
@@ -118,30 +123,56 @@ def map_strips(function, image, rows, context, axis=1):
     return tf.transpose(kept.concat(), np.argsort(to_front))
 
 
+def _piece_engine(network, noise_model, max_tile_elements):
+    """The engine (without XLA) whose chunks hold no more pixels than a piece within the bound.
+
+    The engine pads the kept pixels to whole chunks, so a chunk much larger than the pieces (small
+    ``max_tile_elements``) would compute its C x K samples mostly for padding; with the default
+    bound a piece holds more pixels than the engine's default chunk, which stays.
+    """
+    engine = PredictionEngine(network, noise_model, jit_compile=False)
+    piece_pixels = max(1, max_tile_elements // engine.n_features)
+    if engine.chunk_pixels <= piece_pixels:
+        return engine
+    return PredictionEngine(network, noise_model, chunk_elements=piece_pixels * engine.n_channels * engine.n_outputs,
+                            jit_compile=False)
+
+
 class WholeImage:
-    """Raw image (B, *spatial, 1) -> estimate, for any size of at least one block, as graph functions.
+    """Raw image (B, *spatial, C) -> estimate, for any size of at least one block, as graph functions.
 
     Parameters
     ----------
     network : keras.Model
-        A prediction network of :func:`pn2v_tf.nets.build_networks`: raw image (B, *spatial, 1) ->
-        samples (B, *spatial, K) in raw units (normalisation inside); spatial (Y, X) or (Z, Y, X).
+        A prediction network of :func:`pn2v_tf.nets.build_networks`: raw image (B, *spatial, C) ->
+        samples (B, *spatial, C * K) in raw units (normalisation inside), channel-major; spatial
+        (Y, X) or (Z, Y, X).
     noise_model : NoiseModel or None
-        Needed when K > 1; any kind (its ``likelihood_weights`` and ``clip_signal`` on tensors are used).
+        Needed when K > 1; any kind, or one per channel (:class:`~pn2v_tf.noise_models.ChannelNoiseModels`);
+        its ``likelihood_weights`` and ``clip_signal`` on tensors are used.
     block, context : tuple of int
         Per spatial axis; see :func:`block_and_context`.
     max_tile_elements : int
-        Bound on the elements of the features of one piece (batch x piece with context x
-        ``unet_n_first``).
+        Bound on the elements of the features of one piece (batch x piece with context x the
+        head's input features, which count every channel's network).
+
+    Attributes
+    ----------
+    n_channels : int
+        C, the channels of input and estimate.
+    input_shape : tuple
+        The input's static shape: (None, *spatial as None, C).
     """
 
     def __init__(self, network, noise_model, block, context, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
-        self.engine = PredictionEngine(network, noise_model, jit_compile=False)
+        self.max_tile_elements = int(max_tile_elements)
+        self.engine = _piece_engine(network, noise_model, self.max_tile_elements)
         self.network = network
         self.n_outputs = self.engine.n_outputs
+        self.n_channels = self.engine.n_channels
         self.block, self.context = tuple(int(b) for b in block), tuple(int(c) for c in context)
         self.n_dim = len(self.block)
-        self.max_tile_elements = int(max_tile_elements)
+        self.input_shape = (None,) * (self.n_dim + 1) + (self.n_channels,)
 
     def _in_pieces(self, estimator, piece, axis=0, kept=()):
         """Cut ``piece`` into strips along spatial axis ``axis`` and each strip along the next axes, so
@@ -169,20 +200,23 @@ class WholeImage:
 
     def _padded(self, image):
         with tf.control_dependencies([self._check_size(image)]):
-            return pad_to_block(tf.cast(image, tf.float32), self.block)
+            padded = pad_to_block(tf.cast(image, tf.float32), self.block)
+        padded.set_shape(self.input_shape)  # padding by tensors loses the channels, which the network needs
+        return padded
 
     def _crop_to(self, result, image):
         return tf.slice(result, tf.zeros([self.n_dim + 2], tf.int32),
                         tf.concat([tf.shape(image)[:-1], [-1]], axis=0))
 
     def estimate(self, image, estimator="mmse"):
-        """Estimate (B, *spatial, 1) of ``estimator`` ('mmse' or 'prior_mean'), piece by piece."""
+        """Estimate (B, *spatial, C) of ``estimator`` ('mmse' or 'prior_mean'), piece by piece."""
         out = self._in_pieces(estimator, self._padded(image))
-        out.set_shape([None] * (self.n_dim + 1) + [1])
+        out.set_shape(self.input_shape)
         return self._crop_to(out, image)
 
     def samples(self, image):
-        """The network's K samples (B, *spatial, K) for the whole image at once."""
+        """The network's K samples per channel (B, *spatial, C * K), channel-major, for the whole
+        image at once."""
         return self._crop_to(self.network(self._padded(image), training=False), image)
 
 
@@ -198,8 +232,9 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
     overwrite : bool
         Replace an existing ``path``; otherwise an existing path raises ``FileExistsError``.
     max_tile_elements : int
-        Bound on batch x piece (with context) x ``unet_n_first``, the network's largest activations,
-        as the default tiling of ``predict`` uses (the K samples are bounded per chunk of pixels).
+        Bound on batch x piece (with context) x the head's input features (``unet_n_first``, times
+        C for one network per channel), the network's largest activations, as the default tiling of
+        ``predict`` uses (the C x K samples are bounded per chunk of pixels).
 
     Returns
     -------
@@ -208,8 +243,10 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
 
     Notes
     -----
-    The module docstring lists the signatures. The folder is written next to ``path`` under a
-    temporary name and renamed when complete, so a failed export leaves no partial folder.
+    The module docstring lists the signatures: input and output (batch, *spatial, C), C = 1 for a
+    single-channel model, equal to ``model.predict`` of the image with axes ``'YXC'`` (``'ZYXC'``).
+    The folder is written next to ``path`` under a temporary name and renamed when complete, so a
+    failed export leaves no partial folder.
     """
     path = Path(path)
     _refuse_existing(path, overwrite)
@@ -221,22 +258,23 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
         outputs["prior_mean"] = lambda image: whole.estimate(image, "prior_mean")
         outputs["samples"] = whole.samples
     with _atomic_target(path, overwrite) as tmp:
-        write_frozen_saved_model(outputs, tmp, model.config.n_dim)
+        write_frozen_saved_model(outputs, tmp, whole.input_shape)
     return path
 
 
-def write_frozen_saved_model(outputs, path, n_dim=2):
+def write_frozen_saved_model(outputs, path, input_shape=(None, None, None, 1)):
     """Write graph functions of one image as a SavedModel whose weights are constants of its graph.
 
     Parameters
     ----------
     outputs : dict
-        Signature name -> function of a float32 tensor (B, *spatial, 1) returning one tensor. The
+        Signature name -> function of a float32 tensor of ``input_shape`` returning one tensor. The
         first one is also written as ``serving_default``.
     path : pathlib.Path
         Folder to create.
-    n_dim : int
-        Number of spatial axes of the input: 2 (Y, X) or 3 (Z, Y, X).
+    input_shape : tuple
+        The input's shape in the signatures, None for sizes that vary: (batch, Y, X, C) or (batch,
+        Z, Y, X, C), e.g. ``WholeImage.input_shape``.
 
     Notes
     -----
@@ -253,7 +291,7 @@ def write_frozen_saved_model(outputs, path, n_dim=2):
     from tensorflow.python.util.deprecation import silence
 
     names = list(outputs)
-    spec = tf.TensorSpec((None,) * (n_dim + 1) + (1,), tf.float32, name=INPUT_KEY)
+    spec = tf.TensorSpec(tuple(input_shape), tf.float32, name=INPUT_KEY)
     traced = tf.compat.v1.wrap_function(lambda image: [outputs[name](image) for name in names], [spec])
     frozen = convert_variables_to_constants_v2(traced)
     graph_def = frozen.graph.as_graph_def()
@@ -273,8 +311,8 @@ def write_frozen_saved_model(outputs, path, n_dim=2):
 
 # -- bioimage.io ---------------------------------------------------------------------------------
 
-def export_bioimageio(model, path, test_input, name=None, description=None, authors=None,
-                      license="CC-BY-4.0", tags=(), overwrite=False, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
+def export_bioimageio(model, path, test_input, name=None, description=None, authors=None, license="CC-BY-4.0",
+                      tags=(), overwrite=False, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS, channel_names=None):
     """Write a bioimage.io model package (zip) for deepImageJ / Fiji, ilastik, bioimageio.core.
 
     Parameters
@@ -284,9 +322,10 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
     path : str or os.PathLike
         The zip file to write (``.zip`` is appended if missing).
     test_input : numpy.ndarray
-        A raw noisy image (Y, X), or volume (Z, Y, X) for a 3-D model, like the data the model is
-        meant for; it becomes the test input, its MMSE (``model.predict``) the test output, and both
-        the cover image (the middle slice of a volume).
+        A raw noisy image (Y, X), or volume (Z, Y, X) for a 3-D model, with a last channel axis C
+        for a multichannel model, like the data the model is meant for; it becomes the test input,
+        its MMSE (``model.predict``) the test output, and both the cover image (the middle slice of
+        a volume; several channels as a colour composite).
     name : str or None
         Model name (letters, digits, spaces, ``_+-()``; 5 to 128 characters). Default: from the model.
     description : str or None
@@ -302,11 +341,21 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
         Replace an existing ``path``.
     max_tile_elements : int
         See :func:`export_saved_model`.
+    channel_names : sequence of str or None
+        Names of the channels (e.g. ``['DAPI', 'GFP']``), one per channel of the model, for the
+        channel axes of input and output. Default: ``['raw']`` in and ``['denoised']`` out for a
+        single-channel model, ``['channel0', 'channel1', ...]`` for a multichannel one.
 
     Returns
     -------
     pathlib.Path
         The zip file.
+
+    Raises
+    ------
+    ValueError
+        If ``test_input`` does not fit the model, ``channel_names`` does not name each channel once,
+        or the description does not validate.
 
     Notes
     -----
@@ -323,23 +372,20 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
     if path.suffix != ".zip":
         path = path.with_name(path.name + ".zip")
     _refuse_existing(path, overwrite)
+    names = _channel_names(channel_names, model.config.n_channels)
     block, halo = block_and_context(model.config)
-    image = _check_test_input(test_input, block, tuple(2 * h + b for h, b in zip(halo, block)))
-    output = model.predict(image, axes=spatial_axes(model.config.n_dim), estimator="mmse")
+    image = _check_test_input(test_input, block, tuple(2 * h + b for h, b in zip(halo, block)),
+                              model.config.n_channels)
+    output = model.predict(image, axes=spatial_axes(model.config.n_dim) + "C", estimator="mmse")
     with tempfile.TemporaryDirectory(prefix=".pn2v_bioimageio-", dir=path.parent) as tmp:
         folder = Path(tmp)
         export_saved_model(model, folder / "saved_model", max_tile_elements=max_tile_elements)
         _zip_folder(folder / "saved_model", folder / WEIGHTS_FILE)
         if model.noise_model is not None:
             model.noise_model.save(folder / NOISE_MODEL_FILE)
-        np.save(folder / "test_input.npy", image[np.newaxis, ..., np.newaxis])
-        np.save(folder / "test_output.npy", output[np.newaxis, ..., np.newaxis])
-        for kind, tensor in (("input", image), ("output", output)):
-            tifffile.imwrite(folder / f"sample_{kind}.tif", tensor, imagej=True,
-                             metadata={"axes": spatial_axes(model.config.n_dim)})
-        middle = (len(image) // 2,) if image.ndim == 3 else ()
-        _write_cover(image[middle], output[middle], folder / "cover.png")
-        rdf = _rdf(model, name, description, authors, license, tags, _digest(folder / "saved_model" / "saved_model.pb"))
+        _write_test_files(folder, image, output, model.config.n_dim)
+        rdf = _rdf(model, name, description, authors, license, tags, _digest(folder / "saved_model" / "saved_model.pb"),
+                   names)
         (folder / "README.md").write_text(_documentation(model, rdf, image, output))
         descr = build_description(rdf, context=ValidationContext(root=folder, file_name="rdf.yaml"))
         if descr.validation_summary.status == "failed":
@@ -350,8 +396,36 @@ def export_bioimageio(model, path, test_input, name=None, description=None, auth
     return path
 
 
-def _rdf(model, name, description, authors, license, tags, digest):
-    """The rdf (model description, format 0.5) as a dict; files relative to the package root.
+def _write_test_files(folder, image, output, n_dim):
+    """Test tensors (1, *spatial, C), sample images (ImageJ layout) and cover of a test input and its
+    output, both (*spatial, C), into ``folder``."""
+    np.save(folder / "test_input.npy", image[np.newaxis])
+    np.save(folder / "test_output.npy", output[np.newaxis])
+    for kind, tensor in (("input", image), ("output", output)):
+        shown, axes = _imagej_layout(tensor, n_dim)
+        tifffile.imwrite(folder / f"sample_{kind}.tif", shown, imagej=True, metadata={"axes": axes})
+    middle = (len(image) // 2,) if n_dim == 3 else ()
+    _write_cover(image[middle], output[middle], folder / "cover.png")
+
+
+def _channel_names(channel_names, n_channels):
+    """(input names, output names) of the channel axes; see :func:`export_bioimageio`."""
+    if channel_names is None:
+        if n_channels == 1:
+            return ["raw"], ["denoised"]
+        return [f"channel{c}" for c in range(n_channels)], [f"channel{c}" for c in range(n_channels)]
+    names = [channel_names] if isinstance(channel_names, str) else list(channel_names)
+    if len(names) != n_channels:
+        raise ValueError(f"channel_names must name each of the model's {n_channels} channel"
+                         f"{'s' * (n_channels > 1)} once, got {len(names)} name{'s' * (len(names) != 1)}: {names!r}")
+    if not all(isinstance(n, str) and n.strip() for n in names) or len(set(names)) != len(names):
+        raise ValueError(f"channel_names must be distinct non-empty strings, got {names!r}")
+    return names, list(names)
+
+
+def _rdf(model, name, description, authors, license, tags, digest, channel_names):
+    """The rdf (model description, format 0.5) as a dict; files relative to the package root;
+    ``channel_names`` (input names, output names) as :func:`_channel_names` gives them.
 
     Beyond what bioimage.io validation asks, JDLL (deepImageJ's model reader) needs a model ``id``
     (or it leaves the model out of its list), an ``id`` on every axis, an input ``size.min`` that is
@@ -362,8 +436,9 @@ def _rdf(model, name, description, authors, license, tags, digest):
 
     cfg = model.config
     pn2v = cfg.mode == "pn2v"
+    multi = cfg.n_channels > 1
     block, halo = block_and_context(cfg)
-    what = (f"PN2V MMSE denoising (K={cfg.n_samples}, {model.noise_model.kind} noise model)" if pn2v
+    what = (f"PN2V MMSE denoising (K={cfg.n_samples}, {_noise_model_text(model.noise_model)})" if pn2v
             else {"n2v": "Noise2Void denoising", "care": "CARE denoising"}[cfg.mode])
     axis_ids = spatial_axes(cfg.n_dim).lower()
     same = {"tensor_id": INPUT_KEY}
@@ -373,7 +448,8 @@ def _rdf(model, name, description, authors, license, tags, digest):
         "type": "model",
         "id": _model_id(name, digest),
         "name": name,
-        "description": description or f"{what} of {cfg.n_dim}D microscopy images, exported by pn2v_tf {__version__}",
+        "description": description or (f"{what} of {cfg.n_dim}D {'multichannel ' * multi}microscopy images, "
+                                       f"exported by pn2v_tf {__version__}"),
         "authors": list(authors or []),
         "cite": [{"text": PN2V_CITATION, "doi": PN2V_DOI}],
         "license": license,
@@ -382,11 +458,11 @@ def _rdf(model, name, description, authors, license, tags, digest):
         "covers": [{"source": "cover.png"}],
         "inputs": [{
             "id": INPUT_KEY,
-            "description": "raw noisy image (camera counts, not normalised)",
+            "description": "raw noisy image (camera counts, not normalised)" + (f", {cfg.n_channels} channels" * multi),
             "axes": [{"type": "batch", "id": "batch"},
                      *({"type": "space", "id": a, "size": {"min": 2 * h + b, "step": b}}
                        for a, b, h in zip(axis_ids, block, halo)),
-                     {"type": "channel", "id": "channel", "channel_names": ["raw"]}],
+                     {"type": "channel", "id": "channel", "channel_names": list(channel_names[0])}],
             "test_tensor": {"source": "test_input.npy"},
             "sample_tensor": {"source": "sample_input.tif"},
             "data": {"type": "float32"},
@@ -394,11 +470,11 @@ def _rdf(model, name, description, authors, license, tags, digest):
         }],
         "outputs": [{
             "id": OUTPUT_KEY,
-            "description": "denoised image, same units as the input",
+            "description": "denoised image, same units and channels as the input",
             "axes": [{"type": "batch", "id": "batch"},
                      *({"type": "space", "id": a, "size": {**same, "axis_id": a}, "halo": h}
                        for a, h in zip(axis_ids, halo)),
-                     {"type": "channel", "id": "channel", "channel_names": ["denoised"]}],
+                     {"type": "channel", "id": "channel", "channel_names": list(channel_names[1])}],
             "test_tensor": {"source": "test_output.npy"},
             "sample_tensor": {"source": "sample_output.tif"},
             "data": {"type": "float32"},
@@ -411,20 +487,67 @@ def _rdf(model, name, description, authors, license, tags, digest):
         "attachments": [{"source": NOISE_MODEL_FILE}] if model.noise_model is not None else [],
         "config": {PACKAGE_CONFIG_KEY: {"version": __version__, "mode": cfg.mode, "n_samples": cfg.n_samples,
                                "unet_n_depth": cfg.unet_n_depth, "unet_n_first": cfg.unet_n_first,
-                               "unet_pool": list(cfg.unet_pool), "axes": spatial_axes(cfg.n_dim),
+                               "unet_pool": list(cfg.unet_pool), "axes": _predict_axes(cfg),
+                               "n_channels": cfg.n_channels, "single_net_per_channel": bool(cfg.single_net_per_channel),
                                "means": list(cfg.means), "stds": list(cfg.stds),
                                "noise_model": None if model.noise_model is None else model.noise_model.kind}},
     }
+
+
+def _predict_axes(config):
+    """The axes of one image as ``predict`` takes it by default: spatial, and C for several channels."""
+    return spatial_axes(config.n_dim) + ("C" if config.n_channels > 1 else "")
+
+
+def _noise_model_text(noise_model):
+    """'histogram noise model', or 'per-channel noise models (histogram, gmm)'."""
+    models = getattr(noise_model, "models", None)
+    if models is None:
+        return f"{noise_model.kind} noise model"
+    return f"per-channel noise models ({', '.join(m.kind for m in models)})"
+
+
+def _normalisation_text(config):
+    """'mean 10, standard deviation 2', or per channel for several channels."""
+    if config.n_channels == 1:
+        return f"mean {config.means[0]:g}, standard deviation {config.stds[0]:g}"
+    return (f"per channel: means {', '.join(f'{m:g}' for m in config.means)}, standard deviations "
+            f"{', '.join(f'{s:g}' for s in config.stds)}")
+
+
+def _channels_text(config, names):
+    """README line on the channel axis of a multichannel model (None for one channel)."""
+    if config.n_channels == 1:
+        return None
+    networks = "one U-Net per channel" if config.single_net_per_channel else "one U-Net for all channels"
+    return (f"- Channels (the last axis, in this order): {', '.join(f'`{n}`' for n in names)}. The model "
+            f"uses {networks}; the output has the same channels, each denoised with its own noise model "
+            "and normalisation.")
+
+
+def _noise_text(noise_model):
+    """README line on the noise model's range (None without a noise model)."""
+    if noise_model is None:
+        return None
+    models = getattr(noise_model, "models", None)
+    if models is None:
+        subject, ranges = f"Noise model ({noise_model.kind}) describes", _range_text(noise_model)
+    else:
+        subject = f"Noise models, one per channel ({', '.join(m.kind for m in models)}), describe"
+        ranges = "; ".join(f"channel {c}: {_range_text(m)}" for c, m in enumerate(models))
+    return (f"- {subject} observations in {ranges}: values outside are treated as its first or last bin, "
+            "signals are clamped to its calibrated range.")
+
+
+def _range_text(noise_model):
+    low, high = noise_model.value_range
+    return f"[{low:g}, {high:g}]"
 
 
 def _documentation(model, rdf, image, output):
     """The package's README.md: data, sizes, method, validation, Fiji, reference."""
     cfg = model.config
     block, halo = block_and_context(cfg)
-    noise = "" if model.noise_model is None else (
-        f"- Noise model ({model.noise_model.kind}) describes observations in "
-        f"[{model.noise_model.value_range[0]:g}, {model.noise_model.value_range[1]:g}]: values outside "
-        "are treated as its first or last bin, signals are clamped to its calibrated range.\n")
     method = (f"The network predicts K = {cfg.n_samples} samples of each pixel's clean signal from its "
               "neighbourhood; the output is their average weighted by the noise model's likelihood of the "
               "pixel's own noisy value (the MMSE estimate, paper Eq. 10)." if cfg.mode == "pn2v" else
@@ -435,10 +558,10 @@ def _documentation(model, rdf, image, output):
         f"- Input `input`: a raw noisy {cfg.n_dim}D image, axes (batch, {', '.join(spatial_axes(cfg.n_dim).lower())}, "
         "channel), float32, in the camera's "
         "raw intensity units as recorded. **Do not normalise it**: the graph normalises internally "
-        f"(mean {cfg.means[0]:g}, standard deviation {cfg.stds[0]:g} of the training data), so the "
-        "rdf declares no preprocessing.",
-        f"- Output `output`: the denoised image, same shape and units.",
-        noise.rstrip("\n"),
+        f"({_normalisation_text(cfg)} of the training data), so the rdf declares no preprocessing.",
+        _channels_text(cfg, rdf["inputs"][0]["axes"][-1]["channel_names"]),
+        "- Output `output`: the denoised image, same shape and units.",
+        _noise_text(model.noise_model),
         f"- Sizes (along {', '.join(spatial_axes(cfg.n_dim).lower())}): the graph itself takes any size of at least "
         f"{_per_axis_text(block)} pixels (it pads to multiples of {_per_axis_text(block)} by reflection and crops the "
         "result) and bounds its memory by working on overlapping pieces. The rdf declares sizes "
@@ -450,7 +573,8 @@ def _documentation(model, rdf, image, output):
         f"{cfg.unet_n_first} features in the first) trained on noisy images alone. {method} "
         f"Exported by pn2v_tf {__version__}.",
         "", "## Validation", "",
-        f"The test input (shape {image.shape}, values {float(image.min()):g} to {float(image.max()):g}) "
+        f"The test input (shape {image.shape if cfg.n_channels > 1 else image.shape[:-1]}, values "
+        f"{float(image.min()):g} to {float(image.max()):g}) "
         f"gives the test output (values {float(output.min()):g} to {float(output.max()):g}), computed by "
         "`pn2v_tf`'s `PN2V.predict`; `bioimageio.core`'s model test checks that the weights reproduce "
         "it. To judge the denoising on your own data, compare with a ground truth (for example the "
@@ -526,31 +650,61 @@ def _per_axis_text(sides):
     return str(sides[0]) if len(set(sides)) == 1 else str(sides)
 
 
-def _check_test_input(image, block, min_sides):
-    """A finite float32 image of the model's dimensions, cropped to multiples of ``block`` (per
-    axis), at least ``min_sides`` large."""
+def _check_test_input(image, block, min_sides, n_channels=1):
+    """A finite float32 image (*spatial, C) of the model's dimensions and channels, cropped to
+    multiples of ``block`` (per axis), at least ``min_sides`` large. A single-channel model takes
+    the image without a channel axis, a multichannel one with C last."""
     n_dim = len(block)
     image = np.asarray(image)
-    if image.ndim != n_dim:
-        raise ValueError(f"test_input must be one {n_dim}D image ({spatial_axes(n_dim)}), got shape {image.shape}")
+    axes = spatial_axes(n_dim) + ("C" if n_channels > 1 else "")
+    if image.ndim != len(axes):
+        raise ValueError(f"test_input must be one {n_dim}D image ({axes}), got shape {image.shape}")
     if any(side < low for side, low in zip(image.shape, min_sides)):
         raise ValueError(f"the test input must be at least {' x '.join(str(m) for m in min_sides)} pixels (the "
                          f"network's receptive field around one block), got {' x '.join(str(s) for s in image.shape)}; "
                          "pass a larger raw image as test_input= (pn2v export --test-input)")
     image = image[tuple(slice(0, side // b * b) for side, b in zip(image.shape, block))]
-    return as_image_stack(image[np.newaxis], n_dim, "test_input")[0]
+    return as_image_stack(image[np.newaxis], n_dim, "test_input", n_channels=n_channels)[0]
+
+
+#: Colours of the channels of a multichannel cover (RGB), in channel order, repeated for more channels.
+CHANNEL_COLOURS = ((1.0, 0.0, 1.0), (0.0, 1.0, 0.0), (0.0, 1.0, 1.0), (1.0, 1.0, 0.0), (1.0, 0.3, 0.0),
+                   (0.3, 0.3, 1.0))
 
 
 def _write_cover(image, output, path):
-    """Input | output side by side, one shared intensity scale, as a PNG (2:1)."""
-    import matplotlib
+    """Input | output (Y, X, C) side by side as a PNG (2:1): one channel in a colour map, several as
+    a colour composite; each channel with one intensity scale for input and output."""
     from matplotlib.figure import Figure
 
-    low, high = np.percentile(np.concatenate([image.ravel(), output.ravel()]), [0.5, 99.5])
     figure = Figure(figsize=(8, 4), dpi=100, facecolor="black")
-    for index, (title, shown) in enumerate((("noisy input", image), ("denoised", output))):
+    for index, (title, (shown, style)) in enumerate(zip(("noisy input", "denoised"), _cover_panels(image, output))):
         axis = figure.add_axes([index / 2, 0, 0.5, 1])
-        axis.imshow(shown, cmap=matplotlib.colormaps["magma"], vmin=low, vmax=high)
+        axis.imshow(shown, **style)
         axis.set_axis_off()
         axis.text(0.03, 0.95, title, color="white", transform=axis.transAxes, va="top", fontsize=14)
     figure.savefig(path, facecolor="black")
+
+
+def _cover_panels(image, output):
+    """[(array, imshow keywords)] of input and output (Y, X, C): channel 0 with the magma colour map
+    for one channel; an RGB composite (each channel scaled to its 0.5 to 99.5 percentiles in
+    :data:`CHANNEL_COLOURS`, added) for several."""
+    import matplotlib
+
+    def limits(channel):
+        return np.percentile(np.concatenate([image[..., channel].ravel(), output[..., channel].ravel()]), [0.5, 99.5])
+
+    if image.shape[-1] == 1:
+        low, high = limits(0)
+        style = {"cmap": matplotlib.colormaps["magma"], "vmin": low, "vmax": high}
+        return [(image[..., 0], style), (output[..., 0], style)]
+    scaled = []
+    for panel in (image, output):
+        rgb = np.zeros(panel.shape[:-1] + (3,))
+        for channel in range(panel.shape[-1]):
+            low, high = limits(channel)
+            value = np.clip((panel[..., channel] - low) / max(high - low, np.finfo(np.float32).tiny), 0, 1)
+            rgb += value[..., np.newaxis] * CHANNEL_COLOURS[channel % len(CHANNEL_COLOURS)]
+        scaled.append((np.clip(rgb, 0, 1), {}))
+    return scaled

@@ -63,6 +63,10 @@ class PackagedModel:
         The attached noise model (mode 'pn2v').
     n_dim : int
         2 for a package of a 2-D model, 3 for a 3-D one (volumes, axes ZYX).
+    n_channels : int
+        The channels of the model's images (the size of the input's channel axis).
+    channel_names : list of str
+        The names of the input's channels, as the rdf lists them.
     block : tuple of int
         Per spatial axis: sides are processed in multiples of this; images must be at least this large.
     """
@@ -94,6 +98,8 @@ class PackagedModel:
         self.name, self.mode = str(self.rdf.get("name")), str(info.get("mode"))
         self.block = _input_block(self.path, self.rdf)
         self.n_dim = len(self.block)
+        self.channel_names = _input_channel_names(self.path, self.rdf)
+        self.n_channels = len(self.channel_names)
         source = _weights_source(self.path, self.rdf)
         try:
             with zipfile.ZipFile(files.open(source)) as archive:
@@ -134,8 +140,9 @@ class PackagedModel:
             Raw noisy image with axes ``axes``.
         axes : str or None
             Must contain the model's spatial axes (YX, or ZYX for a 3-D model); other axes (S, T,
-            and Z for a 2-D model) hold images processed one by one; a channel axis C must have
-            size 1. Default: the model's spatial axes.
+            and Z for a 2-D model) hold images processed one by one; a channel axis C must have the
+            model's number of channels (it may be left out for a single-channel model). Default:
+            the model's spatial axes, plus C for a multichannel model.
         estimator : str
             ``'mmse'`` or ``'prior_mean'``; packages of modes 'n2v' and 'care' have one output,
             which both return.
@@ -145,16 +152,18 @@ class PackagedModel:
         Returns
         -------
         numpy.ndarray
-            float32, the shape of ``img`` without a channel axis.
+            float32, the shape and axes of ``img``, as :meth:`pn2v_tf.PN2V.predict` returns them.
         """
         if estimator not in ("mmse", "prior_mean"):
             raise ValueError(f"estimator must be 'mmse' or 'prior_mean', got {estimator!r} (a package has no "
                              "posterior samples: use the model folder's PN2V.sample_posterior)")
-        axes = spatial_axes(self.n_dim) if axes is None else axes
-        images, restore = stack_from_axes(img, axes, self.n_dim)
-        if any(side < low for side, low in zip(images.shape[1:], self.block)):
+        if axes is None:
+            axes = spatial_axes(self.n_dim) + ("C" if self.n_channels > 1 else "")
+        images, restore = stack_from_axes(img, axes, self.n_dim, n_channels=self.n_channels)
+        sides = images.shape[1:-1]
+        if any(side < low for side, low in zip(sides, self.block)):
             raise ValueError(f"image sides must be at least {_per_axis_text(self.block)} pixels, got "
-                             f"{' x '.join(str(side) for side in images.shape[1:])}")
+                             f"{' x '.join(str(side) for side in sides)}")
         if self.noise_model is not None and estimator != "prior_mean":
             self.noise_model.check_range(images, "image")
         # packages of modes 'n2v' and 'care' have no prior_mean signature: their one output serves both
@@ -162,11 +171,11 @@ class PackagedModel:
         signature = self._signatures[name]
         results = []
         for index, image in enumerate(images):
-            out = signature(**{INPUT_KEY: image[np.newaxis, ..., np.newaxis]})[OUTPUT_KEY]
+            out = signature(**{INPUT_KEY: image[np.newaxis]})[OUTPUT_KEY]
             results.append(np.asarray(out)[0])
             if progress is not None:
                 progress(index + 1, len(images))
-        return restore(np.stack(results))[..., 0]
+        return restore(np.stack(results))
 
 
 class _PackageFiles:
@@ -229,6 +238,16 @@ def _weights_source(path, rdf):
     if not bundle.get("source"):
         raise ValueError(f"{path}: {RDF_FILE} lists no tensorflow_saved_model_bundle weights")
     return str(bundle["source"])
+
+
+def _input_channel_names(path, rdf):
+    """The channel names of the input's channel axis: one per channel of the SavedModel's input
+    (``['raw']`` for a single-channel package)."""
+    channels = [axis for axis in rdf["inputs"][0]["axes"] if axis.get("type") == "channel"]
+    names = channels[0].get("channel_names") if len(channels) == 1 else None
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"{path}: {RDF_FILE} has no input channel axis with channel names, as pn2v_tf writes it")
+    return [str(name) for name in names]
 
 
 def _input_block(path, rdf):

@@ -463,9 +463,9 @@ def test_the_kept_example_input_is_large_enough_for_a_package_where_the_image_al
     (block, _), (context, _) = block_and_context(deep)
     assert 2 * context + block > 256  # more than the usual crop
     model = PN2V(deep, "deep", basedir=tmp_path)
-    model._save_example_input(np.arange(300 * 310, dtype=np.float32).reshape(300, 310))
+    model._save_example_input(np.arange(300 * 310, dtype=np.float32).reshape(300, 310, 1))  # (Y, X, C)
     kept = tifffile.imread(tmp_path / "deep" / "example_input.tif")
     assert kept.shape == (2 * context + block,) * 2
-    model._save_example_input(data.train[0])  # 64 x 64: too small for this network
+    model._save_example_input(data.train[0][..., np.newaxis])  # 64 x 64: too small for this network
     with pytest.raises(ValueError, match=f"at least {2 * context + block} x .* pass a larger raw image as test_input="):
         model.export_TF()
