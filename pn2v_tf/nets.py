@@ -118,9 +118,9 @@ def _per_group(initializer):
 class ChannelSamples(layers.Layer):
     """The head at gathered features of each channel's own masked pixels: (B, M, C, F') -> (B, M, C * K).
 
-    The head maps features to all channels' outputs (C * K); channel c keeps its own K at its own
-    pixels (the diagonal). The C - 1 other channels' outputs at those M pixels are a small waste
-    next to the U-Net on the whole patch.
+    Channel c's K outputs come from its own columns of the head's kernel (a ``Dense`` with C * K
+    outputs), or, for a :class:`GroupedDense` head (one network per channel), from its own group of
+    features and kernel; other channels' outputs at these pixels are never computed.
     """
 
     def __init__(self, head, n_channels, **kwargs):
@@ -128,14 +128,21 @@ class ChannelSamples(layers.Layer):
         self.head, self.n_channels = head, int(n_channels)
 
     def call(self, gathered):
-        out = self.head(gathered)  # (B, M, C, C * K)
-        shape = ops.shape(out)
+        shape = ops.shape(gathered)
         if self.n_channels == 1:
+            out = self.head(gathered)  # (B, M, 1, K)
             return ops.reshape(out, (shape[0], shape[1], out.shape[-1]))
-        n_channels, n_outputs = self.n_channels, out.shape[-1] // self.n_channels
-        split = ops.reshape(out, (shape[0], shape[1], n_channels, n_channels, n_outputs))
-        own = ops.sum(split * np.eye(n_channels, dtype="float32")[:, :, None], axis=3)
-        return ops.reshape(own, (shape[0], shape[1], n_channels * n_outputs))
+        n_channels, kernel = self.n_channels, self.head.kernel
+        if isinstance(self.head, GroupedDense):  # kernel (C, F, K); channel c reads group c's features
+            n_features, n_outputs = kernel.shape[1], kernel.shape[2]
+            grouped = ops.reshape(gathered, (shape[0], shape[1], n_channels, n_channels, n_features))
+            own = ops.sum(grouped * np.eye(n_channels, dtype="float32")[:, :, None], axis=3)
+            out = ops.einsum("bmcf,cfk->bmck", own, kernel)
+        else:  # kernel (F, C * K), channel-major columns
+            n_features, n_outputs = kernel.shape[0], kernel.shape[1] // n_channels
+            out = ops.einsum("bmcf,fck->bmck", gathered, ops.reshape(kernel, (n_features, n_channels, n_outputs)))
+        out = out + ops.reshape(self.head.bias, (n_channels, n_outputs))
+        return ops.reshape(out, (shape[0], shape[1], n_channels * n_outputs))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1], self.head.compute_output_shape(input_shape)[-1])
