@@ -48,9 +48,19 @@ mean of the frames standing in for the signal. :func:`make_synthetic_data` (and
 scene: a smooth ramp with a few superimposed structures whose signal covers the full range of the
 training and test images, a bit beyond both ends.
 
-All randomness comes from :class:`numpy.random.Generator` objects; :func:`make_synthetic_data`
-and :func:`make_synthetic_volumes` derive independent child generators from one seed, so their
-output is bit-identical for equal seeds.
+Multichannel images
+-------------------
+:func:`make_synthetic_multichannel` draws images (Y, X, C) whose channels are different stains of
+one field of view, each imaged through its own camera settings and described by a
+:class:`ChannelSpec`: its own structures (e.g. large nuclei with a mottled, chromatin-like texture;
+many small vesicles; filaments), brightness (photon counts) and gain, offset and read noise, so each
+channel needs its own noise model; it comes with one calibration stack per channel. The default
+channels are :data:`DEFAULT_CHANNELS`. The structures of different channels are drawn
+independently: the channels do not share positions.
+
+All randomness comes from :class:`numpy.random.Generator` objects; :func:`make_synthetic_data`,
+:func:`make_synthetic_volumes` and :func:`make_synthetic_multichannel` derive independent child
+generators from one seed, so their output is bit-identical for equal seeds.
 """
 
 import itertools
@@ -70,7 +80,11 @@ __all__ = [
     "camera_log_likelihood",
     "camera_noise",
     "expected_observation",
+    "ChannelSpec",
+    "DEFAULT_CHANNELS",
+    "SyntheticMultichannelData",
     "make_synthetic_data",
+    "make_synthetic_multichannel",
     "make_synthetic_volumes",
     "synthetic_photons",
 ]
@@ -91,6 +105,7 @@ BLOB_RADIUS_RANGE = (1.5, 14.0)  # pixels, drawn log-uniformly
 FILAMENT_STEP = 0.5  # distance between successive filament samples, pixels
 FILAMENT_CURVATURE_RADIUS = 40.0  # typical radius of curvature of filaments, pixels
 TEXTURE_SCALE = 3.0  # correlation length of the blobs' texture, pixels
+TEXTURE_CONTRAST = 0.4  # the texture scales the blobs' brightness by 1 - TEXTURE_CONTRAST to 1
 HAZE_STRENGTH = 0.3  # out-of-focus haze relative to the in-focus structures
 CALIBRATION_RANGE = (0.0, 1.2)  # calibration photons, in units of max_photons
 
@@ -149,6 +164,26 @@ def _check_real(value, name, low=None, strict=False):
         bound = "" if low is None else (f" > {low}" if strict else f" >= {low}")
         raise ValueError(f"{name} must be a finite number{bound}, got {value!r}")
     return float(value)
+
+
+def _check_radius_range(value, name):
+    """``value`` as a (smallest, largest) pair of floats with 0 < smallest <= largest."""
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (smallest, largest) of radii, got {value!r}") from None
+    ok = _is_real(low) and _is_real(high) and 0 < low <= high
+    if not ok:
+        raise ValueError(f"{name} must be a pair of finite radii with 0 < smallest <= largest, got {value!r}")
+    return float(low), float(high)
+
+
+def _check_texture(contrast, scale):
+    """(texture_contrast in [0, 1], texture_scale > 0) as floats, or ``ValueError``."""
+    contrast = _check_real(contrast, "texture_contrast", low=0)
+    if contrast > 1:
+        raise ValueError(f"texture_contrast must be in [0, 1], got {contrast!r}")
+    return contrast, _check_real(scale, "texture_scale", low=0, strict=True)
 
 
 def _check_photons(photons):
@@ -344,19 +379,20 @@ def _random_rotations(rng, n, ndim):
     ], axis=1)
 
 
-def _draw_blobs(geometry, rng, n_blobs):
+def _draw_blobs(geometry, rng, n_blobs, radius_range=BLOB_RADIUS_RANGE):
     """Sum of sharp-edged elliptic (ellipsoidal) blobs of random size, orientation and brightness.
 
     Sizes, orientations and positions are physical (pixel sizes), so in a stack of voxels
-    ``z_step`` deep a blob spans ``z_step`` times fewer voxels along Z. Brightness is in
-    [0.25, 1]. Each blob is evaluated in its bounding box only.
+    ``z_step`` deep a blob spans ``z_step`` times fewer voxels along Z. Major semi-axes are drawn
+    log-uniformly from ``radius_range``; brightness is in [0.25, 1]. Each blob is evaluated in its
+    bounding box only.
     """
     shape, spacing = geometry.shape, geometry.spacing
     ndim = len(shape)
     image = np.zeros(shape)
     if n_blobs == 0:
         return image
-    low, high = np.log(BLOB_RADIUS_RANGE[0]), np.log(BLOB_RADIUS_RANGE[1])
+    low, high = np.log(radius_range[0]), np.log(radius_range[1])
     radii = np.exp(rng.uniform(low, high, n_blobs))
     aspects = rng.uniform(0.6, 1.0, (n_blobs, ndim - 1))  # minor over major semi-axes
     rotations = _random_rotations(rng, n_blobs, ndim)
@@ -479,11 +515,17 @@ def _draw_filaments(geometry, rng, n_filaments):
     return _splat_linear(geometry.shape, coordinates, weights)
 
 
-def _structure_image(geometry, rng, n_blobs, n_filaments):
-    """In-focus structures plus out-of-focus haze, blurred by the PSF, scaled to maximum 1."""
+def _structure_image(geometry, rng, n_blobs, n_filaments, radius_range=BLOB_RADIUS_RANGE,
+                     texture_contrast=TEXTURE_CONTRAST, texture_scale=TEXTURE_SCALE):
+    """In-focus structures plus out-of-focus haze, blurred by the PSF, scaled to maximum 1.
+
+    The blobs are modulated by a smooth random texture between ``1 - texture_contrast`` and 1
+    with correlation length ``texture_scale`` (pixel sizes).
+    """
     shape = geometry.shape
-    texture = 0.6 + 0.4 * _smooth_random_field(shape, rng, sigma=geometry.voxels(TEXTURE_SCALE))
-    blobs = _draw_blobs(geometry, rng, n_blobs) * texture
+    field = _smooth_random_field(shape, rng, sigma=geometry.voxels(texture_scale))
+    texture = (1.0 - texture_contrast) + texture_contrast * field
+    blobs = _draw_blobs(geometry, rng, n_blobs, radius_range) * texture
     filaments = _draw_filaments(geometry, rng, n_filaments)
     in_focus = ndimage.gaussian_filter(blobs + filaments, geometry.psf, mode="constant")
     haze_sigma = geometry.voxels(min(geometry.extent) / 12.0)
@@ -494,11 +536,13 @@ def _structure_image(geometry, rng, n_blobs, n_filaments):
 
 
 def synthetic_photons(shape, rng, background=DEFAULT_BACKGROUND, n_blobs=30, n_filaments=15,
-                      max_photons=DEFAULT_MAX_PHOTONS, z_step=None, axial_psf_sigma=None):
+                      max_photons=DEFAULT_MAX_PHOTONS, z_step=None, axial_psf_sigma=None,
+                      blob_radius_range=BLOB_RADIUS_RANGE, texture_contrast=TEXTURE_CONTRAST,
+                      texture_scale=TEXTURE_SCALE):
     """Expected photon counts of a random fluorescence-like scene, an image or a z-stack.
 
     The scene is a constant dim background plus blurred elliptic blobs of radius 1.5 to 14 pixels
-    (cells, nuclei, vesicles) with a faint texture, thin curved filaments (random walks with
+    by default (cells, nuclei, vesicles) with a faint texture, thin curved filaments (random walks with
     momentum), a Gaussian point-spread function (sigma 1.3 pixels) and a weak out-of-focus haze.
 
     A 3-D ``shape`` (Z, Y, X) gives a z-stack of the same kind of scene with ellipsoidal blobs and
@@ -526,6 +570,15 @@ def synthetic_photons(shape, rng, background=DEFAULT_BACKGROUND, n_blobs=30, n_f
     axial_psf_sigma : float or None
         3-D only: standard deviation of the PSF along Z in pixel sizes, > 0 (the lateral one is
         1.3). ``None``: 3.0 for a 3-D shape. Must be ``None`` for a 2-D shape.
+    blob_radius_range : tuple of float
+        (smallest, largest) major semi-axis of the blobs in pixel sizes, 0 < smallest <= largest;
+        radii are drawn log-uniformly in between. Default: (1.5, 14.0).
+    texture_contrast : float
+        Depth of the blobs' internal texture in [0, 1]: their brightness is multiplied by a smooth
+        random field between ``1 - texture_contrast`` and 1. 0 gives uniform blobs, values near 1
+        a mottled, chromatin-like interior. Default: 0.4.
+    texture_scale : float
+        Correlation length (Gaussian sigma) of that texture in pixel sizes, > 0. Default: 3.0.
 
     Returns
     -------
@@ -540,7 +593,10 @@ def synthetic_photons(shape, rng, background=DEFAULT_BACKGROUND, n_blobs=30, n_f
     n_filaments = _check_int(n_filaments, "n_filaments", 0)
     max_photons = _check_real(max_photons, "max_photons", low=background, strict=True)
     z_step, axial_psf_sigma = _check_axial(shape, z_step, axial_psf_sigma)
-    structure = _structure_image(_geometry(shape, z_step, axial_psf_sigma), rng, n_blobs, n_filaments)
+    blob_radius_range = _check_radius_range(blob_radius_range, "blob_radius_range")
+    texture_contrast, texture_scale = _check_texture(texture_contrast, texture_scale)
+    structure = _structure_image(_geometry(shape, z_step, axial_psf_sigma), rng, n_blobs, n_filaments,
+                                 blob_radius_range, texture_contrast, texture_scale)
     return background + (max_photons - background) * structure
 
 
@@ -616,9 +672,11 @@ def _make_data(seed, shape, n_train, calibration_shape, calibration_frames, came
     """The common body of :func:`make_synthetic_data` and :func:`make_synthetic_volumes`.
 
     ``scene`` holds further keyword arguments of :func:`synthetic_photons` for every scene.
+    ``seed`` is an int, None or a :class:`numpy.random.SeedSequence` (e.g. one channel's child).
     """
     scene = {} if scene is None else scene
-    test_seq, train_seq, calibration_seq = np.random.SeedSequence(seed).spawn(3)
+    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    test_seq, train_seq, calibration_seq = sequence.spawn(3)
 
     scene_rng, noise_rng = (np.random.default_rng(s) for s in test_seq.spawn(2))
     test_photons = synthetic_photons(shape, scene_rng, max_photons=max_photons, **scene)
@@ -755,3 +813,227 @@ def make_synthetic_volumes(seed=0, shape=(32, 128, 128), n_train=2, z_step=DEFAU
     scene = dict(z_step=z_step, axial_psf_sigma=axial_psf_sigma, n_blobs=n_blobs, n_filaments=n_filaments)
     return _make_data(seed, shape, n_train, calibration_shape, calibration_frames, camera, max_photons,
                       scene=scene, z_step=z_step)
+
+
+# --------------------------------------------------------------------------------------------
+# multichannel data set
+
+REFERENCE_FIELD = 256 * 256  # ChannelSpec's structure counts are per this many pixels
+
+
+def _check_camera_params(camera):
+    if not isinstance(camera, CameraParams):
+        raise ValueError(f"camera must be a CameraParams, got {type(camera).__name__}")
+    return camera
+
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """One channel of a synthetic multichannel image: its structures, brightness and camera.
+
+    Attributes
+    ----------
+    name : str
+        Short name of the stain, e.g. ``'nuclei'``.
+    max_photons : float
+        Photons at the brightest pixel of a scene, > ``background``; sets the channel's brightness
+        and thereby its relative shot noise.
+    background : float
+        Photons per pixel away from any structure, >= 0. Default: 2.0.
+    camera : CameraParams
+        Gain, offset and read noise of this channel's detector. Default: ``CameraParams()``.
+    n_blobs, n_filaments : int
+        Structures per 256 x 256 pixels, >= 0; other image sizes get proportionally many (at least
+        one when the count is positive). Defaults: 30 and 15.
+    blob_radius_range : tuple of float
+        Smallest and largest major semi-axis of the blobs, pixels. Default: (1.5, 14.0).
+    texture_contrast : float
+        Depth of the blobs' internal texture in [0, 1] (see :func:`synthetic_photons`). Default: 0.4.
+    texture_scale : float
+        Correlation length of that texture, pixels, > 0. Default: 3.0.
+    """
+
+    name: str
+    max_photons: float
+    background: float = DEFAULT_BACKGROUND
+    camera: CameraParams = field(default_factory=CameraParams)
+    n_blobs: int = 30
+    n_filaments: int = 15
+    blob_radius_range: tuple = BLOB_RADIUS_RANGE
+    texture_contrast: float = TEXTURE_CONTRAST
+    texture_scale: float = TEXTURE_SCALE
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+        background = _check_real(self.background, "background", low=0)
+        _check_real(self.max_photons, "max_photons", low=background, strict=True)
+        _check_camera_params(self.camera)
+        _check_int(self.n_blobs, "n_blobs", 0)
+        _check_int(self.n_filaments, "n_filaments", 0)
+        object.__setattr__(self, "blob_radius_range", _check_radius_range(self.blob_radius_range,
+                                                                          "blob_radius_range"))
+        _check_texture(self.texture_contrast, self.texture_scale)
+
+    def structure_counts(self, shape):
+        """Numbers of blobs and filaments in an image of ``shape`` (Y, X): the per-256x256 counts
+        scaled with the area, at least 1 where the count is positive."""
+        area = math.prod(shape) / REFERENCE_FIELD
+        return tuple(max(1, round(count * area)) if count > 0 else 0
+                     for count in (self.n_blobs, self.n_filaments))
+
+    def scene_arguments(self, shape):
+        """Keyword arguments of :func:`synthetic_photons` for a scene of this channel (all but
+        ``max_photons``)."""
+        n_blobs, n_filaments = self.structure_counts(shape)
+        return dict(background=self.background, n_blobs=n_blobs, n_filaments=n_filaments,
+                    blob_radius_range=self.blob_radius_range, texture_contrast=self.texture_contrast,
+                    texture_scale=self.texture_scale)
+
+
+#: Three stains of the kind a fluorescence cell image often combines, each through its own camera
+#: setting: bright, large nuclei with a strongly mottled (chromatin-like) texture on a low-gain,
+#: low-read-noise detector; many small, moderately bright vesicles on the default camera; and dim
+#: filaments (a cytoskeleton) on a high-gain, high-offset, noisier detector.
+DEFAULT_CHANNELS = (
+    ChannelSpec("nuclei", max_photons=120.0, background=4.0,
+                camera=CameraParams(gain=2.0, offset=100.0, read_noise=3.0),
+                n_blobs=7, n_filaments=0, blob_radius_range=(12.0, 26.0), texture_contrast=0.7,
+                texture_scale=1.5),
+    ChannelSpec("vesicles", max_photons=40.0, background=2.0,
+                camera=CameraParams(gain=3.0, offset=200.0, read_noise=6.0),
+                n_blobs=150, n_filaments=0, blob_radius_range=(1.0, 4.0), texture_contrast=0.2),
+    ChannelSpec("filaments", max_photons=20.0, background=1.0,
+                camera=CameraParams(gain=5.0, offset=400.0, read_noise=10.0),
+                n_blobs=0, n_filaments=40),
+)
+
+
+@dataclass
+class SyntheticMultichannelData:
+    """Noisy multichannel training and test images, their ground truth and one calibration stack
+    per channel.
+
+    Attributes
+    ----------
+    train : numpy.ndarray
+        (n_train, Y, X, C) float32 noisy images, channels last.
+    test : numpy.ndarray
+        (Y, X, C) float32 noisy image of a field of view not in ``train``.
+    test_clean : numpy.ndarray
+        (Y, X, C) float32 ground truth of ``test`` in each channel's camera units.
+    calibration : numpy.ndarray
+        (C, n_frames, cY, cX) float32: ``calibration[c]`` holds the noisy frames of channel c's
+        static calibration scene, taken through channel c's camera; fit channel c's noise model to
+        it.
+    calibration_clean : numpy.ndarray
+        (C, cY, cX) float32 true signal of each channel's calibration scene.
+    channels : tuple of ChannelSpec
+        How each channel was made (``channels[c].camera`` is its camera).
+    """
+
+    train: np.ndarray
+    test: np.ndarray
+    test_clean: np.ndarray
+    calibration: np.ndarray
+    calibration_clean: np.ndarray
+    channels: tuple
+
+    @property
+    def n_channels(self):
+        """Number of channels C."""
+        return len(self.channels)
+
+    @property
+    def names(self):
+        """The channels' names."""
+        return tuple(channel.name for channel in self.channels)
+
+    @property
+    def cameras(self):
+        """The channels' cameras, a tuple of :class:`CameraParams`."""
+        return tuple(channel.camera for channel in self.channels)
+
+    def channel(self, index):
+        """Channel ``index`` as a single-channel :class:`SyntheticData` (images without C axis)."""
+        return SyntheticData(train=self.train[..., index], test=self.test[..., index],
+                             test_clean=self.test_clean[..., index], calibration=self.calibration[index],
+                             calibration_clean=self.calibration_clean[index],
+                             camera=self.channels[index].camera)
+
+
+def _check_channels(channels):
+    """The default channels for ``None``, else a non-empty tuple of ChannelSpec."""
+    if channels is None:
+        return DEFAULT_CHANNELS
+    channels = tuple(channels) if isinstance(channels, (list, tuple)) else None
+    if not channels or not all(isinstance(channel, ChannelSpec) for channel in channels):
+        raise ValueError("channels must be a non-empty list of ChannelSpec (or None for DEFAULT_CHANNELS)")
+    return channels
+
+
+def _stack_channels(per_channel):
+    """Single-channel data sets (one per channel) -> arrays with a last channel axis (images) or a
+    first one (calibration)."""
+    return dict(
+        train=np.stack([data.train for data in per_channel], axis=-1),
+        test=np.stack([data.test for data in per_channel], axis=-1),
+        test_clean=np.stack([data.test_clean for data in per_channel], axis=-1),
+        calibration=np.stack([data.calibration for data in per_channel]),
+        calibration_clean=np.stack([data.calibration_clean for data in per_channel]),
+    )
+
+
+def make_synthetic_multichannel(seed=0, shape=(256, 256), n_train=4, calibration_shape=(128, 128),
+                                calibration_frames=100, channels=None):
+    """Generate a synthetic multichannel PN2V data set (channels last), deterministic given ``seed``.
+
+    Each channel is a different stain of the same fields of view: its scenes are drawn by
+    :func:`synthetic_photons` with the channel's structures and brightness and observed through the
+    channel's camera (:func:`camera_noise`), so channels differ in structure, photon counts and
+    noise model. Each channel also gets its own calibration stack (a static scene covering 0 to
+    1.2 times its ``max_photons``, through its camera), from which its noise model is fitted.
+
+    One independent random stream per channel is derived from ``seed`` and split as in
+    :func:`make_synthetic_data`, so a channel does not depend on the other channels or on
+    ``n_train``.
+
+    Parameters
+    ----------
+    seed : int or None
+        Seed of :class:`numpy.random.SeedSequence`; ``None`` draws fresh entropy. Default: 0.
+    shape : tuple of int
+        Shape (Y, X) of training and test images, each >= 16. Default: (256, 256).
+    n_train : int
+        Number of training images, >= 1. Default: 4.
+    calibration_shape : tuple of int
+        Shape (cY, cX) of each channel's calibration scene, each >= 16. Default: (128, 128).
+    calibration_frames : int
+        Number of noisy calibration frames per channel, >= 2. Default: 100.
+    channels : sequence of ChannelSpec or None
+        The channels, at least one. ``None``: :data:`DEFAULT_CHANNELS` (nuclei, vesicles, filaments;
+        up to 120, 40 and 20 photons; gains 2, 3, 5; offsets 100, 200, 400; read noise 3, 6, 10).
+
+    Returns
+    -------
+    SyntheticMultichannelData
+        ``train`` (n_train, Y, X, C), ``test`` and ``test_clean`` (Y, X, C), ``calibration``
+        (C, calibration_frames, cY, cX), ``calibration_clean`` (C, cY, cX), all float32.
+
+    Examples
+    --------
+    >>> data = make_synthetic_multichannel(seed=0, shape=(128, 128), n_train=2)
+    >>> data.train.shape, data.calibration.shape, data.names
+    ((2, 128, 128, 3), (3, 100, 128, 128), ('nuclei', 'vesicles', 'filaments'))
+    """
+    shape = _check_shape(shape, "shape")
+    n_train = _check_int(n_train, "n_train", 1)
+    calibration_shape = _check_shape(calibration_shape, "calibration_shape")
+    calibration_frames = _check_int(calibration_frames, "calibration_frames", 2)
+    channels = _check_channels(channels)
+    streams = np.random.SeedSequence(seed).spawn(len(channels))
+    per_channel = [_make_data(stream, shape, n_train, calibration_shape, calibration_frames, channel.camera,
+                              channel.max_photons, scene=channel.scene_arguments(shape))
+                   for stream, channel in zip(streams, channels)]
+    return SyntheticMultichannelData(channels=channels, **_stack_channels(per_channel))
