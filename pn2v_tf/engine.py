@@ -74,7 +74,7 @@ class PredictionEngine:
         if self.n_outputs > 1 and estimator != "prior_mean" and self.noise_model is None:
             raise ValueError(f"estimator {estimator!r} needs a noise model")
 
-    def estimate_kept(self, tile, begin, size, estimator="mmse", n_posterior=1, seed=None):
+    def estimate_kept(self, tile, begin, size, estimator="mmse", n_posterior=1, seed=None, chunk_pixels=None):
         """Graph of the estimate for the part of ``tile`` (B, *spatial, 1) that is kept.
 
         Parameters
@@ -89,6 +89,9 @@ class PredictionEngine:
             Draws per pixel for 'posterior'.
         seed : int32 tensor (2,) or None
             Seed of the posterior draws (each chunk folds in its index).
+        chunk_pixels : int or None
+            Pixels per chunk, at most ``self.chunk_pixels`` (the default); smaller for tiles whose
+            kept part is smaller than a chunk, which would otherwise be padded to a whole one.
 
         Returns
         -------
@@ -106,7 +109,8 @@ class PredictionEngine:
         if self.n_outputs == 1:  # N2V / CARE: the head's one output is the result (no chunks needed)
             out = tf.repeat(self._samples(self._product(flat_features)), n_out, axis=-1)
         else:
-            out = self._in_chunks(flat_observation, flat_features, estimator, n_out, seed)
+            out = self._in_chunks(flat_observation, flat_features, estimator, n_out, seed,
+                                  min(chunk_pixels or self.chunk_pixels, self.chunk_pixels))
         return tf.reshape(out, out_shape)
 
     def _kernel(self):
@@ -144,9 +148,8 @@ class PredictionEngine:
                                           if self.jit_compile else estimate_chunk)
         return self._chunk_functions[key]
 
-    def _in_chunks(self, observation, features, estimator, n_out, seed):
-        """(N, C, 1) observations and (N, G * F) features -> (N, C * n_out), ``chunk_pixels`` at a time."""
-        chunk = self.chunk_pixels
+    def _in_chunks(self, observation, features, estimator, n_out, seed, chunk):
+        """(N, C, 1) observations and (N, G * F) features -> (N, C * n_out), ``chunk`` pixels at a time."""
         n = tf.shape(features)[0]
         n_chunks = (n + chunk - 1) // chunk
         features = tf.pad(features, [[0, n_chunks * chunk - n], [0, 0]])
@@ -169,14 +172,19 @@ class PredictionEngine:
         return results.concat()[:n]
 
     # -- NumPy interface -------------------------------------------------------------------------
-    def _tile_function(self, estimator, n_posterior):
-        key = (estimator, int(n_posterior))
+    def chunk_for(self, n_pixels):
+        """Pixels per chunk for ``n_pixels`` kept pixels: ``chunk_pixels``, or the power of two (at
+        least 64) that holds them when they are fewer, so that few chunk shapes are compiled."""
+        return min(self.chunk_pixels, max(64, 1 << (max(int(n_pixels), 1) - 1).bit_length()))
+
+    def _tile_function(self, estimator, n_posterior, chunk_pixels):
+        key = (estimator, int(n_posterior), int(chunk_pixels))
         if key not in self._tile_functions:
             spec = tf.TensorSpec((None,) * (self.n_dim + 1) + (self.n_channels,), tf.float32)
             index_spec = tf.TensorSpec((self.n_dim,), tf.int32)
 
             def estimate(tile, begin, size, seed):
-                return self.estimate_kept(tile, begin, size, estimator, n_posterior, seed)
+                return self.estimate_kept(tile, begin, size, estimator, n_posterior, seed, chunk_pixels)
 
             self._tile_functions[key] = tf.function(
                 estimate, input_signature=[spec, index_spec, index_spec, tf.TensorSpec((2,), tf.int32)])
@@ -198,7 +206,7 @@ class PredictionEngine:
         bounds = [c.indices(n)[:2] for c, n in zip(crop, x.shape[1:-1])]
         begin = np.array([low for low, _ in bounds], dtype=np.int32)
         size = np.array([high - low for low, high in bounds], dtype=np.int32)
-        function = self._tile_function(estimator, n_posterior)
+        function = self._tile_function(estimator, n_posterior, self.chunk_for(x.shape[0] * int(np.prod(size))))
         out = function(tf.constant(x), tf.constant(begin), tf.constant(size),
                        tf.constant(np.asarray(seed, dtype=np.int32))).numpy()
         return out if batched else out[0]

@@ -10,7 +10,7 @@ import tensorflow as tf
 from pn2v_tf import PN2V, PN2VConfig
 from pn2v_tf.data import MaskedPatches, mask_channels
 from pn2v_tf.inference import mmse
-from pn2v_tf.losses import PN2VLoss
+from pn2v_tf.losses import PN2VLoss, pn2v_negative_log_likelihood
 from pn2v_tf.nets import build_networks
 from pn2v_tf.noise_models import (ChannelNoiseModels, GMMNoiseModel, HistogramNoiseModel, load_noise_model,
                                   per_channel_noise_model)
@@ -183,25 +183,38 @@ def test_per_channel_noise_model_counts_models(noise_models):
 # -- loss ------------------------------------------------------------------------------------------
 
 def test_pn2v_loss_uses_each_channels_noise_model(noise_models):
+    """The loss's per-pixel values and gradient (its XLA-compiled function, run eagerly here) equal
+    the paper's formula with each channel's own noise model, computed channel by channel."""
     histogram, gmm = noise_models
     rng = np.random.default_rng(6)
-    y_true = rng.uniform(20, 200, (3, 5, 2)).astype(np.float32)
-    samples = (y_true[..., None] + rng.normal(0, 8, (3, 5, 2, K))).astype(np.float32)
+    y_true = tf.constant(rng.uniform(20, 200, (3, 5, 2)).astype(np.float32))
+    samples = tf.constant((y_true.numpy()[..., None] + rng.normal(0, 8, (3, 5, 2, K))).astype(np.float32))
     loss = PN2VLoss(ChannelNoiseModels([histogram, gmm]))
-    per_pixel = loss.call(tf.constant(y_true), tf.constant(samples.reshape(3, 5, 2 * K))).numpy()
+    per_pixel, gradient = loss._per_pixel_loss_and_gradient(y_true, tf.reshape(samples, (3, 5, 2 * K)))
     for channel, model in enumerate((histogram, gmm)):
-        single = PN2VLoss(model).call(tf.constant(y_true[..., channel:channel + 1]),
-                                      tf.constant(samples[:, :, channel])).numpy()
-        np.testing.assert_allclose(per_pixel[..., channel], single, rtol=1e-5)
-    y_pred = tf.Variable(samples.reshape(3, 5, 2 * K))
+        own = samples[:, :, channel]
+        with tf.GradientTape() as tape:
+            tape.watch(own)
+            expected = pn2v_negative_log_likelihood(model.log_likelihood(y_true[..., channel:channel + 1], own))
+        np.testing.assert_allclose(per_pixel.numpy()[..., channel], expected.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(gradient.numpy()[..., channel * K:(channel + 1) * K],
+                                   tape.gradient(expected, own).numpy(), rtol=1e-4, atol=1e-8)
+
+
+def test_pn2v_loss_gradient_weights_each_channels_pixels_by_their_own_upstream(noise_models):
+    """The fused loss's custom gradient passes each pixel's and channel's upstream weight to that
+    channel's K samples only."""
+    histogram, _ = noise_models
+    rng = np.random.default_rng(9)
+    y_true = tf.constant(rng.uniform(20, 200, (2, 4, 2)).astype(np.float32))
+    y_pred = tf.Variable((np.repeat(y_true.numpy(), K, axis=-1) + rng.normal(0, 8, (2, 4, 2 * K))).astype(np.float32))
+    weights = tf.constant(rng.uniform(0.5, 2.0, (2, 4, 2)).astype(np.float32))
+    loss = PN2VLoss(ChannelNoiseModels([histogram, histogram]))
     with tf.GradientTape() as tape:
-        value = tf.reduce_mean(loss.call(tf.constant(y_true), y_pred))
-    with tf.GradientTape() as reference_tape:
-        parts = [PN2VLoss(m).call(tf.constant(y_true[..., c:c + 1]), y_pred[..., c * K:(c + 1) * K])
-                 for c, m in enumerate((histogram, gmm))]
-        reference = tf.reduce_mean(tf.stack(parts, axis=-1))
-    np.testing.assert_allclose(tape.gradient(value, y_pred).numpy(),
-                               reference_tape.gradient(reference, y_pred).numpy(), rtol=1e-4, atol=1e-8)
+        value = tf.reduce_sum(weights * loss.call(y_true, y_pred))
+    _, per_pixel_gradient = loss._per_pixel_loss_and_gradient(y_true, tf.convert_to_tensor(y_pred))
+    expected = np.repeat(weights.numpy(), K, axis=-1) * per_pixel_gradient.numpy()
+    np.testing.assert_allclose(tape.gradient(value, y_pred).numpy(), expected, rtol=1e-5, atol=1e-8)
 
 
 # -- the model: training, estimators, files ----------------------------------------------------------

@@ -69,15 +69,6 @@ def test_files_are_written(demo_run):
     assert load_noise_model(outdir / "models" / "pn2v_bootstrap" / "noise_model.npz").kind == "gmm"
 
 
-def test_bootstrap_only_run_uses_no_calibration_data(tmp_path):
-    outdir = tmp_path / "unsupervised"
-    table = demo.run(demo.parse_args(_argv(outdir, "--noise-models", "bootstrap")))
-
-    assert list(table) == ["input", "N2V", "PN2V MMSE, bootstrapped GMM"]
-    assert sorted(p.name for p in (outdir / "models").iterdir()) == ["n2v", "pn2v_bootstrap"]
-    assert not (outdir / "noise_model_histogram.png").exists()
-
-
 def test_file_stems_are_plain():
     assert demo._file_stem("PN2V MMSE, bootstrapped GMM") == "pn2v_mmse_bootstrapped_gmm"
     assert demo._file_stem("input") == "input"

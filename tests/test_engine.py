@@ -167,7 +167,7 @@ def test_engine_refuses_networks_not_built_by_the_package_and_estimators_it_lack
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
 def test_tiled_prediction_traces_once_and_warns_of_no_retracing(noise_model, caplog):
     """Tiles of several shapes (a 3 x 3 tiling of 70 x 93) and two image sizes: one trace of the tile
-    function, one of the chunk estimator, and no 'retracing' warning from TensorFlow."""
+    function and of the chunk estimator per chunk size, and no 'retracing' warning from TensorFlow."""
     rng = np.random.default_rng(0)
     config = PN2VConfig(rng.normal(100, 10, (2, 16, 16)).astype(np.float32), n_samples=K, unet_n_depth=2,
                         unet_n_first=4)
@@ -178,7 +178,11 @@ def test_tiled_prediction_traces_once_and_warns_of_no_retracing(noise_model, cap
         model.predict(_tile((41, 57)), n_tiles=(2, 3))
 
     engine = model.engine
-    assert engine._tile_functions[("mmse", 1)].experimental_get_tracing_count() == 1
-    assert engine._chunk_functions[("mmse", 1)].experimental_get_tracing_count() == 1
+    # tiles smaller than a chunk get the power of two that holds them: one trace per such chunk size
+    chunk_sizes = [chunk for (_, _, chunk) in engine._tile_functions]
+    assert all(chunk & (chunk - 1) == 0 and chunk <= engine.chunk_pixels for chunk in chunk_sizes)
+    assert len(chunk_sizes) <= 3   # 3 x 3 tiles of 70 x 93 and 2 x 3 of 41 x 57: kept parts of 4 to 12 blocks
+    assert all(f.experimental_get_tracing_count() == 1 for f in engine._tile_functions.values())
+    assert engine._chunk_functions[("mmse", 1)].experimental_get_tracing_count() == len(chunk_sizes)
     assert not [r for r in caplog.records if "retracing" in r.getMessage()]
     np.testing.assert_allclose(first, model.predict(_tile((70, 93)), n_tiles=(1, 1)), rtol=1e-5, atol=1e-4)
