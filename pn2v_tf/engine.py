@@ -136,17 +136,29 @@ class PredictionEngine:
     def _chunk_function(self, estimator, n_out):
         key = (estimator, n_out)
         if key not in self._chunk_functions:
-            def estimate_chunk(observation, product, seed):
-                samples = self._samples(product)
+            def estimate_channel(observation, samples, noise_model, seed):
                 if estimator == "mmse":
-                    return mmse(observation, samples, self.noise_model)
+                    return mmse(observation, samples, noise_model)
                 if estimator == "prior_mean":
-                    return prior_mean(samples, self.noise_model)
-                return posterior_samples(observation, samples, self.noise_model, n_out, seed)
+                    return prior_mean(samples, noise_model)
+                return posterior_samples(observation, samples, noise_model, n_out, seed)
+
+            def estimate_chunk(observation, product, seed):
+                # channel by channel on (pixels, K) tensors: XLA compiles the histogram's lookups of
+                # a 2-D index tensor much faster than of (pixels, C, K)
+                samples = self._samples(product)
+                per_channel = [estimate_channel(observation[:, c], samples[:, c], self._channel_noise_model(c),
+                                                seed if c == 0 else tf.random.experimental.stateless_fold_in(seed, c))
+                               for c in range(self.n_channels)]
+                return tf.stack(per_channel, axis=1)
 
             self._chunk_functions[key] = (tf.function(estimate_chunk, jit_compile=True, autograph=False)
                                           if self.jit_compile else estimate_chunk)
         return self._chunk_functions[key]
+
+    def _channel_noise_model(self, channel):
+        models = getattr(self.noise_model, "models", None)
+        return self.noise_model if models is None else models[channel]
 
     def _in_chunks(self, observation, features, estimator, n_out, seed, chunk):
         """(N, C, 1) observations and (N, G * F) features -> (N, C * n_out), ``chunk`` pixels at a time."""

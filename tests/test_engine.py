@@ -140,7 +140,7 @@ def test_the_estimator_only_ever_sees_one_chunk_of_samples(network, noise_model)
     engine(_tile((40, 48)))
     engine(_tile((16, 20)))
 
-    assert _ShapeSpy.shapes == [(100, 1, K)]    # traced once, for the chunk shape: 1920 pixels never at once
+    assert _ShapeSpy.shapes == [(100, K)]    # traced once, for the chunk shape: 1920 pixels never at once
 
 
 def test_single_output_networks_return_the_network_output():
