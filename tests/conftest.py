@@ -43,3 +43,23 @@ def train_options(config):
             values = values[:1]
         argv += [f"--{CONFIG_OPTIONS[attribute].replace('_', '-')}", *map(str, values)]
     return argv
+
+
+def run(argv, capsys):
+    """``pn2v`` with ``argv`` (``cli.main``) -> (exit code, stdout, stderr)."""
+    import warnings
+
+    from pn2v_tf import cli
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err, command):
+    """The one error line of a failed run (other lines may be warnings)."""
+    lines = [line for line in err.splitlines() if line.startswith(f"pn2v {command}: error: ")]
+    assert len(lines) == 1, err
+    return lines[0]

@@ -28,29 +28,13 @@ from pn2v_tf import cli  # noqa: E402
 from pn2v_tf.datasets import make_synthetic_data  # noqa: E402
 from pn2v_tf.metrics import psnr, psnr_scale_invariant  # noqa: E402
 from pn2v_tf.resume import load_state, read_log  # noqa: E402
-from conftest import tiny, train_options  # noqa: E402
+from conftest import error_line, run, tiny, train_options  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_N2V = train_options(tiny(train_batch_size=4, train_learning_rate=1e-3, seed=0))
 TINY = TINY_N2V + ["--n-samples", "16"]
 SHORT = ["--epochs", "2", "--steps-per-epoch", "2"]
 VALUE_RANGE = ["--value-range", "40", "600"]
-
-
-def run(argv, capsys):
-    """main(argv) -> (exit code, stdout, stderr)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(err, command):
-    """The one error line of a failed run (other lines may be warnings)."""
-    lines = [line for line in err.splitlines() if line.startswith(f"pn2v {command}: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def snapshot(folder):

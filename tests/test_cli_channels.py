@@ -8,7 +8,6 @@ are tiny and train for an epoch or two of two steps.
 
 import os
 import shutil
-import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,7 +18,7 @@ import tifffile  # noqa: E402
 
 from pn2v_tf import cli  # noqa: E402
 from pn2v_tf.resume import read_log  # noqa: E402
-from conftest import tiny, train_options  # noqa: E402
+from conftest import error_line, run, tiny, train_options  # noqa: E402
 
 #: A U-Net of one level (the cheapest to build and trace), 4 feature channels, 16x16 patches.
 TINY_N2V = train_options(tiny(unet_n_depth=1, unet_n_first=4, n2v_patch_shape=(16, 16), train_batch_size=4,
@@ -27,21 +26,6 @@ TINY_N2V = train_options(tiny(unet_n_depth=1, unet_n_first=4, n2v_patch_shape=(1
 TINY = TINY_N2V + ["--n-samples", "8"]
 ONE_EPOCH = ["--epochs", "1", "--steps-per-epoch", "2"]
 BINS = ["--bins", "32"]
-
-
-def run(argv, capsys):
-    """main(argv) -> (exit code, stdout, stderr)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def error_line(err, command):
-    lines = [line for line in err.splitlines() if line.startswith(f"pn2v {command}: error: ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def _noisy(rng, clean):
