@@ -11,7 +11,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["pn2v_tf", "pn2v_tf.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.11",
     install_requires=[
         "keras>=3.0",
         "csbdeep>=0.8.2",
@@ -23,6 +23,11 @@ setup(
         "matplotlib",
         # reads the rdf.yaml of bioimage.io packages (load_bioimageio) without the optional bioimageio extra
         "pyyaml",
+        # arrays larger than memory (pn2v_tf.chunked): zarr / OME-Zarr storage, Dask scheduling on one
+        # machine or a dask.distributed cluster
+        "zarr>=3",
+        "dask[array]>=2024.8",
+        "distributed>=2024.8",
     ],
     extras_require={
         # TensorFlow comes as one of these: the CPU-only wheel is a fraction of the size.

@@ -50,6 +50,52 @@ def check_finite(images, name):
         raise ValueError(f"{name} contains NaN or infinite values ({n_bad}); remove or replace them")
 
 
+def is_chunked(array):
+    """An array that is read on demand: a Dask or zarr array, an HDF5 dataset or a memory map (anything
+    with ``shape`` and slicing that is not a NumPy array in memory)."""
+    if isinstance(array, np.memmap):
+        return True
+    return (not isinstance(array, (np.ndarray, list, tuple)) and hasattr(array, "shape") and hasattr(array, "dtype")
+            and hasattr(array, "__getitem__"))
+
+
+def as_dask(array):
+    """A chunked array as a Dask array of its own chunks (itself if it is one)."""
+    import dask.array as da
+
+    if isinstance(array, da.Array):
+        return array
+    chunks = getattr(array, "chunks", None)
+    return da.from_array(array, chunks=chunks if isinstance(chunks, tuple) and chunks else "auto")
+
+
+def _chunked_stack(images, n_dim, name, n_channels):
+    """The checks of :func:`as_image_stack` on a chunked array, as a lazy float32 Dask array (one pass
+    over the data for the finiteness check)."""
+    import dask.array as da
+
+    array = _stack_axes(as_dask(images), n_dim, name, n_channels).astype(np.float32)
+    n_bad = int((~da.isfinite(array)).sum().compute())
+    if n_bad:
+        raise ValueError(f"{name} contains NaN or infinite values ({n_bad}); remove or replace them")
+    return array
+
+
+def channel_extremes(images):
+    """(2, C) array of the minimum and maximum of each channel (last axis) of a stack, in one pass for
+    chunked arrays: what :meth:`NoiseModel.check_range` looks at."""
+    if is_chunked(images):
+        import dask.array as da
+
+        array = as_dask(images)
+        axes = tuple(range(array.ndim - 1))
+        low, high = da.compute(array.min(axis=axes), array.max(axis=axes))
+    else:
+        axes = tuple(range(images.ndim - 1))
+        low, high = images.min(axis=axes), images.max(axis=axes)
+    return np.stack([low, high])
+
+
 def as_image_stack(images, n_dim=2, name="images", allow_list=False, n_channels=None):
     """Images as a finite float32 array (S, *spatial), or a list of finite float32 spatial arrays.
 
@@ -71,10 +117,14 @@ def as_image_stack(images, n_dim=2, name="images", allow_list=False, n_channels=
 
     Returns
     -------
-    numpy.ndarray or list of numpy.ndarray
-        float32; the input itself when it is already a float32 array of the right axes.
+    numpy.ndarray or list of numpy.ndarray or dask.array.Array
+        float32; the input itself when it is already a float32 array of the right axes. A chunked
+        array (:func:`is_chunked`: zarr, Dask, HDF5, memory map) stays on disk: it comes back as a
+        lazy Dask array, checked in one pass over its chunks.
     """
-    axes = spatial_axes(n_dim)
+    spatial_axes(n_dim)  # checks n_dim
+    if is_chunked(images):
+        return _chunked_stack(images, n_dim, name, n_channels)
     if allow_list and isinstance(images, (list, tuple)):
         if len(images) == 0:
             raise ValueError(f"{name} is empty (no images)")
@@ -82,7 +132,15 @@ def as_image_stack(images, n_dim=2, name="images", allow_list=False, n_channels=
                for index, image in enumerate(images)]
         check_finite(out, name)
         return out
-    array = np.asarray(images)
+    array = _stack_axes(np.asarray(images), n_dim, name, n_channels).astype(np.float32, copy=False)
+    check_finite(array, name)
+    return array
+
+
+def _stack_axes(array, n_dim, name, n_channels):
+    """Check a stack's axes (S, *spatial[, C]) and emptiness; drop or add the channel axis as
+    :func:`as_image_stack` says."""
+    axes = spatial_axes(n_dim)
     if n_channels is None:
         array = _drop_channel(array, n_dim + 1)
         if array.ndim != n_dim + 1:
@@ -91,8 +149,6 @@ def as_image_stack(images, n_dim=2, name="images", allow_list=False, n_channels=
         array = _with_channels(array, n_dim + 1, n_channels, name, f"S{axes}C")
     if array.shape[0] == 0:
         raise ValueError(f"{name} is empty (no images)")
-    array = array.astype(np.float32, copy=False)
-    check_finite(array, name)
     return array
 
 
@@ -124,8 +180,8 @@ def _with_channels(array, n_axes, n_channels, name, axes):
 def image_shapes(images, n_dim=None):
     """(S, n_dim) int array of the spatial sizes of a stack or a list of images (the first ``n_dim``
     axes of each image; default: all)."""
-    if isinstance(images, np.ndarray):
-        n_dim = images.ndim - 1 if n_dim is None else n_dim
+    if hasattr(images, "shape"):
+        n_dim = len(images.shape) - 1 if n_dim is None else n_dim
         return np.tile(np.asarray(images.shape[1:1 + n_dim]), (len(images), 1))
     return np.array([image.shape[:n_dim] for image in images])
 

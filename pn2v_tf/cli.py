@@ -199,9 +199,23 @@ def _add_range_option(parser, verb):
 
 
 def _add_predict(commands):
-    parser = _subparser(commands, "predict", "Denoise TIFFs into an output folder (same file names, ImageJ TIFFs).",
-                        "pn2v predict --model models/my_pn2v noisy/ -o denoised/", _predict)
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="noisy TIFFs: files, folders or glob patterns")
+    parser = _subparser(commands, "predict", "Denoise TIFFs into an output folder (same file names, ImageJ TIFFs), "
+                        "and zarr / OME-Zarr arrays (or TIFFs with --zarr) chunk by chunk into zarr arrays.",
+                        "pn2v predict --model models/my_pn2v noisy/ -o denoised/\n"
+                        "  pn2v predict --model models/my_pn2v stack.zarr -o denoised/", _predict)
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="noisy TIFFs (files, folders or glob patterns) or zarr arrays / OME-Zarr images (their "
+                             "folders); a zarr input is read block by block and written to OUTPUT_DIR/<name>.zarr "
+                             "with its shape and chunks (float32; OME-Zarr with its multiscale metadata, lower "
+                             "resolutions averaged from the denoised full resolution), and a run started again "
+                             "skips the chunks that are complete")
+    parser.add_argument("--zarr", action="store_true",
+                        help="also TIFFs chunk by chunk into OUTPUT_DIR/<name>.zarr, read through tifffile's zarr "
+                             "interface (for TIFFs larger than memory)")
+    parser.add_argument("--scheduler", default="threads", metavar="SCHEDULER",
+                        help="Dask scheduler of zarr predictions: threads, synchronous, or the address of a "
+                             "dask.distributed scheduler (e.g. tcp://10.0.0.1:8786), whose workers load the model "
+                             "folder and read the input and output paths themselves")
     parser.add_argument("--model", required=True, metavar="MODEL",
                         help="model folder (from pn2v train), or a bioimage.io package made by pn2v_tf (.zip, "
                              "or its unpacked folder), which runs through its SavedModel")
@@ -801,10 +815,18 @@ def _predict(args):
         raise UsageError("--estimator posterior needs a model folder; a bioimage.io package gives mmse and prior_mean")
     if package and args.n_tiles:
         raise UsageError("--n-tiles is for model folders; a bioimage.io package's graph bounds its memory itself")
-    inputs = find_tiffs(args.inputs)
+    from .zarr_io import is_zarr
+
+    large = [Path(item) for item in args.inputs if is_zarr(item)]
+    tiffs = find_tiffs([item for item in args.inputs if not is_zarr(item)]) if len(large) < len(args.inputs) else []
+    if args.zarr:
+        large, tiffs = large + tiffs, []
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise InputError(outdir, "exists and is not a folder")
+    if large:
+        return _predict_large(args, large, tiffs, folder, package, outdir)
+    inputs = tiffs
     outputs = _output_paths(inputs, outdir, args.overwrite)
     if args.n_posterior < 1 or (args.n_tiles and min(args.n_tiles) < 1):
         raise UsageError("--n-posterior and --n-tiles must be at least 1")
@@ -822,6 +844,88 @@ def _predict(args):
         if package:
             model.close()  # removes the unpacked SavedModel
     _say(f"wrote {len(outputs)} denoised file{'s' if len(outputs) > 1 else ''} ({args.estimator}) to {outdir}", args)
+
+
+def _predict_large(args, large, tiffs, folder, package, outdir):
+    """zarr / OME-Zarr inputs (and TIFFs with --zarr) block by block into OUTPUT_DIR/<name>.zarr."""
+    from .zarr_io import open_large_image, output_path
+
+    if tiffs:
+        raise UsageError("give zarr inputs and TIFFs in separate runs (or all of them with --zarr)")
+    if package:
+        raise UsageError("zarr prediction needs a model folder; a bioimage.io package predicts TIFFs in memory")
+    if args.estimator == "posterior" or args.n_tiles or args.dtype != "float32":
+        raise UsageError("zarr outputs are float32 mmse or prior_mean, tiled by blocks of chunks: leave out "
+                         "--estimator posterior, --n-tiles and --dtype")
+    images = [open_large_image(path, args.axes) for path in large]
+    outputs = [output_path(image, outdir) for image in images]
+    for image, output in zip(images, outputs):
+        if output.resolve() == image.path.resolve():
+            raise InputError(output, "the result would replace this input; choose another output folder")
+    model = _load_model(folder)
+    for image in images:
+        _check_large_input(model, image, args)
+    outdir.mkdir(parents=True, exist_ok=True)
+    for image, output in zip(images, outputs):
+        _predict_large_image(model, image, output, args)
+    _say(f"wrote {len(outputs)} denoised zarr array{'s' if len(outputs) > 1 else ''} ({args.estimator}) to {outdir}",
+         args)
+
+
+def _check_large_input(model, image, args):
+    from .chunked import check_values, plan_blocks
+
+    try:
+        plan_blocks(model, image.data, image.axes)
+        check_values(model, image.data, image.axes, args.estimator, name="pixel",
+                     error_margin=None if args.allow_out_of_range else RANGE_ERROR_MARGIN)
+    except ValueError as error:
+        raise InputError(image.path, str(error)) from None
+
+
+def _predict_large_image(model, image, output, args):
+    import shutil
+
+    from .chunked import PREDICTION_ATTRIBUTE, predict_to_zarr
+    from .progress import TileProgress
+    from .zarr_io import finish_ome_zarr, full_resolution_path, start_ome_zarr
+
+    if output.exists() and args.overwrite:
+        shutil.rmtree(output) if output.is_dir() else output.unlink()
+    level = full_resolution_path(image, output)
+    if output.exists() and not _unfinished_prediction(level, PREDICTION_ATTRIBUTE):
+        raise FileExistsError(f"{output} exists and is not a prediction by pn2v; pass --overwrite to replace it")
+    if image.multiscales is not None:
+        start_ome_zarr(image, output)
+    blocks = TileProgress(f"{image.path.name} (blocks)", args.quiet)
+    try:
+        predict_to_zarr(model, image.data, level, axes=image.axes, estimator=args.estimator, chunks=image.chunks,
+                        scheduler=_scheduler(args.scheduler), progress=blocks, check=False,
+                        zarr_format=image.zarr_format)
+    finally:
+        blocks.close()
+    if image.multiscales is not None:
+        finish_ome_zarr(image, output)
+
+
+def _unfinished_prediction(path, attribute):
+    import zarr
+
+    try:
+        return attribute in zarr.open_array(str(path), mode="r").attrs
+    except Exception:
+        return False
+
+
+def _scheduler(name):
+    """A Dask scheduler name, or a dask.distributed client of a scheduler's address."""
+    if "://" not in name and ":" not in name:
+        if name not in ("threads", "synchronous", "processes"):
+            raise UsageError(f"--scheduler must be threads, synchronous or a dask.distributed address, got {name!r}")
+        return name
+    from distributed import Client
+
+    return Client(name)
 
 
 def _check_inputs(model, inputs, args, package):

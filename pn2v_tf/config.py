@@ -5,7 +5,7 @@ from csbdeep.models import BaseConfig
 
 from ._checks import is_int as _is_int
 from ._checks import is_number as _is_number
-from .arrays import SPATIAL_AXES, as_image_stack, spatial_dims
+from .arrays import SPATIAL_AXES, as_image_stack, is_chunked, spatial_dims
 
 MODES = ("pn2v", "n2v", "care")
 
@@ -107,8 +107,7 @@ class PN2VConfig(BaseConfig):
         if X is not None:
             X = _training_images(X, axes, n_dim if n_dim in SPATIAL_AXES else 2)
             base["n_channel_in"] = X.shape[-1]
-            means = [float(m) for m in np.mean(X, axis=tuple(range(X.ndim - 1)))]
-            stds = [float(s) for s in np.std(X, axis=tuple(range(X.ndim - 1)))]
+            means, stds = ([float(v) for v in values] for values in _channel_moments(X))
         else:
             n_channels = base.get("n_channel_in", 1)
             means, stds = [0.0] * n_channels, [1.0] * n_channels
@@ -206,9 +205,20 @@ def _numbers_list(values, length):
     return isinstance(values, (list, tuple)) and len(values) == length and all(_is_number(v) for v in values)
 
 
+def _channel_moments(X):
+    """Mean and standard deviation of each channel of (S, *spatial, C) images, in one pass over the
+    chunks of a chunked array."""
+    axes = tuple(range(X.ndim - 1))
+    if is_chunked(X):
+        import dask
+
+        return dask.compute(X.mean(axis=axes), X.std(axis=axes))
+    return np.mean(X, axis=axes), np.std(X, axis=axes)
+
+
 def _training_images(X, axes, n_dim):
     """X as (S, *spatial, C): channels from its last axis when ``axes`` has C, else one."""
-    X = np.asarray(X)
+    X = X if is_chunked(X) else np.asarray(X)
     if isinstance(axes, str) and "C" in axes.upper():
         n_channels = X.shape[-1] if X.ndim == n_dim + 2 else 1
         return as_image_stack(X, n_dim, "X", n_channels=n_channels)

@@ -18,7 +18,7 @@ the order in which Keras (or its worker threads and processes) asks for them.
 import keras
 import numpy as np
 
-from .arrays import as_image_stack, check_fits, check_patch_shape, image_shapes
+from .arrays import as_image_stack, check_fits, check_patch_shape, image_shapes, is_chunked
 from .masking import _check_perc_pix, _check_radius, _is_int, mask_patches, n_masked
 
 __all__ = ["random_patches", "random_dihedral", "split_validation", "mask_channels", "MaskedPatches",
@@ -29,8 +29,8 @@ def _as_images(images, name, n_dim):
     """Images as a float32 (S, *spatial, C) array or a list of float32 (*spatial, C) images (see
     :mod:`pn2v_tf.arrays`); C from a last axis beyond S + spatial (each image's spatial axes), else 1."""
     is_list = isinstance(images, (list, tuple))
-    first = np.asarray(images[0] if is_list and len(images) else images)
-    n_channels = first.shape[-1] if first.ndim == n_dim + 1 + (not is_list) else 1
+    first = images if is_chunked(images) else np.asarray(images[0] if is_list and len(images) else images)
+    n_channels = first.shape[-1] if len(first.shape) == n_dim + 1 + (not is_list) else 1
     return as_image_stack(images, n_dim, name, allow_list=True, n_channels=n_channels)
 
 
@@ -90,9 +90,17 @@ def _crop_positions(rng, images, patch_shape, n):
 def _crop(images, patch_shape, index, corners) -> np.ndarray:
     """Cut the crops given by ``_crop_positions`` out of ``images`` (with their trailing channel
     axis): ``(n, *patch_shape, C)`` float32."""
+    where = [(int(i),) + tuple(slice(c, c + side) for c, side in zip(corner, patch_shape))
+             for i, corner in zip(index, corners)]
+    if is_chunked(images):  # one Dask computation reads the chunks that the batch's crops touch
+        import dask
+
+        crops = dask.compute(*[images[w] for w in where]) if where else ()
+        return np.stack(crops).astype(np.float32) if where else np.empty(
+            (0,) + tuple(patch_shape) + images.shape[1 + len(patch_shape):], dtype=np.float32)
     out = np.empty((len(index),) + tuple(patch_shape) + images[0].shape[len(patch_shape):], dtype=np.float32)
-    for k, (i, corner) in enumerate(zip(index, corners)):
-        out[k] = images[i][tuple(slice(c, c + side) for c, side in zip(corner, patch_shape))]
+    for k, w in enumerate(where):
+        out[k] = images[w[0]][w[1:]]
     return out
 
 

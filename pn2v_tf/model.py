@@ -10,7 +10,7 @@ import numpy as np
 from csbdeep.models import BaseModel
 
 from ._checks import is_int
-from .arrays import as_image_stack, spatial_axes, stack_from_axes
+from .arrays import as_image_stack, channel_extremes, is_chunked, spatial_axes, stack_from_axes
 from .config import PN2VConfig
 from .data import MaskedPatches, SupervisedPatches
 from .engine import PredictionEngine
@@ -164,10 +164,12 @@ class PN2V(BaseModel):
 
         Parameters
         ----------
-        X : numpy.ndarray
+        X : numpy.ndarray or chunked array
             Noisy training images, axes SYX for a 2-D model, SZYX for a 3-D one (each optionally
-            with a last channel axis of size 1); SYXC or SZYXC for a multichannel model.
-        validation_X : numpy.ndarray
+            with a last channel axis of size 1); SYXC or SZYXC for a multichannel model. A zarr or
+            Dask array (or an HDF5 dataset, a memory map) is not loaded: its values are checked in
+            one pass over its chunks, and each batch reads the chunks its patches touch.
+        validation_X : numpy.ndarray or chunked array
             Noisy validation images, same axes; a fixed set of masked patches is drawn from them.
         Y, validation_Y : numpy.ndarray or None
             Clean targets of the same shapes, for mode ``'care'`` only.
@@ -205,8 +207,8 @@ class PN2V(BaseModel):
         elif Y is not None or validation_Y is not None:
             raise ValueError(f"mode {cfg.mode!r} trains on noisy images only; Y is for mode 'care'")
         if self.noise_model is not None and cfg.mode == "pn2v":
-            self.noise_model.check_range(X, "training data")
-            self.noise_model.check_range(validation_X, "validation data")
+            for images, name in ((X, "training data"), (validation_X, "validation data")):
+                self.noise_model.check_range(_range_values(images, cfg.n_channels), name)
         epochs = cfg.train_epochs if epochs is None else epochs
         steps_per_epoch = cfg.train_steps_per_epoch if steps_per_epoch is None else steps_per_epoch
         if not is_int(initial_epoch, 0) or not is_int(epochs, 1) or initial_epoch >= epochs:
@@ -235,8 +237,8 @@ class PN2V(BaseModel):
 
         block, context = block_and_context(self.config)
         sizes = [max(EXAMPLE_INPUT_SIDE, 2 * c + b) for c, b in zip(context, block)]
-        crop = image[tuple(slice(max(0, (side - size) // 2), max(0, (side - size) // 2) + size)
-                           for side, size in zip(image.shape, sizes))]
+        crop = np.asarray(image[tuple(slice(max(0, (side - size) // 2), max(0, (side - size) // 2) + size)
+                                      for side, size in zip(image.shape, sizes))])
         crop, axes = _imagej_layout(crop, self.config.n_dim)
         with atomic_path(self.logdir / EXAMPLE_INPUT_FILE) as tmp:
             tifffile.imwrite(tmp, crop, imagej=True, metadata={"axes": axes})
@@ -467,6 +469,15 @@ class PN2V(BaseModel):
         with tifffile.TiffFile(example) as tif:
             image, axes = tif.asarray(), tif.series[0].axes
         return np.moveaxis(image, axes.index("C"), -1) if "C" in axes else image
+
+
+def _range_values(images, n_channels):
+    """What ``check_range`` needs of a stack (S, *spatial, C): the stack itself, or for a chunked one
+    each channel's minimum and maximum (one pass)."""
+    if not is_chunked(images):
+        return images
+    extremes = channel_extremes(images)
+    return extremes if n_channels > 1 else extremes[:, 0]
 
 
 def _imagej_layout(image, n_dim):
