@@ -352,7 +352,7 @@ def _slice(source, where):
     return np.asarray(source[where])
 
 
-def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=None, scheduler=None,
+def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=None, scheduler=None, workers=1,
                     max_block_elements=DEFAULT_BLOCK_ELEMENTS, overwrite=False, progress=None, check=True,
                     error_margin=None, zarr_format=None):
     """Predict ``source`` block by block into the zarr array ``target``; return the zarr array.
@@ -373,6 +373,10 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
     scheduler : str, dask.distributed.Client or None
         Dask's scheduler (``'threads'``, ``'synchronous'``, a client); default: Dask's current one
         (threads, or the active ``dask.distributed`` client).
+    workers : int
+        Blocks in flight on the threaded scheduler (default 1: TensorFlow already spreads one block
+        over all cores, and each block in flight holds its own network activations). Ignored by
+        other schedulers, whose workers set it.
     overwrite : bool
         Replace whatever is at ``target``.
     progress : callable or None
@@ -388,6 +392,8 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
     import dask
 
     _check_model(model, estimator)
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     plan = plan_blocks(model, source, axes, chunks, max_block_elements)
     if check:
         check_values(model, source, plan.axes, estimator, error_margin=error_margin)
@@ -413,8 +419,28 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
         else:
             tasks.append(dask.delayed(_write_block, pure=False)(handle, source, target, plan, number, estimator,
                                                                  report))
-    dask.compute(*tasks, scheduler=scheduler)
+    _compute(tasks, scheduler, workers)
     return target
+
+
+def _compute(tasks, scheduler, workers):
+    """Run tasks: Dask's threaded scheduler with ``workers`` threads unless a scheduler is named or a
+    dask.distributed client is active."""
+    import dask
+
+    if scheduler in (None, "threads") and not _client_active():
+        return dask.compute(*tasks, scheduler="threads", num_workers=workers)
+    return dask.compute(*tasks, scheduler=scheduler)
+
+
+def _client_active():
+    try:
+        from distributed import default_client
+
+        default_client()
+        return True
+    except (ImportError, ValueError):
+        return False
 
 
 def _prediction_record(model, estimator, shape):

@@ -857,12 +857,13 @@ def _predict_large(args, large, tiffs, folder, package, outdir):
     if args.estimator == "posterior" or args.n_tiles or args.dtype != "float32":
         raise UsageError("zarr outputs are float32 mmse or prior_mean, tiled by blocks of chunks: leave out "
                          "--estimator posterior, --n-tiles and --dtype")
-    images = [open_large_image(path, args.axes) for path in large]
+    model = _load_model(folder)
+    default_axes = "ZYX"[-_dims(model):] + ("C" if _channels(model) > 1 else "")
+    images = [open_large_image(path, args.axes, default_axes) for path in large]
     outputs = [output_path(image, outdir) for image in images]
     for image, output in zip(images, outputs):
         if output.resolve() == image.path.resolve():
             raise InputError(output, "the result would replace this input; choose another output folder")
-    model = _load_model(folder)
     for image in images:
         _check_large_input(model, image, args)
     outdir.mkdir(parents=True, exist_ok=True)

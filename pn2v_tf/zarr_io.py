@@ -41,9 +41,10 @@ def is_zarr(path):
     return path.is_dir() and any((path / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
-def open_large_image(path, axes=None):
+def open_large_image(path, axes=None, default_axes=None):
     """Open a zarr array, an OME-Zarr image or a TIFF lazily as a :class:`LargeImage`; ``axes``
-    overrides the axes of the metadata. Raises :class:`~pn2v_tf.io.InputError` naming the file."""
+    overrides the axes of the metadata, ``default_axes`` are taken when there are none and they fit
+    the array's dimensions. Raises :class:`~pn2v_tf.io.InputError` naming the file."""
     path = Path(path)
     if is_zarr(path):
         image = _open_zarr(path)
@@ -58,8 +59,11 @@ def open_large_image(path, axes=None):
             image.axes = axes_check_and_normalize(axes, image.data.ndim)
         except ValueError as error:
             raise InputError(path, f"{error} (shape {image.data.shape})") from None
+    if image.axes is None and default_axes is not None and len(default_axes) == image.data.ndim:
+        image.axes = default_axes
     if image.axes is None:
-        raise InputError(path, f"its axes are unknown (shape {image.data.shape}); give --axes")
+        raise InputError(path, f"its axes are unknown (shape {image.data.shape}; the model's are "
+                               f"{default_axes}); give --axes")
     return image
 
 
