@@ -15,8 +15,10 @@ that ran). The throughput part runs first.
 Throughput (``--throughput N``): in one process, alternating ``--rounds`` times, ``model.predict`` of
 an N x N image in memory and ``predict_to_zarr`` of the same image as a zarr array (chunks 1024 x
 1024, the threaded scheduler); then ``predict_to_zarr`` on a ``LocalCluster`` of ``--cluster-workers``
-processes with 1 thread each (started before the clock, the workers' model loading included in
-their time), against the threaded scheduler in the same run. Mpixel/s of each, and the ratios.
+processes with 1 thread each (started before the clock; two runs, the first with each worker's
+loading of the model) against the threaded scheduler (one block in flight) in the same run, both with
+blocks of ``--cluster-block-elements`` so that the image makes several blocks. Mpixel/s of each, and
+the ratios.
 
     python benchmarks/large_data.py                                  # both parts, 2048 and 16384
     python benchmarks/large_data.py --sizes 2048 --throughput 0      # memory of the smaller only
@@ -155,8 +157,9 @@ def measure_cluster(model, source, args, workdir, megapixels):
 
     from pn2v_tf.chunked import predict_to_zarr
 
+    blocks = dict(max_block_elements=args.cluster_block_elements)
     started = time.perf_counter()
-    predict_to_zarr(model, source, workdir / "threads.zarr", overwrite=True, check=False)
+    predict_to_zarr(model, source, workdir / "threads.zarr", overwrite=True, check=False, **blocks)
     threads = time.perf_counter() - started
     seconds = []
     with LocalCluster(n_workers=args.cluster_workers, threads_per_worker=1, dashboard_address=None,
@@ -164,7 +167,7 @@ def measure_cluster(model, source, args, workdir, megapixels):
         for run in ("first", "second"):  # the first includes each worker's loading of the model
             started = time.perf_counter()
             out = predict_to_zarr(model, source, workdir / "cluster.zarr", overwrite=True, check=False,
-                                  scheduler=client)
+                                  scheduler=client, **blocks)
             seconds.append(time.perf_counter() - started)
     import zarr
 
@@ -182,6 +185,9 @@ def main(argv=None):
     parser.add_argument("--throughput", type=int, default=2048, help="side of the throughput image (0: skip)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cluster-workers", type=int, default=2, help="LocalCluster processes (0: skip)")
+    parser.add_argument("--cluster-block-elements", type=int, default=2 ** 21,
+                        help="block bound of the cluster comparison (both schedulers), so that the image makes "
+                             "several blocks (2^21: 1024 x 1024 blocks)")
     parser.add_argument("--n-depth", type=int, default=3)
     parser.add_argument("--n-first", type=int, default=64)
     parser.add_argument("--n-samples", type=int, default=800)

@@ -218,11 +218,6 @@ def predict_region(model, region, axes, keep, estimator):
     return result[keep]
 
 
-def _read_and_predict(handle, source, plan, number, estimator):
-    read, keep = plan.read(number)
-    return predict_region(handle, source[read], plan.axes, keep, estimator)
-
-
 def _is_complete(target, where):
     try:
         return not np.isnan(np.asarray(target[where])).any()
@@ -230,15 +225,11 @@ def _is_complete(target, where):
         return False
 
 
-def _write_block(handle, source, target, plan, number, estimator, progress=None):
-    target[plan.output_slices(number)] = _read_and_predict(handle, source, plan, number, estimator)
-    if progress is not None:
-        progress()
-    return 1
-
-
-def _write_region(handle, region, target, plan, number, estimator, progress=None):
-    _, keep = plan.read(number)
+def _write_block(handle, data, target, plan, number, estimator, progress=None, region_given=False):
+    """Predict block ``number`` and write it: ``data`` is the source, or (``region_given``) the block's
+    region already read (a Dask source's region, computed by Dask as the task's input)."""
+    read, keep = plan.read(number)
+    region = data if region_given else data[read]
     target[plan.output_slices(number)] = predict_region(handle, region, plan.axes, keep, estimator)
     if progress is not None:
         progress()
@@ -365,7 +356,8 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
         ``shape`` and slicing; read one block (with context) at a time.
     target : str, os.PathLike or zarr.Array
         The output: a path where a zarr array is created (float32, the source's shape and chunks),
-        or an existing zarr array of that shape. An existing path holding an unfinished prediction
+        or a zarr array of that shape (written whole, unless it holds an unfinished prediction of
+        the same model, estimator and source shape). An existing path holding an unfinished prediction
         of the same model, estimator and source shape is resumed (its complete blocks are
         skipped); anything else there is refused unless ``overwrite``.
     axes, estimator, chunks, max_block_elements
@@ -397,8 +389,8 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
     plan = plan_blocks(model, source, axes, chunks, max_block_elements)
     if check:
         check_values(model, source, plan.axes, estimator, error_margin=error_margin)
-    target = _output_array(model, target, plan, estimator, overwrite, zarr_format)
-    todo = [number for number in plan if not _is_complete(target, plan.output_slices(number))]
+    target, resume = _output_array(model, target, plan, estimator, overwrite, zarr_format)
+    todo = [number for number in plan if not (resume and _is_complete(target, plan.output_slices(number)))]
     done, total = len(plan) - len(todo), len(plan)
     lock = threading.Lock()
 
@@ -408,39 +400,50 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
             done += 1
             progress(done, total)
 
-    report = advance if progress is not None else None
+    client = _client(scheduler)
+    in_process = client is None and scheduler in (None, "threads", "synchronous")
+    report = advance if progress is not None and in_process else None
     handle = ModelHandle(model)
     tasks = []
     for number in todo:
-        if _is_dask(source):
-            read, _ = plan.read(number)
-            tasks.append(dask.delayed(_write_region, pure=False)(handle, source[read], target, plan, number,
-                                                                  estimator, report))
-        else:
-            tasks.append(dask.delayed(_write_block, pure=False)(handle, source, target, plan, number, estimator,
-                                                                 report))
-    _compute(tasks, scheduler, workers)
+        region_given = _is_dask(source)
+        data = source[plan.read(number)[0]] if region_given else source
+        tasks.append(dask.delayed(_write_block, pure=False)(handle, data, target, plan, number, estimator, report,
+                                                             region_given))
+    if client is not None:
+        _run_on_cluster(client, tasks, advance if progress is not None else None)
+    elif scheduler in (None, "threads"):
+        dask.compute(*tasks, scheduler="threads", num_workers=workers)
+    else:
+        dask.compute(*tasks, scheduler=scheduler)
     return target
 
 
-def _compute(tasks, scheduler, workers):
-    """Run tasks: Dask's threaded scheduler with ``workers`` threads unless a scheduler is named or a
-    dask.distributed client is active."""
-    import dask
-
-    if scheduler in (None, "threads") and not _client_active():
-        return dask.compute(*tasks, scheduler="threads", num_workers=workers)
-    return dask.compute(*tasks, scheduler=scheduler)
-
-
-def _client_active():
+def _client(scheduler):
+    """The dask.distributed client that runs the tasks: ``scheduler`` itself, or the active default
+    client when no scheduler is named; None for Dask's local schedulers."""
     try:
-        from distributed import default_client
+        from distributed import Client, default_client
+    except ImportError:
+        return None
+    if isinstance(scheduler, Client):
+        return scheduler
+    if scheduler is None:
+        try:
+            return default_client()
+        except ValueError:
+            return None
+    return None
 
-        default_client()
-        return True
-    except (ImportError, ValueError):
-        return False
+
+def _run_on_cluster(client, tasks, advance):
+    """Run the tasks on a cluster; ``advance()`` in this process as each one completes."""
+    from distributed import as_completed
+
+    for future in as_completed(client.compute(tasks)):
+        future.result()  # raises a task's error here
+        if advance is not None:
+            advance()
 
 
 def _prediction_record(model, estimator, shape):
@@ -455,7 +458,10 @@ def _output_array(model, target, plan, estimator, overwrite, zarr_format):
     if not isinstance(target, (str, os.PathLike)):
         if tuple(target.shape) != plan.shape:
             raise ValueError(f"the output array has shape {tuple(target.shape)}, the source {plan.shape}")
-        return target
+        resumable = dict(target.attrs).get(PREDICTION_ATTRIBUTE) == record
+        if not resumable and np.isnan(target.fill_value):
+            target.attrs[PREDICTION_ATTRIBUTE] = record  # its missing chunks read as NaN: it can be resumed
+        return target, resumable
     path = Path(target)
     if path.exists() and not overwrite:
         try:
@@ -467,9 +473,9 @@ def _output_array(model, target, plan, estimator, overwrite, zarr_format):
                                   "source shape; choose another output or pass overwrite=True (--overwrite)")
         if tuple(existing.chunks) != plan.chunks:
             raise FileExistsError(f"{path} has chunks {tuple(existing.chunks)}, this prediction writes {plan.chunks}")
-        return existing
+        return existing, True
     options = {} if zarr_format is None else {"zarr_format": zarr_format}
     array = zarr.open_array(str(path), mode="w", shape=plan.shape, chunks=plan.chunks, dtype="float32",
                             fill_value=np.nan, **options)
     array.attrs[PREDICTION_ATTRIBUTE] = record
-    return array
+    return array, False

@@ -171,6 +171,18 @@ def test_an_existing_output_that_is_not_this_prediction_is_refused_and_kept(mode
     assert PREDICTION_ATTRIBUTE in zarr.open_array(str(tmp_path / "out.zarr")).attrs
 
 
+def test_a_given_zarr_array_is_written_whole(models, tmp_path):
+    model = models["2d"]
+    image = _noisy(np.random.default_rng(10), (40, 40))
+    source = _zarr(tmp_path / "in.zarr", image, (20, 20))
+    given = zarr.open_array(str(tmp_path / "given.zarr"), mode="w", shape=(40, 40), chunks=(20, 20), dtype="float32",
+                            fill_value=0)
+    given[:] = 1  # no NaN anywhere, but not a prediction: nothing may be skipped
+    predict_to_zarr(model, source, given, estimator="prior_mean")
+    want = model.predict(image, estimator="prior_mean")
+    np.testing.assert_allclose(given[:], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
 def test_bad_input_is_refused_before_anything_is_written(models, tmp_path):
     model = models["2d"]
     image = _noisy(np.random.default_rng(6), (40, 40))
@@ -196,10 +208,12 @@ def test_a_local_cluster_gives_the_threaded_result_and_loads_the_model_once_per_
     threaded = predict_to_zarr(model, source, tmp_path / "threads.zarr", axes="SYX", max_block_elements=3000)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        seen = []
         out = predict_to_zarr(model, source, tmp_path / "cluster.zarr", axes="SYX", max_block_elements=3000,
-                              scheduler=client)
+                              scheduler=client, progress=lambda done, total: seen.append((done, total)))
         loads = client.run(lambda: __import__("pn2v_tf.chunked", fromlist=["x"]).MODEL_LOADS)
-    assert len(plan_blocks(model, source, "SYX", max_block_elements=3000)) >= 4
+    n_blocks = len(plan_blocks(model, source, "SYX", max_block_elements=3000))
+    assert n_blocks >= 4 and seen == [(done, n_blocks) for done in range(1, n_blocks + 1)]
     assert sorted(loads.values()) in ([1, 1], [0, 1])  # once per worker that ran blocks
     np.testing.assert_array_equal(out[:], threaded[:])
 
