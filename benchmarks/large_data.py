@@ -90,7 +90,8 @@ def measure_memory(model_folder, side, args, workdir):
     source = workdir / f"in{side}.zarr"
     write_image(source, side, args.max_photons)
     out = workdir / f"out{side}"
-    command = [sys.executable, "-c", "import sys; from pn2v_tf.cli import main; sys.exit(main())", "predict", "--model", str(model_folder), str(source), "-o",
+    command = [sys.executable, "-c", "import sys; from pn2v_tf.cli import main; sys.exit(main())", "predict",
+               "--model", str(model_folder), str(source), "-o",
                str(out), "--quiet", "--overwrite"]
     started = time.perf_counter()
     process = subprocess.Popen(command)
@@ -175,7 +176,8 @@ def measure_cluster(model, source, args, workdir, megapixels):
     print(f"  threads {megapixels / threads:.4f} Mpixel/s; LocalCluster {args.cluster_workers}x1 first run (model "
           f"loading included) {megapixels / seconds[0]:.4f}, second run {megapixels / seconds[1]:.4f} Mpixel/s "
           f"(ratios to threads {threads / seconds[0]:.3f}, {threads / seconds[1]:.3f}); identical: {same}", flush=True)
-    return dict(threads_s=round(threads, 2), cluster_first_s=round(seconds[0], 2), cluster_second_s=round(seconds[1], 2),
+    return dict(threads_s=round(threads, 2), cluster_first_s=round(seconds[0], 2),
+                cluster_second_s=round(seconds[1], 2),
                 ratio_cluster_over_threads=[round(threads / s, 3) for s in seconds], cluster_identical=same)
 
 
