@@ -280,6 +280,14 @@ def test_pn2v_predict_writes_zarr_ome_zarr_and_tiff_results_like_predict(models,
     out = zarr.open_array(str(tmp_path / "out" / "stack.zarr"))
     assert tuple(out.chunks) == (1, 32, 32)
     np.testing.assert_allclose(out[:], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    written = tmp_path / "out" / "stack.zarr"
+    chunk_files = sorted(p for p in written.rglob("*") if p.is_file() and p.name != "zarr.json")
+    assert len(chunk_files) == 3 * 3 * 3
+    chunk_files[4].unlink()  # as if the run had stopped before writing this chunk; the same command goes on
+    code, _, err = run(["predict", "--model", folder, tmp_path / "stack.zarr", "-o", tmp_path / "out", "--axes", "TYX",
+                        "--quiet"], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(out[:], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
     group = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w", zarr_format=2)
     group.create_array("0", shape=image.shape, chunks=(1, 32, 32), dtype="float32")[:] = image
@@ -295,6 +303,15 @@ def test_pn2v_predict_writes_zarr_ome_zarr_and_tiff_results_like_predict(models,
     assert result.metadata.zarr_format == 2 and dict(result.attrs)["multiscales"][0]["axes"] == axes
     np.testing.assert_allclose(result["0"][:], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
     np.testing.assert_allclose(result["1"][:], want.reshape(3, 35, 2, 33, 2).mean(axis=(2, 4)), rtol=1e-5, atol=1e-3)
+
+    ome05 = zarr.open_group(str(tmp_path / "v05.zarr"), mode="w", zarr_format=3)
+    ome05.create_array("s0", shape=image.shape, chunks=(1, 70, 66), dtype="float32")[:] = image
+    ome05.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": [dict(scales[0], path="s0")]}]}
+    code, _, err = run(["predict", "--model", folder, tmp_path / "v05.zarr", "-o", tmp_path / "out", "--quiet"], capsys)
+    assert code == 0, err
+    result = zarr.open_group(str(tmp_path / "out" / "v05.zarr"))
+    assert result.metadata.zarr_format == 3 and dict(result.attrs)["ome"]["version"] == "0.5"
+    np.testing.assert_allclose(result["s0"][:], want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
     tifffile.imwrite(tmp_path / "movie.tif", image, imagej=True, metadata={"axes": "TYX"})
     code, _, err = run(["predict", "--model", folder, tmp_path / "movie.tif", "-o", tmp_path / "out", "--zarr",
