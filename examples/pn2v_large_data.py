@@ -16,6 +16,7 @@ of your own).
 """
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,10 @@ def train(noisy, calibration, basedir, args):
 
     keras.utils.set_random_seed(args.seed)
     frames = da.from_zarr(noisy)  # lazy: slicing it reads nothing
-    noise_model = HistogramNoiseModel.from_calibration_stack(calibration, bins=128)
+    low, high = float(calibration.min()), float(calibration.max())
+    margin = 0.1 * (high - low)  # room for the noise tails of the images beyond the calibration's extremes
+    noise_model = HistogramNoiseModel.from_calibration_stack(calibration, bins=128,
+                                                             value_range=(low - margin, high + margin))
     config = PN2VConfig(frames[:-1], mode="pn2v", n_samples=args.n_samples, unet_n_depth=2, unet_n_first=args.n_first,
                         n2v_patch_shape=(64, 64), train_batch_size=8, train_epochs=args.epochs,
                         train_steps_per_epoch=args.steps, train_tensorboard=False, seed=args.seed)
@@ -58,8 +62,8 @@ def denoise_on_a_cluster(model, noisy, output, workers):
 
     from pn2v_tf.chunked import predict_to_zarr
 
-    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         print(f"cluster: {client}")
         return predict_to_zarr(model, noisy, output, axes="TYX", scheduler=client)
 
