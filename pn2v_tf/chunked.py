@@ -211,10 +211,10 @@ def _model(handle):
 
 # -- tasks ---------------------------------------------------------------------------------------
 
-def predict_region(model, region, axes, keep, estimator):
+def predict_region(model, region, axes, keep, estimator, tta=False):
     """Denoise a region read with context and return the block's part of it (float32); ``model`` is
     a PN2V model or a :class:`ModelHandle`."""
-    result = _model(model).predict(np.asarray(region), axes=axes, estimator=estimator)
+    result = _model(model).predict(np.asarray(region), axes=axes, estimator=estimator, tta=tta)
     return result[keep]
 
 
@@ -225,12 +225,12 @@ def _is_complete(target, where):
         return False
 
 
-def _write_block(handle, data, target, plan, number, estimator, progress=None, region_given=False):
+def _write_block(handle, data, target, plan, number, estimator, progress=None, region_given=False, tta=False):
     """Predict block ``number`` and write it: ``data`` is the source, or (``region_given``) the block's
     region already read (a Dask source's region, computed by Dask as the task's input)."""
     read, keep = plan.read(number)
     region = data if region_given else data[read]
-    target[plan.output_slices(number)] = predict_region(handle, region, plan.axes, keep, estimator)
+    target[plan.output_slices(number)] = predict_region(handle, region, plan.axes, keep, estimator, tta)
     if progress is not None:
         progress()
     return 1
@@ -304,7 +304,8 @@ def check_values(model, source, axes, estimator, name="array", error_margin=None
         model.noise_model.check_range(values, name, error_margin=error_margin)
 
 
-def predict_dask(model, source, axes=None, estimator="mmse", chunks=None, max_block_elements=DEFAULT_BLOCK_ELEMENTS):
+def predict_dask(model, source, axes=None, estimator="mmse", chunks=None, max_block_elements=DEFAULT_BLOCK_ELEMENTS,
+                 tta=False):
     """The prediction of ``source`` as a lazy Dask array (float32, the source's shape and axes).
 
     Its chunks are the blocks (whole chunks of ``chunks``, default the source's); computing it, or
@@ -323,6 +324,8 @@ def predict_dask(model, source, axes=None, estimator="mmse", chunks=None, max_bl
         The chunk grid the blocks align with.
     max_block_elements : int
         Bound on a block's input values, context included.
+    tta : bool
+        Test-time augmentation (:meth:`PN2V.predict`), about 8 times the cost.
     """
     import dask
     import dask.array as da
@@ -334,7 +337,7 @@ def predict_dask(model, source, axes=None, estimator="mmse", chunks=None, max_bl
     for number in plan:
         read, keep = plan.read(number)
         region = source[read] if _is_dask(source) else dask.delayed(_slice, pure=True)(source, read)
-        result = dask.delayed(predict_region, pure=True)(handle, region, plan.axes, keep, estimator)
+        result = dask.delayed(predict_region, pure=True)(handle, region, plan.axes, keep, estimator, tta)
         pieces[plan.block_index(number)] = da.from_delayed(result, plan.block_shape(number), dtype=np.float32)
     return da.block(pieces.tolist())
 
@@ -345,7 +348,7 @@ def _slice(source, where):
 
 def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=None, scheduler=None, workers=1,
                     max_block_elements=DEFAULT_BLOCK_ELEMENTS, overwrite=False, progress=None, check=True,
-                    error_margin=None, zarr_format=None):
+                    error_margin=None, zarr_format=None, tta=False):
     """Predict ``source`` block by block into the zarr array ``target``; return the zarr array.
 
     Parameters
@@ -360,7 +363,7 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
         the same model, estimator and source shape). An existing path holding an unfinished prediction
         of the same model, estimator and source shape is resumed (its complete blocks are
         skipped); anything else there is refused unless ``overwrite``.
-    axes, estimator, chunks, max_block_elements
+    axes, estimator, chunks, max_block_elements, tta
         As in :func:`predict_dask`; ``chunks`` default to the source's (the output gets the same).
     scheduler : str, dask.distributed.Client or None
         Dask's scheduler (``'threads'``, ``'synchronous'``, a client); default: Dask's current one
@@ -389,7 +392,7 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
     plan = plan_blocks(model, source, axes, chunks, max_block_elements)
     if check:
         check_values(model, source, plan.axes, estimator, error_margin=error_margin)
-    target, resume = _output_array(model, target, plan, estimator, overwrite, zarr_format)
+    target, resume = _output_array(model, target, plan, estimator, overwrite, zarr_format, tta)
     todo = [number for number in plan if not (resume and _is_complete(target, plan.output_slices(number)))]
     done, total = len(plan) - len(todo), len(plan)
     lock = threading.Lock()
@@ -409,7 +412,7 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
         region_given = _is_dask(source)
         data = source[plan.read(number)[0]] if region_given else source
         tasks.append(dask.delayed(_write_block, pure=False)(handle, data, target, plan, number, estimator, report,
-                                                             region_given))
+                                                             region_given, tta))
     if client is not None:
         _run_on_cluster(client, tasks, advance if progress is not None else None)
     elif scheduler in (None, "threads"):
@@ -446,15 +449,15 @@ def _run_on_cluster(client, tasks, advance):
             advance()
 
 
-def _prediction_record(model, estimator, shape):
+def _prediction_record(model, estimator, shape, tta):
     folder = None if getattr(model, "basedir", None) is None else str(Path(model.basedir, model.name).resolve())
-    return {"model": folder, "estimator": estimator, "source_shape": list(shape)}
+    return {"model": folder, "estimator": estimator, "tta": bool(tta), "source_shape": list(shape)}
 
 
-def _output_array(model, target, plan, estimator, overwrite, zarr_format):
+def _output_array(model, target, plan, estimator, overwrite, zarr_format, tta):
     import zarr
 
-    record = _prediction_record(model, estimator, plan.shape)
+    record = _prediction_record(model, estimator, plan.shape, tta)
     if not isinstance(target, (str, os.PathLike)):
         if tuple(target.shape) != plan.shape:
             raise ValueError(f"the output array has shape {tuple(target.shape)}, the source {plan.shape}")

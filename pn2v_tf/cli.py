@@ -227,6 +227,9 @@ def _add_predict(commands):
                              "the K samples), or posterior (--n-posterior samples of the clean image, written "
                              "as ImageJ channels, or as frames T (else slices Z) of a multichannel image; needs a "
                              "model folder)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: the average of the predictions under the 8 rotations and "
+                             "flips in YX (never into Z); costs about 8 times as long (model folders only)")
     parser.add_argument("--n-posterior", type=int, default=10, help="samples per image with --estimator posterior")
     parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
     parser.add_argument("--n-tiles", nargs="+", type=int, metavar="N",
@@ -813,6 +816,9 @@ def _predict(args):
     folder = Path(args.model) if package else _model_folder(args.model)
     if package and args.estimator == "posterior":
         raise UsageError("--estimator posterior needs a model folder; a bioimage.io package gives mmse and prior_mean")
+    if args.tta and (package or args.estimator == "posterior"):
+        raise UsageError("--tta averages mmse or prior_mean predictions of a model folder (not posterior samples, "
+                         "not a bioimage.io package)")
     if package and args.n_tiles:
         raise UsageError("--n-tiles is for model folders; a bioimage.io package's graph bounds its memory itself")
     from .zarr_io import is_zarr
@@ -902,7 +908,7 @@ def _predict_large_image(model, image, output, args):
     try:
         predict_to_zarr(model, image.data, level, axes=image.axes, estimator=args.estimator, chunks=image.chunks,
                         scheduler=_scheduler(args.scheduler), progress=blocks, check=False,
-                        zarr_format=image.zarr_format)
+                        zarr_format=image.zarr_format, tta=args.tta)
     finally:
         blocks.close()
     if image.multiscales is not None:
@@ -1020,7 +1026,7 @@ def _denoise(model, image, args, progress):
                                          seed=args.seed, progress=progress)
         return samples, _result_axes(image, "posterior")
     tiling = {} if n_tiles is None else {"n_tiles": n_tiles}
-    return model.predict(image.data, axes=image.axes, estimator=args.estimator, progress=progress,
+    return model.predict(image.data, axes=image.axes, estimator=args.estimator, progress=progress, tta=args.tta,
                          **tiling), image.axes
 
 

@@ -158,6 +158,14 @@ def _dihedral(stack: np.ndarray, transform: int, n_dim: int = 2) -> np.ndarray:
     return np.flip(out, axis=1) if transform >= len(_DIHEDRAL) else out
 
 
+def undo_dihedral(stack: np.ndarray, transform: int, n_dim: int = 2) -> np.ndarray:
+    """The inverse of ``_dihedral(stack, transform, n_dim)`` for the 8 in-plane transforms."""
+    k, flip = _DIHEDRAL[transform]
+    y_axis, x_axis = n_dim - 1, n_dim
+    out = np.flip(stack, axis=x_axis) if flip else stack
+    return np.rot90(out, -k, axes=(y_axis, x_axis))
+
+
 def random_dihedral(rng, *stacks, n_dim=2) -> tuple:
     """Apply the same random flip/rotation per patch to several stacks of patches.
 
