@@ -1025,9 +1025,9 @@ def _denoise(model, image, args, progress):
         samples = model.sample_posterior(image.data, n_samples=args.n_posterior, axes=image.axes, n_tiles=n_tiles,
                                          seed=args.seed, progress=progress)
         return samples, _result_axes(image, "posterior")
-    tiling = {} if n_tiles is None else {"n_tiles": n_tiles}
-    return model.predict(image.data, axes=image.axes, estimator=args.estimator, progress=progress, tta=args.tta,
-                         **tiling), image.axes
+    options = ({} if n_tiles is None else {"n_tiles": n_tiles}) | ({"tta": True} if args.tta else {})
+    return model.predict(image.data, axes=image.axes, estimator=args.estimator, progress=progress,
+                         **options), image.axes
 
 
 def _write_result(output, result, axes, dtype, overwrite):
