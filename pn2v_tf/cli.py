@@ -21,13 +21,16 @@ from pathlib import Path
 
 from .io import IMAGEJ_DTYPES, InputError, channels_text, find_tiffs, read_image
 
+MANIPULATOR_CHOICES = ("uniform_withoutCP", "median")  # pn2v_tf.masking.MANIPULATORS, without importing numpy
+
 EXIT_INPUT = 2
 EXIT_DIVERGED = 1
 #: Defaults of the training options; the same as :class:`PN2VConfig`'s (the seed excepted).
 #: ``patch_size`` and ``unet_pool`` of ``None`` are the configuration's defaults for the images' dimensions.
 TRAINING_DEFAULTS = dict(epochs=200, steps_per_epoch=100, batch_size=16, patch_size=None, n_samples=800,
                          unet_depth=3, unet_n_first=64, unet_pool=None, learning_rate=4e-4, seed=0,
-                         single_net_per_channel=False)
+                         single_net_per_channel=False, n2v2=False, blurpool=False, skip_skipone=False,
+                         manipulator=None, struct_mask=None)
 #: PN2VConfig attribute -> training option.
 CONFIG_OPTIONS = dict(n_samples="n_samples", unet_n_depth="unet_depth", unet_n_first="unet_n_first",
                       unet_pool="unet_pool", n2v_patch_shape="patch_size", train_epochs="epochs",
@@ -35,7 +38,8 @@ CONFIG_OPTIONS = dict(n_samples="n_samples", unet_n_depth="unet_depth", unet_n_f
                       train_learning_rate="learning_rate", seed="seed")
 #: Options a resumed training takes from its model instead.
 _FIXED_ON_RESUME = ("mode", "noise_model", "batch_size", "patch_size", "n_samples", "unet_depth",
-                    "unet_n_first", "unet_pool", "learning_rate", "seed", "single_net_per_channel")
+                    "unet_n_first", "unet_pool", "learning_rate", "seed", "single_net_per_channel", "n2v2",
+                    "blurpool", "skip_skipone", "manipulator", "struct_mask")
 #: Options a resumed training may change; without them it uses the interrupted run's.
 _RUN_SETTINGS = ("inputs", "axes", "validation", "validation_fraction", "epochs", "steps_per_epoch",
                  "allow_out_of_range")
@@ -127,6 +131,21 @@ def _add_training_options(parser, on_resume, n_samples=True):
     group.add_argument("--single-net-per-channel", action="store_true", default=None,
                        help="multichannel images: an independent U-Net per channel, C times the cost (off: one "
                             f"U-Net sees all channels and predicts each one's samples{fixed})")
+    group.add_argument("--n2v2", action="store_true", default=None,
+                       help="N2V2 against checkerboard artefacts: --blurpool, --skip-skipone and --manipulator "
+                            f"median together{fixed}")
+    group.add_argument("--blurpool", action="store_true", default=None,
+                       help=f"N2V2's max-blur pooling instead of max pooling (off{fixed})")
+    group.add_argument("--skip-skipone", action="store_true", default=None,
+                       help=f"N2V2: no skip connection at the U-Net's top level (off{fixed})")
+    group.add_argument("--manipulator", choices=MANIPULATOR_CHOICES,
+                       help="replacement of a blind spot: a random neighbour (uniform_withoutCP) or the median of "
+                            f"its neighbours (median, N2V2) (default: uniform_withoutCP{fixed})")
+    group.add_argument("--struct-mask", metavar="JSON",
+                       help="structN2V against noise correlated along rows or columns: a structuring element "
+                            "centred on each blind spot as a JSON nested list of 0 and 1 with odd sides, e.g. "
+                            "'[[1,1,1,1,1,1,1]]' hides 3 pixels left and right (correlation along X); the pixels "
+                            f"marked 1 are hidden from the network (default: none{fixed})")
 
 
 def _add_noise_model(commands):
@@ -455,6 +474,7 @@ def _config(X, mode, settings, n_dim=2, n_channels=1):
             kwargs[attribute] = _per_axis(settings[option], n_dim, option)
     if settings.get("single_net_per_channel") is not None:
         kwargs["single_net_per_channel"] = bool(settings["single_net_per_channel"])
+    kwargs.update(_n2v2_and_struct(settings, n_dim))
     if X is None and n_channels > 1:
         kwargs["n_channel_in"] = n_channels
     axes = spatial_axes(n_dim) + ("C" if n_channels > 1 else "")
@@ -469,6 +489,31 @@ def _config(X, mode, settings, n_dim=2, n_channels=1):
                          + (f" (each patch side must be a multiple of the network's block {config.block_shape} "
                             "= unet-pool**(unet-depth - 1))" if "n2v_patch_shape" in invalid else ""))
     return config
+
+
+def _n2v2_and_struct(settings, n_dim):
+    """PN2VConfig keywords of --n2v2, --blurpool, --skip-skipone, --manipulator and --struct-mask."""
+    import json
+
+    from .masking import check_struct_mask
+
+    n2v2 = bool(settings.get("n2v2"))
+    kwargs = {key: True for key in ("blurpool", "skip_skipone") if n2v2 or settings.get(key)}
+    if settings.get("manipulator") or n2v2:
+        if n2v2 and settings.get("manipulator") not in (None, "median"):
+            raise UsageError(f"--n2v2 replaces blind spots by the median; leave out --manipulator "
+                             f"{settings['manipulator']}")
+        kwargs["n2v_manipulator"] = settings.get("manipulator") or "median"
+    if settings.get("struct_mask") is not None:
+        try:
+            mask = check_struct_mask(json.loads(settings["struct_mask"]), n_dim)
+        except json.JSONDecodeError:
+            raise UsageError(f"--struct-mask must be a JSON nested list, e.g. '[[1,1,1,1,1]]', got "
+                             f"{settings['struct_mask']!r}") from None
+        except ValueError as error:
+            raise UsageError(f"--struct-mask: {error}") from None
+        kwargs["structN2Vmask"] = mask.astype(int).tolist()
+    return kwargs
 
 
 def _per_axis(values, n_dim, option):

@@ -6,6 +6,7 @@ from csbdeep.models import BaseConfig
 from ._checks import is_int as _is_int
 from ._checks import is_number as _is_number
 from .arrays import SPATIAL_AXES, as_image_stack, is_chunked, spatial_dims
+from .masking import MANIPULATORS, check_struct_mask
 
 MODES = ("pn2v", "n2v", "care")
 
@@ -63,6 +64,12 @@ class PN2VConfig(BaseConfig):
         Pooling factor per axis (Y, X) or (Z, Y, X), each >= 1; e.g. ``(1, 2, 2)`` keeps the full
         z resolution at every level, for thin stacks or a z step several times the pixel size.
         Default: 2 along every axis.
+    blurpool : bool
+        N2V2's max-blur pooling (:class:`pn2v_tf.nets.MaxBlurPool`) instead of max pooling, in 2-D
+        and 3-D. With ``skip_skipone`` and ``n2v_manipulator='median'`` it removes the checkerboard
+        artefacts of blind-spot networks. Default: False.
+    skip_skipone : bool
+        N2V2: no skip connection at the top (full-resolution) level of the U-Net. Default: False.
     n2v_patch_shape : tuple of int
         Training patch shape (Y, X) or (Z, Y, X); each side a multiple of
         ``unet_pool**(unet_n_depth-1)`` along its axis (the network's block) and larger than
@@ -70,8 +77,21 @@ class PN2VConfig(BaseConfig):
     n2v_perc_pix : float
         Percentage of pixels (voxels) masked per patch, placed on a stratified grid. Default: 3.0.
     n2v_neighborhood_radius : int
-        Masked pixels take the value of a random other pixel within this Chebyshev radius along
+        Masked pixels take their replacement from the other pixels within this Chebyshev radius along
         every axis (2 = 5x5 neighbourhood, 5x5x5 in 3-D). Default: 2.
+    n2v_manipulator : str
+        The replacement: ``'uniform_withoutCP'``, the value of a random other pixel (Noise2Void,
+        default), or ``'median'``, the median of the neighbourhood without the pixel itself (N2V2).
+    structN2Vmask : list or None
+        structN2V's structuring element: a nested list of 0 and 1, 2-D (or 3-D for a 3-D model) with
+        odd sides, centred on each blind spot; the pixels marked 1 are hidden with it (they get the
+        values of random pixels of the patch, and the blind spot's replacement comes from outside
+        it), so that noise correlated along rows or columns (sCMOS, line scanning) cannot be
+        learned. E.g. ``[[0, 1, 1, 1, 1, 1, 0]]`` for noise correlated along X. Flips and rotations
+        that change the element are left out of the augmentation. Modes ``'n2v'`` and ``'pn2v'``;
+        for PN2V the noise model still describes each pixel's own noise, p(x_i | s_i), and the
+        loss assumes that, given the signal, a pixel's noise is independent of the pixels the
+        network sees, i.e. that the element covers the whole correlation. Default: None.
     means, stds : list of float
         Normalisation of the network input, per channel (mean and standard deviation of ``X``).
     train_epochs : int
@@ -125,6 +145,10 @@ class PN2VConfig(BaseConfig):
         self.n2v_patch_shape = (64, 64) if n_dim == 2 else (16,) + (64,) * (n_dim - 1)
         self.n2v_perc_pix = 3.0
         self.n2v_neighborhood_radius = 2
+        self.n2v_manipulator = "uniform_withoutCP"
+        self.structN2Vmask = None
+        self.blurpool = False
+        self.skip_skipone = False
         self.means = means
         self.stds = stds
         self.train_epochs = 200
@@ -140,6 +164,8 @@ class PN2VConfig(BaseConfig):
         for name in ("n2v_patch_shape", "unet_pool"):
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
+        if isinstance(self.structN2Vmask, np.ndarray):
+            self.structN2Vmask = self.structN2Vmask.tolist()
 
     @property
     def n_outputs(self):
@@ -166,6 +192,10 @@ class PN2VConfig(BaseConfig):
             "n2v_patch_shape": self._patch_shape_ok(),
             "n2v_perc_pix": _is_number(self.n2v_perc_pix, 0, low_inclusive=False) and self.n2v_perc_pix <= 100,
             "n2v_neighborhood_radius": _is_int(self.n2v_neighborhood_radius, 1),
+            "n2v_manipulator": self.n2v_manipulator in MANIPULATORS,
+            "structN2Vmask": self._struct_mask_ok(),
+            "blurpool": isinstance(self.blurpool, bool),
+            "skip_skipone": isinstance(self.skip_skipone, bool),
             "n_channel_in": _is_int(self.n_channel_in, 1),
             "n_channel_out": self.n_channel_out == self.n_channel_in,
             "single_net_per_channel": isinstance(self.single_net_per_channel, bool),
@@ -190,6 +220,16 @@ class PN2VConfig(BaseConfig):
 
     def _per_axis(self, values):
         return isinstance(values, (tuple, list)) and len(values) == self.n_dim and all(_is_int(v, 1) for v in values)
+
+    def _struct_mask_ok(self):
+        if self.structN2Vmask is None:
+            return True
+        try:
+            mask = check_struct_mask(self.structN2Vmask, self.n_dim)
+        except ValueError:
+            return False
+        return self.mode != "care" and (not self._per_axis(self.n2v_patch_shape)
+                                        or all(m <= s for m, s in zip(mask.shape, self.n2v_patch_shape)))
 
     def _patch_shape_ok(self):
         shape = self.n2v_patch_shape

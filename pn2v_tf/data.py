@@ -19,7 +19,8 @@ import keras
 import numpy as np
 
 from .arrays import as_image_stack, check_fits, check_patch_shape, image_shapes, is_chunked
-from .masking import _check_perc_pix, _check_radius, _is_int, mask_patches, n_masked
+from .masking import (_check_manipulator, _check_perc_pix, _check_radius, _is_int, check_struct_mask, mask_patches,
+                      n_masked)
 
 __all__ = ["random_patches", "random_dihedral", "split_validation", "mask_channels", "MaskedPatches",
            "SupervisedPatches"]
@@ -166,7 +167,7 @@ def undo_dihedral(stack: np.ndarray, transform: int, n_dim: int = 2) -> np.ndarr
     return np.rot90(out, -k, axes=(y_axis, x_axis))
 
 
-def random_dihedral(rng, *stacks, n_dim=2) -> tuple:
+def random_dihedral(rng, *stacks, n_dim=2, keep=None) -> tuple:
     """Apply the same random flip/rotation per patch to several stacks of patches.
 
     Patch ``b`` of every stack gets the same one of the 8 elements of the dihedral group in YX
@@ -184,6 +185,9 @@ def random_dihedral(rng, *stacks, n_dim=2) -> tuple:
         carried along).
     n_dim : int
         Number of spatial axes after the batch axis: 2 (Y, X) or 3 (Z, Y, X).
+    keep : numpy.ndarray or None
+        An ``n_dim``-D array (a structN2V structuring element) that every transform used must leave
+        unchanged: the others are never drawn, so that noise correlated along one axis stays along it.
 
     Returns
     -------
@@ -201,6 +205,9 @@ def random_dihedral(rng, *stacks, n_dim=2) -> tuple:
                          f"got {[s.shape for s in stacks]}")
     in_plane = np.arange(len(_DIHEDRAL)) if shape[n_dim - 1] == shape[n_dim] else np.array(_SHAPE_KEEPING)
     choices = in_plane if n_dim == 2 else np.concatenate([in_plane, in_plane + len(_DIHEDRAL)])
+    if keep is not None:
+        keep = np.asarray(keep)
+        choices = np.array([t for t in choices if _leaves_unchanged(keep, t, n_dim)])
     transforms = rng.choice(choices, size=shape[0])
     outs = [np.empty_like(stack) for stack in stacks]
     for transform in np.unique(transforms):
@@ -208,6 +215,11 @@ def random_dihedral(rng, *stacks, n_dim=2) -> tuple:
         for stack, out in zip(stacks, outs):
             out[which] = _dihedral(stack[which], transform, n_dim)
     return tuple(outs)
+
+
+def _leaves_unchanged(array, transform, n_dim):
+    moved = _dihedral(array[np.newaxis], transform, n_dim)[0]
+    return moved.shape == array.shape and np.array_equal(moved, array)
 
 
 # -- Keras datasets ------------------------------------------------------------------------------
@@ -272,6 +284,12 @@ class MaskedPatches(_RandomPatches):
         Percentage of masked pixels per patch (see :func:`pn2v_tf.masking.grid_shape`).
     radius : int
         Chebyshev radius of the neighbourhood the replacement values come from.
+    manipulator : str
+        Replacement of masked pixels: ``'uniform_withoutCP'`` (a random neighbour) or ``'median'``
+        (N2V2; :func:`pn2v_tf.masking.mask_patches`).
+    struct_mask : array_like or None
+        structN2V's structuring element (:func:`pn2v_tf.masking.check_struct_mask`); augmentation
+        then only uses the flips and rotations that leave it unchanged.
     augment : bool
         Apply a random flip/rotation to each patch (:func:`random_dihedral`).
     seed : int or None
@@ -294,11 +312,14 @@ class MaskedPatches(_RandomPatches):
     """
 
     def __init__(self, images, patch_shape, batch_size, steps_per_epoch, perc_pix=3.0, radius=2,
-                 augment=True, seed=None, fixed=False, **kwargs):
+                 manipulator="uniform_withoutCP", struct_mask=None, augment=True, seed=None, fixed=False,
+                 **kwargs):
         super().__init__(images, patch_shape, batch_size, steps_per_epoch, augment=augment,
                          seed=seed, fixed=fixed, **kwargs)
         self.perc_pix = _check_perc_pix(perc_pix)
         self.radius = _check_radius(radius, self.patch_shape)
+        self.manipulator = _check_manipulator(manipulator)
+        self.struct_mask = check_struct_mask(struct_mask, self.n_dim)
         self.n_masked = n_masked(self.patch_shape, self.perc_pix)
 
     def __getitem__(self, index):
@@ -306,8 +327,8 @@ class MaskedPatches(_RandomPatches):
         patches = _crop(self.images, self.patch_shape,
                         *_crop_positions(rng, self.images, self.patch_shape, self.batch_size))
         if self.augment:
-            (patches,) = random_dihedral(rng, patches, n_dim=self.n_dim)
-        return mask_channels(rng, patches, self.perc_pix, self.radius)
+            (patches,) = random_dihedral(rng, patches, n_dim=self.n_dim, keep=self.struct_mask)
+        return mask_channels(rng, patches, self.perc_pix, self.radius, self.manipulator, self.struct_mask)
 
 
 class SupervisedPatches(_RandomPatches):
@@ -361,8 +382,9 @@ class SupervisedPatches(_RandomPatches):
         return inputs, targets
 
 
-def mask_channels(rng, patches, perc_pix, radius):
-    """Noise2Void masking of each channel of patches (B, *patch_shape, C) independently.
+def mask_channels(rng, patches, perc_pix, radius, manipulator="uniform_withoutCP", struct_mask=None):
+    """Noise2Void masking of each channel of patches (B, *patch_shape, C) independently
+    (:func:`pn2v_tf.masking.mask_patches`).
 
     Returns
     -------
@@ -373,7 +395,7 @@ def mask_channels(rng, patches, perc_pix, radius):
     """
     batch, n_channels, patch_shape = patches.shape[0], patches.shape[-1], patches.shape[1:-1]
     per_channel = np.moveaxis(patches, -1, 1).reshape((batch * n_channels,) + patch_shape)
-    masked, coords, values = mask_patches(rng, per_channel, perc_pix, radius)
+    masked, coords, values = mask_patches(rng, per_channel, perc_pix, radius, manipulator, struct_mask)
     masked = np.moveaxis(masked.reshape((batch, n_channels) + patch_shape), 1, -1)
     coords = coords.reshape((batch, n_channels) + coords.shape[1:]).transpose(0, 2, 1, 3)
     values = values.reshape((batch, n_channels, -1)).transpose(0, 2, 1)

@@ -11,6 +11,13 @@ nx``) cells of (almost) equal size and one pixel is drawn uniformly inside each 
 masked pixels is therefore the same for every patch (:func:`n_masked`), about ``perc_pix`` percent
 of the pixels, and they are spread over the whole patch.
 
+Each masked pixel gets a replacement value from its neighbourhood (``manipulator``): the value of a
+random neighbour (``'uniform_withoutCP'``, Noise2Void's) or the median of the neighbourhood without
+the pixel itself (``'median'``, N2V2's, which removes the checkerboard artefacts of blind-spot
+networks together with blur pooling). A structuring element (structN2V's ``structN2Vmask``) hides
+the pixels next to each blind spot whose noise is correlated with its own: they get values drawn
+from elsewhere in the patch, and the blind spot's replacement comes from outside the element.
+
 All randomness comes from a :class:`numpy.random.Generator` passed by the caller.
 """
 
@@ -22,7 +29,12 @@ import numpy as np
 from ._checks import is_int as _is_int
 from .arrays import check_patch_shape
 
-__all__ = ["grid_shape", "n_masked", "stratified_coords", "neighbour_coords", "mask_patches"]
+__all__ = ["MANIPULATORS", "grid_shape", "n_masked", "stratified_coords", "neighbour_coords",
+           "neighbourhood_medians", "check_struct_mask", "mask_patches"]
+
+#: Replacement of masked pixels: a random neighbour (Noise2Void) or the neighbourhood's median (N2V2),
+#: the pixel itself excluded in both; n2v's names.
+MANIPULATORS = ("uniform_withoutCP", "median")
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -48,6 +60,63 @@ def _check_radius(radius, patch_shape) -> int:
         raise ValueError(f"every patch side must be larger than the neighbourhood radius {radius}, "
                          f"got patch shape {tuple(patch_shape)}")
     return int(radius)
+
+
+def _check_manipulator(manipulator) -> str:
+    if manipulator not in MANIPULATORS:
+        raise ValueError(f"manipulator must be one of {', '.join(map(repr, MANIPULATORS))}, got {manipulator!r}")
+    return manipulator
+
+
+def check_struct_mask(struct_mask, n_dim):
+    """Return a structN2V structuring element as a boolean array, or raise ValueError.
+
+    Parameters
+    ----------
+    struct_mask : array_like or None
+        ``n_dim``-dimensional nested list of 0 and 1 with an odd side along every axis, centred on the
+        blind spot; 1 marks the pixels hidden with it (n2v's ``structN2Vmask``). Its centre is always
+        masked, whatever its value there.
+    n_dim : int
+        2 or 3.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        Boolean array, ``None`` for ``None``.
+    """
+    if struct_mask is None:
+        return None
+    try:
+        mask = np.asarray(struct_mask)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"structN2Vmask must be a rectangular nested list of 0 and 1, got {struct_mask!r}") from error
+    if mask.ndim != n_dim or mask.dtype == object or not np.all(np.isin(mask, (0, 1))):
+        raise ValueError(f"structN2Vmask must be a {n_dim}-D nested list of 0 and 1 (one level per axis "
+                         f"{'ZYX'[-n_dim:]}), got {struct_mask!r}")
+    if any(side % 2 == 0 for side in mask.shape):
+        raise ValueError(f"structN2Vmask must have an odd side along every axis (it is centred on the blind "
+                         f"spot), got shape {mask.shape}")
+    return mask.astype(bool)
+
+
+def _struct_offsets(struct_mask) -> np.ndarray:
+    """Non-zero offsets (K, n_dim) of the pixels that a structuring element hides around a blind spot."""
+    offsets = np.argwhere(struct_mask) - np.array(struct_mask.shape) // 2
+    return offsets[np.any(offsets != 0, axis=1)].astype(np.int32)
+
+
+def _replacement_offsets(radius: int, n_dim: int, struct_mask=None) -> np.ndarray:
+    """The neighbourhood's non-zero offsets that a replacement value may come from: those of the
+    (2r+1)**n_dim cube outside the structuring element."""
+    offsets = _nonzero_offsets(radius, n_dim)
+    if struct_mask is not None:
+        hidden = {tuple(o) for o in _struct_offsets(struct_mask)}
+        offsets = offsets[[tuple(o) not in hidden for o in offsets]]
+        if not len(offsets):
+            raise ValueError(f"structN2Vmask hides the whole neighbourhood of radius {radius}: increase "
+                             "n2v_neighborhood_radius or shrink the mask")
+    return offsets.astype(np.int32)
 
 
 # -- grid ----------------------------------------------------------------------------------------
@@ -171,7 +240,7 @@ def _check_coords(coords, patch_shape: tuple[int, ...]) -> np.ndarray:
     return coords
 
 
-def neighbour_coords(rng, coords, patch_shape, radius) -> np.ndarray:
+def neighbour_coords(rng, coords, patch_shape, radius, struct_mask=None) -> np.ndarray:
     """Draw a random neighbour, different from the pixel itself, for each coordinate.
 
     Each neighbour is ``coord + offset`` with the offset drawn uniformly from the
@@ -192,6 +261,8 @@ def neighbour_coords(rng, coords, patch_shape, radius) -> np.ndarray:
         Patch shape ``(Y, X)`` or ``(Z, Y, X)``; every side must be larger than ``radius``.
     radius : int
         Chebyshev radius ``r >= 1`` of the neighbourhood.
+    struct_mask : numpy.ndarray or None
+        Structuring element (:func:`check_struct_mask`): offsets that it hides are never drawn.
 
     Returns
     -------
@@ -207,7 +278,7 @@ def neighbour_coords(rng, coords, patch_shape, radius) -> np.ndarray:
     radius = _check_radius(radius, patch_shape)
     coords = _check_coords(coords, patch_shape)
     n_dim = len(patch_shape)
-    offsets = _nonzero_offsets(radius, n_dim).astype(np.int32)
+    offsets = _replacement_offsets(radius, n_dim, struct_mask)
     points = coords.astype(np.int32)
 
     def draw(at):
@@ -217,21 +288,77 @@ def neighbour_coords(rng, coords, patch_shape, radius) -> np.ndarray:
 
     neighbours = draw(points)
     same = np.all(neighbours == points, axis=-1)
-    # Terminates: every side > radius >= 1, so an offset of one step never leads back to the pixel.
-    while np.any(same):
+    # Every side > radius >= 1, so an offset of one step never leads back to the pixel; only offsets
+    # left by a structuring element can all do so, on tiny patches.
+    for _ in range(1000):
+        if not np.any(same):
+            return neighbours.astype(np.int32)
         neighbours[same] = draw(points[same])
         same = np.all(neighbours == points, axis=-1)
-    return neighbours.astype(np.int32)
+    raise ValueError(f"patch shape {patch_shape} is too small for a neighbour outside structN2Vmask within "
+                     f"radius {radius}")
+
+
+def _mirrored_neighbourhoods(coords, patch_shape, offsets) -> np.ndarray:
+    """Coordinates (..., K, n_dim) of ``coords`` plus each offset, mirrored into the patch."""
+    points = coords[..., None, :].astype(np.int32) + offsets
+    return np.stack([_mirror(points[..., axis], patch_shape[axis]) for axis in range(len(patch_shape))], axis=-1)
+
+
+def neighbourhood_medians(patches, coords, radius, struct_mask=None) -> np.ndarray:
+    """Median of each masked pixel's neighbourhood without the pixel itself (N2V2's replacement).
+
+    The neighbourhood is the (2r+1)**n_dim cube of Chebyshev radius ``radius`` around the pixel,
+    minus the pixel and the pixels a structuring element hides; neighbours outside the patch are
+    mirrored back in as in :func:`neighbour_coords`, and those that mirroring maps onto the pixel
+    itself are left out. With an even number of values the median is the mean of the two middle ones.
+
+    Parameters
+    ----------
+    patches : numpy.ndarray
+        ``(B, Y, X)`` or ``(B, Z, Y, X)`` patches.
+    coords : numpy.ndarray
+        ``(B, M, n_dim)`` integer coordinates inside the patches.
+    radius : int
+        Chebyshev radius ``>= 1``; every patch side must exceed it.
+    struct_mask : numpy.ndarray or None
+        Structuring element (:func:`check_struct_mask`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(B, M)`` float32 medians.
+    """
+    patches = np.asarray(patches, dtype=np.float32)
+    patch_shape = _check_patch_shape(patches.shape[1:])
+    radius = _check_radius(radius, patch_shape)
+    coords = _check_coords(coords, patch_shape)
+    points = _mirrored_neighbourhoods(coords, patch_shape, _replacement_offsets(radius, len(patch_shape), struct_mask))
+    batch = np.arange(patches.shape[0])[:, None, None]
+    values = patches[(batch,) + tuple(points[..., axis] for axis in range(len(patch_shape)))]
+    itself = np.all(points == coords[..., None, :], axis=-1)
+    values = np.sort(np.where(itself, np.inf, values), axis=-1)
+    n_values = values.shape[-1] - itself.sum(axis=-1, keepdims=True)
+    low = np.take_along_axis(values, (n_values - 1) // 2, axis=-1)
+    high = np.take_along_axis(values, n_values // 2, axis=-1)
+    return ((low + high) / 2)[..., 0].astype(np.float32)
 
 
 # -- masking -------------------------------------------------------------------------------------
 
-def mask_patches(rng, patches, perc_pix, radius) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mask_patches(rng, patches, perc_pix, radius, manipulator="uniform_withoutCP",
+                 struct_mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply Noise2Void blind-spot masking to a batch of 2-D or 3-D patches.
 
     On each patch, :func:`stratified_coords` chooses ``M`` pixels; each gets the original value of
-    a random neighbour (:func:`neighbour_coords`). The neighbour values are read from the input, so
-    a pixel never receives a value that was itself already replaced.
+    a random neighbour (:func:`neighbour_coords`) or the median of its neighbourhood
+    (:func:`neighbourhood_medians`). Replacement values are read from the input, so a pixel never
+    receives a value that was itself already replaced.
+
+    With a structuring element, the other pixels it covers around each blind spot (inside the patch)
+    get the original values of pixels drawn uniformly from the whole patch, so that they tell the
+    network nothing about the blind spot's noise; these are written last, so a blind spot that lies
+    under another one's element gets such a value too.
 
     Parameters
     ----------
@@ -243,6 +370,11 @@ def mask_patches(rng, patches, perc_pix, radius) -> tuple[np.ndarray, np.ndarray
         Percentage of masked pixels, in (0, 100].
     radius : int
         Chebyshev radius ``>= 1`` of the neighbourhood the replacement values come from.
+    manipulator : str
+        ``'uniform_withoutCP'`` (a random neighbour, default) or ``'median'``
+        (:data:`MANIPULATORS`).
+    struct_mask : array_like or None
+        structN2V's structuring element (:func:`check_struct_mask`); ``None``: the blind spot alone.
 
     Returns
     -------
@@ -256,20 +388,62 @@ def mask_patches(rng, patches, perc_pix, radius) -> tuple[np.ndarray, np.ndarray
     Raises
     ------
     ValueError
-        If ``patches`` is not 3-D or 4-D or ``perc_pix``/``radius`` are invalid.
+        If ``patches`` is not 3-D or 4-D or ``perc_pix``/``radius``/``manipulator``/``struct_mask``
+        are invalid.
     """
     patches = np.asarray(patches, dtype=np.float32)
     if patches.ndim not in (3, 4):
         raise ValueError(f"patches must have shape (B, Y, X) or (B, Z, Y, X), got {patches.shape}")
     n_patches, patch_shape = patches.shape[0], patches.shape[1:]
+    n_dim = len(patch_shape)
     _check_perc_pix(perc_pix)
     _check_radius(radius, patch_shape)
+    _check_manipulator(manipulator)
+    struct_mask = check_struct_mask(struct_mask, n_dim)
     coords = stratified_coords(rng, n_patches, patch_shape, perc_pix)
-    neighbours = neighbour_coords(rng, coords, patch_shape, radius)
     batch = np.arange(n_patches)[:, None]
-    at_coords = (batch,) + tuple(coords[..., axis] for axis in range(len(patch_shape)))
-    at_neighbours = (batch,) + tuple(neighbours[..., axis] for axis in range(len(patch_shape)))
+    at_coords = (batch,) + tuple(coords[..., axis] for axis in range(n_dim))
     values = patches[at_coords]
     masked = patches.copy()
-    masked[at_coords] = patches[at_neighbours]
+    if manipulator == "median":
+        masked[at_coords] = neighbourhood_medians(patches, coords, radius, struct_mask)
+    else:
+        neighbours = neighbour_coords(rng, coords, patch_shape, radius, struct_mask)
+        masked[at_coords] = patches[(batch,) + tuple(neighbours[..., axis] for axis in range(n_dim))]
+    if struct_mask is not None:
+        _hide_struct_neighbours(rng, patches, masked, coords, struct_mask)
     return masked, coords, values
+
+
+def _covered(offsets, element):
+    """Whether each offset (N, n_dim) from a blind spot falls on a 1 of ``element`` (centred on it)."""
+    centre = np.array(element.shape) // 2
+    index = offsets + centre
+    inside = np.all((index >= 0) & (index < element.shape), axis=-1)
+    clipped = np.clip(index, 0, np.array(element.shape) - 1)
+    return inside & element[tuple(clipped[:, axis] for axis in range(len(element.shape)))]
+
+
+def _hide_struct_neighbours(rng, patches, masked, coords, struct_mask):
+    """Write the original values of random pixels of the same patch at the pixels (inside the patch)
+    that the structuring element covers around each blind spot, the blind spot itself excepted; the
+    source pixels lie outside that blind spot's element (and are not the blind spot)."""
+    patch_shape = patches.shape[1:]
+    offsets = _struct_offsets(struct_mask)
+    points = coords[:, :, None, :] + offsets  # (B, M, K, n_dim)
+    inside = np.all((points >= 0) & (points < np.array(patch_shape)), axis=-1)
+    which_patch = np.broadcast_to(np.arange(len(patches))[:, None, None], inside.shape)[inside]
+    centres = np.broadcast_to(coords[:, :, None, :], points.shape)[inside]
+    hidden = points[inside]
+    element = struct_mask.copy()
+    element[tuple(np.array(element.shape) // 2)] = True
+    sources = np.stack([rng.integers(0, side, size=len(hidden)) for side in patch_shape], axis=-1)
+    for _ in range(1000):
+        redraw = _covered(sources - centres, element)
+        if not redraw.any():
+            break
+        sources[redraw] = np.stack([rng.integers(0, side, size=int(redraw.sum())) for side in patch_shape], axis=-1)
+    else:
+        raise ValueError(f"patch shape {patch_shape} leaves no pixel outside structN2Vmask {struct_mask.shape}")
+    masked[(which_patch,) + tuple(hidden[:, axis] for axis in range(len(patch_shape)))] = \
+        patches[(which_patch,) + tuple(sources[:, axis] for axis in range(len(patch_shape)))]

@@ -266,7 +266,8 @@ class PN2V(BaseModel):
             return (SupervisedPatches(X, Y, steps_per_epoch=steps_per_epoch, seed=cfg.seed, **shared),
                     SupervisedPatches(validation_X, validation_Y, steps_per_epoch=n_val_steps,
                                       augment=False, seed=val_seed, fixed=True, **shared))
-        masking = dict(perc_pix=cfg.n2v_perc_pix, radius=cfg.n2v_neighborhood_radius)
+        masking = dict(perc_pix=cfg.n2v_perc_pix, radius=cfg.n2v_neighborhood_radius,
+                       manipulator=cfg.n2v_manipulator, struct_mask=cfg.structN2Vmask)
         return (MaskedPatches(X, steps_per_epoch=steps_per_epoch, seed=cfg.seed, **shared, **masking),
                 MaskedPatches(validation_X, steps_per_epoch=n_val_steps, augment=False, seed=val_seed,
                               fixed=True, **shared, **masking))

@@ -12,12 +12,16 @@ One set of layers makes two Keras models that share all weights:
 
 The U-Net follows the PN2V reference: ``n_depth`` resolution levels with two convolutions each,
 max pooling down (by ``pool`` per axis, 2 by default), transposed convolutions up by the same
-factors, skip connections merged by addition. 2-D and 3-D differ only in the layer classes
+factors, skip connections merged by addition. N2V2's options: max-blur pooling instead of max
+pooling (``blurpool``, :class:`MaxBlurPool`) and no skip connection at the top level
+(``skip_skipone``). 2-D and 3-D differ only in the layer classes
 (:data:`LAYERS`). The head is a ``Dense`` layer (a 1x1 convolution when applied to an image) whose K
 outputs start close together (:class:`SampleHeadInitializer`). With several channels one U-Net sees
 them all and the head predicts C * K values; with ``single_net_per_channel`` each channel has its own
 U-Net and head (:class:`GroupedDense`), whose features are concatenated.
 """
+
+from math import comb
 
 import keras
 import numpy as np
@@ -188,6 +192,51 @@ class SampleHeadInitializer(keras.initializers.Initializer):
         return {"spread": self.spread, "seed": self.seed, "n_channels": self.n_channels}
 
 
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+class MaxBlurPool(layers.Layer):
+    """Max-blur pooling (N2V2, after Zhang 2019) by ``pool`` per axis, in 2-D and 3-D.
+
+    A maximum over windows of ``pool`` at stride 1 ("same" padding), then, along each axis with a
+    factor p > 1, a binomial blur of length p + 1 (``[1, 2, 1] / 4`` for p = 2) at stride p, with
+    zero padding after the end as TensorFlow's "same" convolutions pad: for p = 2,
+    ``out[i] = (m[2i] + 2 m[2i+1] + m[2i+2]) / 4`` with ``m[n] = 0``. Axes with p = 1 are left
+    alone. The sides must be multiples of the factors (the network's block shape ensures it).
+    """
+
+    def __init__(self, pool, **kwargs):
+        super().__init__(**kwargs)
+        self.pool = tuple(int(p) for p in pool)
+
+    def call(self, x):
+        x = ops.max_pool(x, pool_size=self.pool, strides=1, padding="same")
+        for axis, factor in enumerate(self.pool, start=1):
+            if factor > 1:
+                x = _blur_and_subsample(x, axis, factor)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        spatial = [None if s is None else s // p for s, p in zip(input_shape[1:-1], self.pool)]
+        return (input_shape[0], *spatial, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "pool": list(self.pool)}
+
+
+def _blur_and_subsample(x, axis, factor):
+    """Binomial blur of length ``factor + 1`` along ``axis``, taken at every ``factor``-th position."""
+    weights = [comb(factor, k) / 2 ** factor for k in range(factor + 1)]
+    padding = [(0, 0)] * len(x.shape)
+    padding[axis] = (0, 1)
+    padded = ops.pad(x, padding)
+    size = ops.shape(x)[axis]
+    out = 0
+    for offset, weight in enumerate(weights):
+        index = [slice(None)] * len(x.shape)
+        index[axis] = slice(offset, offset + size, factor)
+        out = out + weight * padded[tuple(index)]
+    return out
+
+
 #: Convolution, pooling and transposed-convolution layer classes per number of spatial axes.
 LAYERS = {2: (layers.Conv2D, layers.MaxPooling2D, layers.Conv2DTranspose),
           3: (layers.Conv3D, layers.MaxPooling3D, layers.Conv3DTranspose)}
@@ -201,18 +250,20 @@ def block_size(n_depth, pool=2):
     return int(pool) ** (n_depth - 1)
 
 
-def receptive_radius(n_depth, kern_size, pool=2):
+def receptive_radius(n_depth, kern_size, pool=2, blurpool=False):
     """Upper bound of how far (pixels) an output pixel sees in each direction; per axis when
     ``pool`` is a tuple.
 
     With pooling factor p, level l works at scale p**l. Down level l: two convolutions and a
-    pooling window of p at that scale; bottom: two convolutions; up level l: a transposed
-    convolution of kernel p and two convolutions at that scale.
+    pooling window of p at that scale (with ``blurpool``: a max over p at stride 1 and a blur of
+    p + 1, 2p in all); bottom: two convolutions; up level l: a transposed convolution of kernel p
+    and two convolutions at that scale.
     """
     if isinstance(pool, (tuple, list)):
-        return tuple(receptive_radius(n_depth, kern_size, p) for p in pool)
+        return tuple(receptive_radius(n_depth, kern_size, p, blurpool) for p in pool)
     conv = 2 * (kern_size // 2)
-    down = sum((conv + pool - 1) * pool ** level for level in range(n_depth - 1))
+    window = 2 * pool if blurpool and pool > 1 else pool
+    down = sum((conv + window - 1) * pool ** level for level in range(n_depth - 1))
     bottom = conv * pool ** (n_depth - 1)
     return 2 * down + bottom
 
@@ -221,18 +272,24 @@ def network_geometry(config):
     """(block, radius) per spatial axis of a configuration's network: image sides are multiples of
     ``block``; an output pixel sees input pixels up to ``radius`` away."""
     return (block_size(config.unet_n_depth, tuple(config.unet_pool)),
-            receptive_radius(config.unet_n_depth, config.unet_kern_size, tuple(config.unet_pool)))
+            receptive_radius(config.unet_n_depth, config.unet_kern_size, tuple(config.unet_pool),
+                             getattr(config, "blurpool", False)))
 
 
 class UNetLayers:
     """The layers of one U-Net body; calling :meth:`features` applies them to a normalised tensor.
 
     ``prefix`` starts every layer name (the per-channel bodies of ``single_net_per_channel``).
+    ``blurpool`` downsamples with :class:`MaxBlurPool`; ``skip_skipone`` leaves out the skip
+    connection of the top level.
     """
 
-    def __init__(self, n_depth, n_first, kern_size, pool=(2, 2), prefix=""):
+    def __init__(self, n_depth, n_first, kern_size, pool=(2, 2), prefix="", blurpool=False, skip_skipone=False):
         pool = tuple(int(p) for p in pool)
         conv_class, pool_class, transpose_class = LAYERS[len(pool)]
+        if blurpool:
+            pool_class = MaxBlurPool
+        self.skip_skipone = skip_skipone
         conv = dict(kernel_size=kern_size, padding="same", activation="relu")
         self.down = [
             [conv_class(n_first * 2 ** level, name=f"{prefix}down{level}_conv{i}", **conv) for i in (1, 2)]
@@ -258,7 +315,10 @@ class UNetLayers:
                 skips.append(x)
                 x = self.pool[level](x)
         for level in reversed(range(len(self.up))):
-            x = self.merge[level]([self.up[level](x), skips[level]])
+            if level == 0 and self.skip_skipone:
+                x = self.up[level](x)
+            else:
+                x = self.merge[level]([self.up[level](x), skips[level]])
             conv1, conv2 = self.up_convs[level]
             x = conv2(conv1(x))
         return x
@@ -278,7 +338,9 @@ class PN2VNetwork:
         self.standardize = Standardize(config.means, config.stds, name="standardize")
         self.groups = n_channels if config.single_net_per_channel and n_channels > 1 else 1
         geometry = (config.unet_n_depth, config.unet_n_first, config.unet_kern_size, config.unet_pool)
-        self.bodies = [UNetLayers(*geometry, prefix="" if self.groups == 1 else f"c{g}_") for g in range(self.groups)]
+        n2v2 = dict(blurpool=config.blurpool, skip_skipone=config.skip_skipone)
+        self.bodies = [UNetLayers(*geometry, prefix="" if self.groups == 1 else f"c{g}_", **n2v2)
+                       for g in range(self.groups)]
         if n_outputs == 1:
             init = "glorot_uniform"
         else:
