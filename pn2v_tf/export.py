@@ -489,6 +489,8 @@ def _rdf(model, name, description, authors, license, tags, digest, channel_names
                                "unet_n_depth": cfg.unet_n_depth, "unet_n_first": cfg.unet_n_first,
                                "unet_pool": list(cfg.unet_pool), "axes": _predict_axes(cfg),
                                "n_channels": cfg.n_channels, "single_net_per_channel": bool(cfg.single_net_per_channel),
+                               "blurpool": bool(cfg.blurpool), "skip_skipone": bool(cfg.skip_skipone),
+                               "n2v_manipulator": cfg.n2v_manipulator, "structN2Vmask": cfg.structN2Vmask,
                                "means": list(cfg.means), "stds": list(cfg.stds),
                                "noise_model": None if model.noise_model is None else model.noise_model.kind}},
     }

@@ -30,11 +30,15 @@ from ._checks import is_int as _is_int
 from .arrays import check_patch_shape
 
 __all__ = ["MANIPULATORS", "grid_shape", "n_masked", "stratified_coords", "neighbour_coords",
-           "neighbourhood_medians", "check_struct_mask", "mask_patches"]
+           "neighbourhood_medians", "replacement_values", "check_struct_mask", "mask_patches"]
 
-#: Replacement of masked pixels: a random neighbour (Noise2Void) or the neighbourhood's median (N2V2),
-#: the pixel itself excluded in both; n2v's names.
-MANIPULATORS = ("uniform_withoutCP", "median")
+#: Replacements of masked pixels, by n2v's names (:func:`replacement_values`): a random neighbour
+#: (Noise2Void; the default) and the neighbourhood's median (N2V2), both without the pixel itself, and
+#: n2v's other variants.
+MANIPULATORS = ("uniform_withoutCP", "median", "uniform_withCP", "normal_withoutCP", "mean", "normal_additive",
+                "normal_fitted", "identity")
+#: Standard deviation (pixels) of the offsets of 'normal_withoutCP', as in n2v.
+NORMAL_OFFSET_SIGMA = 4.0
 
 
 # -- validation --------------------------------------------------------------------------------
@@ -305,6 +309,20 @@ def _mirrored_neighbourhoods(coords, patch_shape, offsets) -> np.ndarray:
     return np.stack([_mirror(points[..., axis], patch_shape[axis]) for axis in range(len(patch_shape))], axis=-1)
 
 
+def _neighbourhood(patches, coords, radius, struct_mask=None):
+    """Values (B, M, K) of each pixel's neighbourhood without the pixel itself and without what the
+    structuring element hides, mirrored at the borders, and whether each is valid (mirroring can map
+    an offset onto the pixel itself, which is then left out)."""
+    patches = np.asarray(patches, dtype=np.float32)
+    patch_shape = _check_patch_shape(patches.shape[1:])
+    radius = _check_radius(radius, patch_shape)
+    coords = _check_coords(coords, patch_shape)
+    points = _mirrored_neighbourhoods(coords, patch_shape, _replacement_offsets(radius, len(patch_shape), struct_mask))
+    batch = np.arange(patches.shape[0])[:, None, None]
+    values = patches[(batch,) + tuple(points[..., axis] for axis in range(len(patch_shape)))]
+    return values, ~np.all(points == coords[..., None, :], axis=-1)
+
+
 def neighbourhood_medians(patches, coords, radius, struct_mask=None) -> np.ndarray:
     """Median of each masked pixel's neighbourhood without the pixel itself (N2V2's replacement).
 
@@ -329,19 +347,102 @@ def neighbourhood_medians(patches, coords, radius, struct_mask=None) -> np.ndarr
     numpy.ndarray
         ``(B, M)`` float32 medians.
     """
-    patches = np.asarray(patches, dtype=np.float32)
-    patch_shape = _check_patch_shape(patches.shape[1:])
-    radius = _check_radius(radius, patch_shape)
-    coords = _check_coords(coords, patch_shape)
-    points = _mirrored_neighbourhoods(coords, patch_shape, _replacement_offsets(radius, len(patch_shape), struct_mask))
-    batch = np.arange(patches.shape[0])[:, None, None]
-    values = patches[(batch,) + tuple(points[..., axis] for axis in range(len(patch_shape)))]
-    itself = np.all(points == coords[..., None, :], axis=-1)
-    values = np.sort(np.where(itself, np.inf, values), axis=-1)
-    n_values = values.shape[-1] - itself.sum(axis=-1, keepdims=True)
+    values, valid = _neighbourhood(patches, coords, radius, struct_mask)
+    values = np.sort(np.where(valid, values, np.inf), axis=-1)
+    n_values = valid.sum(axis=-1, keepdims=True)
     low = np.take_along_axis(values, (n_values - 1) // 2, axis=-1)
     high = np.take_along_axis(values, n_values // 2, axis=-1)
     return ((low + high) / 2)[..., 0].astype(np.float32)
+
+
+def _neighbourhood_moments(patches, coords, radius, struct_mask):
+    values, valid = _neighbourhood(patches, coords, radius, struct_mask)
+    n_values = valid.sum(axis=-1)
+    mean = np.where(valid, values, 0).sum(axis=-1) / n_values
+    variance = np.where(valid, (values - mean[..., None]) ** 2, 0).sum(axis=-1) / n_values
+    return mean, np.sqrt(variance)
+
+
+def replacement_values(rng, patches, coords, radius, manipulator="uniform_withoutCP", struct_mask=None):
+    """The values that replace the masked pixels, by n2v's manipulators.
+
+    - ``'uniform_withoutCP'``: a random neighbour within Chebyshev radius ``radius``, never the pixel
+      itself (:func:`neighbour_coords`); Noise2Void's and the default.
+    - ``'median'``: the median of the neighbourhood without the pixel (:func:`neighbourhood_medians`),
+      N2V2's.
+    - ``'uniform_withCP'``: a random pixel of the (2r+1)**n_dim cube, the pixel itself included (n2v's
+      default: with probability 1/(2r+1)**n_dim the pixel keeps its value).
+    - ``'normal_withoutCP'``: the pixel at a random offset, each axis's offset a rounded normal number
+      of standard deviation :data:`NORMAL_OFFSET_SIGMA` (not all zero), clipped into the patch.
+    - ``'mean'``: the mean of the neighbourhood without the pixel.
+    - ``'normal_additive'``: the pixel's own value plus normal noise of standard deviation ``radius``
+      (in intensity units, as n2v uses its radius).
+    - ``'normal_fitted'``: a normal number with the mean and standard deviation of the neighbourhood
+      without the pixel.
+    - ``'identity'``: the pixel's own value (the network can learn the identity: for tests only).
+
+    Neighbourhoods leave out what a structuring element hides and are mirrored at the borders.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness.
+    patches : numpy.ndarray
+        ``(B, Y, X)`` or ``(B, Z, Y, X)`` float32 patches.
+    coords : numpy.ndarray
+        ``(B, M, n_dim)`` coordinates of the masked pixels.
+    radius : int
+        Chebyshev radius ``>= 1`` of the neighbourhood.
+    manipulator : str
+        One of :data:`MANIPULATORS`.
+    struct_mask : numpy.ndarray or None
+        Structuring element (:func:`check_struct_mask`).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(B, M)`` float32 replacement values.
+    """
+    _check_manipulator(manipulator)
+    patch_shape = patches.shape[1:]
+    n_dim = len(patch_shape)
+    batch = np.arange(len(patches))[:, None]
+
+    def at(points):
+        return patches[(batch,) + tuple(points[..., axis] for axis in range(n_dim))]
+
+    if manipulator == "uniform_withoutCP":
+        return at(neighbour_coords(rng, coords, patch_shape, radius, struct_mask))
+    if manipulator == "median":
+        return neighbourhood_medians(patches, coords, radius, struct_mask)
+    if manipulator == "uniform_withCP":
+        offsets = np.concatenate([np.zeros((1, n_dim), np.int32), _replacement_offsets(radius, n_dim, struct_mask)])
+        points = _mirrored_neighbourhoods(coords, patch_shape, offsets)
+        pick = rng.integers(0, len(offsets), size=coords.shape[:-1])
+        return at(np.take_along_axis(points, pick[..., None, None], axis=-2)[..., 0, :])
+    if manipulator == "normal_withoutCP":
+        return at(_normal_neighbours(rng, coords, patch_shape))
+    if manipulator in ("mean", "normal_fitted"):
+        mean, std = _neighbourhood_moments(patches, coords, radius, struct_mask)
+        return (mean if manipulator == "mean" else rng.normal(mean, std)).astype(np.float32)
+    own = at(coords)
+    if manipulator == "normal_additive":
+        return (own + rng.normal(0.0, radius, size=own.shape)).astype(np.float32)
+    return own
+
+
+def _normal_neighbours(rng, coords, patch_shape):
+    """Coordinates at rounded normal offsets (never all zero) from ``coords``, clipped into the patch."""
+    def draw(at):
+        offsets = np.round(rng.normal(0.0, NORMAL_OFFSET_SIGMA, size=at.shape)).astype(np.int32)
+        return np.clip(at + offsets, 0, np.array(patch_shape) - 1)
+
+    neighbours = draw(coords)
+    same = np.all(neighbours == coords, axis=-1)
+    while np.any(same):
+        neighbours[same] = draw(coords[same])
+        same = np.all(neighbours == coords, axis=-1)
+    return neighbours
 
 
 # -- masking -------------------------------------------------------------------------------------
@@ -350,10 +451,10 @@ def mask_patches(rng, patches, perc_pix, radius, manipulator="uniform_withoutCP"
                  struct_mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Apply Noise2Void blind-spot masking to a batch of 2-D or 3-D patches.
 
-    On each patch, :func:`stratified_coords` chooses ``M`` pixels; each gets the original value of
-    a random neighbour (:func:`neighbour_coords`) or the median of its neighbourhood
-    (:func:`neighbourhood_medians`). Replacement values are read from the input, so a pixel never
-    receives a value that was itself already replaced.
+    On each patch, :func:`stratified_coords` chooses ``M`` pixels; each gets a replacement value
+    (:func:`replacement_values`): by default the original value of a random neighbour, with
+    ``'median'`` the median of its neighbourhood. Replacement values are read from the input, so a
+    pixel never receives a value that was itself already replaced.
 
     With a structuring element, the other pixels it covers around each blind spot (inside the patch)
     get the original values of pixels drawn uniformly from the whole patch, so that they tell the
@@ -371,8 +472,8 @@ def mask_patches(rng, patches, perc_pix, radius, manipulator="uniform_withoutCP"
     radius : int
         Chebyshev radius ``>= 1`` of the neighbourhood the replacement values come from.
     manipulator : str
-        ``'uniform_withoutCP'`` (a random neighbour, default) or ``'median'``
-        (:data:`MANIPULATORS`).
+        ``'uniform_withoutCP'`` (a random neighbour, default), ``'median'`` or another of
+        :data:`MANIPULATORS`.
     struct_mask : array_like or None
         structN2V's structuring element (:func:`check_struct_mask`); ``None``: the blind spot alone.
 
@@ -405,11 +506,7 @@ def mask_patches(rng, patches, perc_pix, radius, manipulator="uniform_withoutCP"
     at_coords = (batch,) + tuple(coords[..., axis] for axis in range(n_dim))
     values = patches[at_coords]
     masked = patches.copy()
-    if manipulator == "median":
-        masked[at_coords] = neighbourhood_medians(patches, coords, radius, struct_mask)
-    else:
-        neighbours = neighbour_coords(rng, coords, patch_shape, radius, struct_mask)
-        masked[at_coords] = patches[(batch,) + tuple(neighbours[..., axis] for axis in range(n_dim))]
+    masked[at_coords] = replacement_values(rng, patches, coords, radius, manipulator, struct_mask)
     if struct_mask is not None:
         _hide_struct_neighbours(rng, patches, masked, coords, struct_mask)
     return masked, coords, values
