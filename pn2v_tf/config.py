@@ -70,6 +70,14 @@ class PN2VConfig(BaseConfig):
         artefacts of blind-spot networks. Default: False.
     skip_skipone : bool
         N2V2: no skip connection at the top (full-resolution) level of the U-Net. Default: False.
+    unet_upsampling : str
+        How the U-Net goes up a level: ``'transpose'``, a transposed convolution (the PN2V
+        reference's), or ``'nearest'``, a copy of each pixel into ``unet_pool`` pixels and a
+        convolution (CSBDeep's and n2v's U-Net). Default: ``'nearest'`` with ``skip_skipone`` (a
+        transposed convolution gives each pixel of a p x p block its own weights, a period-p pattern
+        that the top level's skip connection no longer offsets), else ``'transpose'``.
+    batch_norm : bool
+        Batch normalisation between each convolution and its ReLU (n2v's default). Default: False.
     n2v_patch_shape : tuple of int
         Training patch shape (Y, X) or (Z, Y, X); each side a multiple of
         ``unet_pool**(unet_n_depth-1)`` along its axis (the network's block) and larger than
@@ -102,6 +110,9 @@ class PN2VConfig(BaseConfig):
         Default: 16.
     train_learning_rate : float
         Adam learning rate. Default: 4e-4.
+    train_loss : str
+        Modes ``'n2v'`` and ``'care'``: ``'mse'`` (default) or ``'mae'``, in normalised units. Mode
+        ``'pn2v'`` trains on its likelihood.
     train_reduce_lr : dict or None
         Arguments of ``keras.callbacks.ReduceLROnPlateau`` on the validation loss; ``None`` disables it.
         Default: ``{'factor': 0.5, 'patience': 10}``.
@@ -149,12 +160,15 @@ class PN2VConfig(BaseConfig):
         self.structN2Vmask = None
         self.blurpool = False
         self.skip_skipone = False
+        self.batch_norm = False
+        self.unet_upsampling = None
         self.means = means
         self.stds = stds
         self.train_epochs = 200
         self.train_steps_per_epoch = 100
         self.train_batch_size = 16
         self.train_learning_rate = 4e-4
+        self.train_loss = "mse"
         self.train_reduce_lr = {"factor": 0.5, "patience": 10}
         self.train_tensorboard = True
         self.train_n_val_patches = 64
@@ -164,6 +178,8 @@ class PN2VConfig(BaseConfig):
         for name in ("n2v_patch_shape", "unet_pool"):
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
+        if self.unet_upsampling is None:
+            self.unet_upsampling = "nearest" if self.skip_skipone is True else "transpose"
         if isinstance(self.structN2Vmask, np.ndarray):
             self.structN2Vmask = self.structN2Vmask.tolist()
 
@@ -196,6 +212,9 @@ class PN2VConfig(BaseConfig):
             "structN2Vmask": self._struct_mask_ok(),
             "blurpool": isinstance(self.blurpool, bool),
             "skip_skipone": isinstance(self.skip_skipone, bool),
+            "batch_norm": isinstance(self.batch_norm, bool),
+            "unet_upsampling": self.unet_upsampling in ("transpose", "nearest"),
+            "train_loss": self.train_loss in ("mse", "mae"),
             "n_channel_in": _is_int(self.n_channel_in, 1),
             "n_channel_out": self.n_channel_out == self.n_channel_in,
             "single_net_per_channel": isinstance(self.single_net_per_channel, bool),

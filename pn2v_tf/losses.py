@@ -1,4 +1,5 @@
-"""Training objectives: the PN2V likelihood (paper Eq. 7) and the mean squared error of N2V / CARE.
+"""Training objectives: the PN2V likelihood (paper Eq. 7) and the mean squared (or absolute) error of
+N2V / CARE.
 
 Targets and predictions are in raw intensity units. For the masked objectives both hold only the
 masked pixels of each channel, (B, M, C) and (B, M, C * K) (channel-major), so every pixel a loss
@@ -93,6 +94,27 @@ class ScaledMSE(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return ops.mean(ops.square((y_true - y_pred) / np.float32(self.scale)), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="pn2v_tf")
+class ScaledMAE(keras.losses.Loss):
+    """Mean absolute error divided by ``scale``: the MAE in the network's normalised units.
+
+    Parameters
+    ----------
+    scale : float or list of float
+        Standard deviation used to normalise the data, or one per channel (the last axis).
+    """
+
+    def __init__(self, scale=1.0, name="scaled_mae", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.scale = float(scale) if np.ndim(scale) == 0 else [float(s) for s in scale]
+
+    def call(self, y_true, y_pred):
+        return ops.mean(ops.abs((y_true - y_pred) / np.float32(self.scale)), axis=-1)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale}

@@ -16,7 +16,7 @@ from .data import _DIHEDRAL, MaskedPatches, SupervisedPatches, _dihedral, undo_d
 from .engine import PredictionEngine
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, count_tiles, predict_tiled, tile_context
 from .io import atomic_path
-from .losses import PN2VLoss, ScaledMSE
+from .losses import PN2VLoss, ScaledMAE, ScaledMSE
 from .nets import build_networks, network_geometry
 from .noise_models import ChannelNoiseModels, NoiseModel, load_noise_model, per_channel_noise_model
 
@@ -125,7 +125,7 @@ class PN2V(BaseModel):
     def _loss(self):
         if self.config.mode == "pn2v":
             return PN2VLoss(self.noise_model)
-        return ScaledMSE(self.config.stds)
+        return (ScaledMAE if self.config.train_loss == "mae" else ScaledMSE)(self.config.stds)
 
     # -- training ----------------------------------------------------------------------------
     def prepare_for_training(self, optimizer=None):

@@ -21,8 +21,6 @@ them all and the head predicts C * K values; with ``single_net_per_channel`` eac
 U-Net and head (:class:`GroupedDense`), whose features are concatenated.
 """
 
-from math import comb
-
 import keras
 import numpy as np
 from keras import layers, ops
@@ -196,11 +194,12 @@ class SampleHeadInitializer(keras.initializers.Initializer):
 class MaxBlurPool(layers.Layer):
     """Max-blur pooling (N2V2, after Zhang 2019) by ``pool`` per axis, in 2-D and 3-D.
 
-    A maximum over windows of ``pool`` at stride 1 ("same" padding), then, along each axis with a
-    factor p > 1, a binomial blur of length p + 1 (``[1, 2, 1] / 4`` for p = 2) at stride p, with
-    zero padding after the end as TensorFlow's "same" convolutions pad: for p = 2,
-    ``out[i] = (m[2i] + 2 m[2i+1] + m[2i+2]) / 4`` with ``m[n] = 0``. Axes with p = 1 are left
-    alone. The sides must be multiples of the factors (the network's block shape ensures it).
+    A maximum over windows of ``pool`` at stride 1, then, along each axis with a factor p > 1, a
+    binomial blur of length p + 1 (``[1, 2, 1] / 4`` for p = 2) taken at every p-th position: for
+    p = 2, ``out[i] = (m[2i] + 2 m[2i+1] + m[2i+2]) / 4``. Both run as pooling operations ("same"
+    padding): the blur is p - 1 averages of pairs at stride 1 and one at stride p, so at the last
+    position, whose pair lacks its second pixel, the average is of the one there is. Axes with p = 1
+    are left alone. The sides must be multiples of the factors (the network's block shape ensures it).
     """
 
     def __init__(self, pool, **kwargs):
@@ -209,10 +208,11 @@ class MaxBlurPool(layers.Layer):
 
     def call(self, x):
         x = ops.max_pool(x, pool_size=self.pool, strides=1, padding="same")
-        for axis, factor in enumerate(self.pool, start=1):
-            if factor > 1:
-                x = _blur_and_subsample(x, axis, factor)
-        return x
+        for step in range(1, max(self.pool)):
+            window = tuple(2 if p > step else 1 for p in self.pool)
+            x = ops.average_pool(x, pool_size=window, strides=1, padding="same")
+        window = tuple(2 if p > 1 else 1 for p in self.pool)
+        return ops.average_pool(x, pool_size=window, strides=self.pool, padding="same")
 
     def compute_output_shape(self, input_shape):
         spatial = [None if s is None else s // p for s, p in zip(input_shape[1:-1], self.pool)]
@@ -222,24 +222,11 @@ class MaxBlurPool(layers.Layer):
         return {**super().get_config(), "pool": list(self.pool)}
 
 
-def _blur_and_subsample(x, axis, factor):
-    """Binomial blur of length ``factor + 1`` along ``axis``, taken at every ``factor``-th position."""
-    weights = [comb(factor, k) / 2 ** factor for k in range(factor + 1)]
-    padding = [(0, 0)] * len(x.shape)
-    padding[axis] = (0, 1)
-    padded = ops.pad(x, padding)
-    size = ops.shape(x)[axis]
-    out = 0
-    for offset, weight in enumerate(weights):
-        index = [slice(None)] * len(x.shape)
-        index[axis] = slice(offset, offset + size, factor)
-        out = out + weight * padded[tuple(index)]
-    return out
-
-
 #: Convolution, pooling and transposed-convolution layer classes per number of spatial axes.
 LAYERS = {2: (layers.Conv2D, layers.MaxPooling2D, layers.Conv2DTranspose),
           3: (layers.Conv3D, layers.MaxPooling3D, layers.Conv3DTranspose)}
+#: Nearest-neighbour upsampling per number of spatial axes.
+UPSAMPLING = {2: layers.UpSampling2D, 3: layers.UpSampling3D}
 
 
 def block_size(n_depth, pool=2):
@@ -250,22 +237,25 @@ def block_size(n_depth, pool=2):
     return int(pool) ** (n_depth - 1)
 
 
-def receptive_radius(n_depth, kern_size, pool=2, blurpool=False):
+def receptive_radius(n_depth, kern_size, pool=2, blurpool=False, upsampling="transpose"):
     """Upper bound of how far (pixels) an output pixel sees in each direction; per axis when
     ``pool`` is a tuple.
 
     With pooling factor p, level l works at scale p**l. Down level l: two convolutions and a
     pooling window of p at that scale (with ``blurpool``: a max over p at stride 1 and a blur of
     p + 1, 2p in all); bottom: two convolutions; up level l: a transposed convolution of kernel p
-    and two convolutions at that scale.
+    (or, with ``upsampling='nearest'``, a copy into p pixels and a convolution) and two convolutions
+    at that scale.
     """
     if isinstance(pool, (tuple, list)):
-        return tuple(receptive_radius(n_depth, kern_size, p, blurpool) for p in pool)
+        return tuple(receptive_radius(n_depth, kern_size, p, blurpool, upsampling) for p in pool)
     conv = 2 * (kern_size // 2)
     window = 2 * pool if blurpool and pool > 1 else pool
+    up_conv = kern_size // 2 if upsampling == "nearest" else 0
     down = sum((conv + window - 1) * pool ** level for level in range(n_depth - 1))
+    up = sum((conv + up_conv + pool - 1) * pool ** level for level in range(n_depth - 1))
     bottom = conv * pool ** (n_depth - 1)
-    return 2 * down + bottom
+    return down + up + bottom
 
 
 def network_geometry(config):
@@ -273,7 +263,7 @@ def network_geometry(config):
     ``block``; an output pixel sees input pixels up to ``radius`` away."""
     return (block_size(config.unet_n_depth, tuple(config.unet_pool)),
             receptive_radius(config.unet_n_depth, config.unet_kern_size, tuple(config.unet_pool),
-                             getattr(config, "blurpool", False)))
+                             getattr(config, "blurpool", False), getattr(config, "unet_upsampling", "transpose")))
 
 
 class UNetLayers:
@@ -281,27 +271,40 @@ class UNetLayers:
 
     ``prefix`` starts every layer name (the per-channel bodies of ``single_net_per_channel``).
     ``blurpool`` downsamples with :class:`MaxBlurPool`; ``skip_skipone`` leaves out the skip
-    connection of the top level.
+    connection of the top level; ``batch_norm`` puts a batch normalisation between each convolution
+    and its ReLU; ``upsampling='nearest'`` goes up by copying each pixel into p per axis and a
+    (linear) convolution instead of a transposed convolution.
     """
 
-    def __init__(self, n_depth, n_first, kern_size, pool=(2, 2), prefix="", blurpool=False, skip_skipone=False):
+    def __init__(self, n_depth, n_first, kern_size, pool=(2, 2), prefix="", blurpool=False, skip_skipone=False,
+                 batch_norm=False, upsampling="transpose"):
         pool = tuple(int(p) for p in pool)
         conv_class, pool_class, transpose_class = LAYERS[len(pool)]
         if blurpool:
             pool_class = MaxBlurPool
         self.skip_skipone = skip_skipone
-        conv = dict(kernel_size=kern_size, padding="same", activation="relu")
+
+        def conv_block(n_features, name):
+            if not batch_norm:
+                return [conv_class(n_features, kern_size, padding="same", activation="relu", name=name)]
+            return [conv_class(n_features, kern_size, padding="same", name=name),
+                    layers.BatchNormalization(name=f"{name}_bn"), layers.Activation("relu", name=f"{name}_relu")]
+
         self.down = [
-            [conv_class(n_first * 2 ** level, name=f"{prefix}down{level}_conv{i}", **conv) for i in (1, 2)]
+            [conv_block(n_first * 2 ** level, f"{prefix}down{level}_conv{i}") for i in (1, 2)]
             for level in range(n_depth)
         ]
         self.pool = [pool_class(pool, name=f"{prefix}down{level}_pool") for level in range(n_depth - 1)]
-        self.up = [
-            transpose_class(n_first * 2 ** level, pool, strides=pool, name=f"{prefix}up{level}_transpose")
-            for level in range(n_depth - 1)
-        ]
+        if upsampling == "nearest":
+            upsample_class = UPSAMPLING[len(pool)]
+            self.up = [[upsample_class(pool, name=f"{prefix}up{level}_upsample"),
+                        conv_class(n_first * 2 ** level, kern_size, padding="same", name=f"{prefix}up{level}_upconv")]
+                       for level in range(n_depth - 1)]
+        else:
+            self.up = [[transpose_class(n_first * 2 ** level, pool, strides=pool, name=f"{prefix}up{level}_transpose")]
+                       for level in range(n_depth - 1)]
         self.up_convs = [
-            [conv_class(n_first * 2 ** level, name=f"{prefix}up{level}_conv{i}", **conv) for i in (1, 2)]
+            [conv_block(n_first * 2 ** level, f"{prefix}up{level}_conv{i}") for i in (1, 2)]
             for level in range(n_depth - 1)
         ]
         self.merge = [layers.Add(name=f"{prefix}up{level}_merge") for level in range(n_depth - 1)]
@@ -309,19 +312,25 @@ class UNetLayers:
     def features(self, x):
         """Normalised image (B, *spatial, C) -> last-level features (B, *spatial, n_first)."""
         skips = []
-        for level, (conv1, conv2) in enumerate(self.down):
-            x = conv2(conv1(x))
+        for level, blocks in enumerate(self.down):
+            x = _apply(blocks, x)
             if level < len(self.pool):
                 skips.append(x)
                 x = self.pool[level](x)
         for level in reversed(range(len(self.up))):
-            if level == 0 and self.skip_skipone:
-                x = self.up[level](x)
-            else:
-                x = self.merge[level]([self.up[level](x), skips[level]])
-            conv1, conv2 = self.up_convs[level]
-            x = conv2(conv1(x))
+            x = _apply([self.up[level]], x)
+            if not (level == 0 and self.skip_skipone):
+                x = self.merge[level]([x, skips[level]])
+            x = _apply(self.up_convs[level], x)
         return x
+
+
+def _apply(blocks, x):
+    """Apply a list of blocks, each a list of layers, in order."""
+    for block in blocks:
+        for layer in block:
+            x = layer(x)
+    return x
 
 
 class PN2VNetwork:
@@ -338,7 +347,8 @@ class PN2VNetwork:
         self.standardize = Standardize(config.means, config.stds, name="standardize")
         self.groups = n_channels if config.single_net_per_channel and n_channels > 1 else 1
         geometry = (config.unet_n_depth, config.unet_n_first, config.unet_kern_size, config.unet_pool)
-        n2v2 = dict(blurpool=config.blurpool, skip_skipone=config.skip_skipone)
+        n2v2 = dict(blurpool=config.blurpool, skip_skipone=config.skip_skipone, batch_norm=config.batch_norm,
+                    upsampling=config.unet_upsampling)
         self.bodies = [UNetLayers(*geometry, prefix="" if self.groups == 1 else f"c{g}_", **n2v2)
                        for g in range(self.groups)]
         if n_outputs == 1:

@@ -9,7 +9,7 @@ from conftest import TINY_3D, run, tiny
 
 from pn2v_tf import HistogramNoiseModel, PN2V, PN2VConfig
 from pn2v_tf.data import MaskedPatches, random_dihedral
-from pn2v_tf.masking import check_struct_mask, mask_patches, neighbourhood_medians
+from pn2v_tf.masking import check_struct_mask, mask_patches, neighbourhood_medians, replacement_values
 from pn2v_tf.nets import MaxBlurPool, receptive_radius
 
 K = 8
@@ -31,26 +31,25 @@ def noise_model():
 # -- max-blur pooling ------------------------------------------------------------------------------
 
 def _max_blur_pool_by_hand(image):
-    """2x2 max at stride 1 (windows [i, i+1] x [j, j+1], clipped at the end), then the 3x3 blur
-    [1, 2, 1] x [1, 2, 1] / 16 at even positions with zeros beyond the end: element by element."""
+    """2x2 max at stride 1 (windows [i, i+1] x [j, j+1], clipped at the end), then along each axis the
+    mean of pairs (i, i+1) (the last one alone) and the mean of pairs (2i, 2i+1) of that: the blur
+    [1, 2, 1] / 4 at every second position. Element by element."""
     ny, nx = image.shape
     maxima = np.array([[image[i:i + 2, j:j + 2].max() for j in range(nx)] for i in range(ny)])
-    weights = {0: 0.25, 1: 0.5, 2: 0.25}
-    out = np.zeros((ny // 2, nx // 2))
-    for i in range(ny // 2):
-        for j in range(nx // 2):
-            for di, wi in weights.items():
-                for dj, wj in weights.items():
-                    y, x = 2 * i + di, 2 * j + dj
-                    if y < ny and x < nx:
-                        out[i, j] += wi * wj * maxima[y, x]
-    return out
+
+    def blur_rows(a):
+        pairs = np.array([[a[i:i + 2, j].mean() for j in range(a.shape[1])] for i in range(a.shape[0])])
+        return np.array([[pairs[2 * i:2 * i + 2, j].mean() for j in range(a.shape[1])]
+                         for i in range(a.shape[0] // 2)])
+
+    return blur_rows(blur_rows(maxima).T).T
 
 
 def test_max_blur_pool_equals_the_hand_computed_result():
     image = np.array([[0, 1, 2, 3, 4, 5], [6, 0, 1, 2, 3, 4], [5, 6, 0, 1, 2, 3], [4, 5, 6, 0, 1, 2]], np.float32)
     out = np.asarray(MaxBlurPool((2, 2))(image[None, :, :, None]))[0, :, :, 0]
-    assert out[0, 0] == pytest.approx((6 + 2 * 5 + 3.25) / 4)  # worked through in the rows below
+    # maxima rows 0..2 of columns 0..2: (6, 2, 3), (6, 6, 2), (6, 6, 6); blurred down: (6, 5, 3.25); across:
+    assert out[0, 0] == pytest.approx((6 + 2 * 5 + 3.25) / 4)
     np.testing.assert_allclose(out, _max_blur_pool_by_hand(image), rtol=1e-6)
     image = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(MaxBlurPool((2, 2))(image[None, :, :, None]))[0, :, :, 0],
@@ -67,13 +66,14 @@ def test_max_blur_pool_in_3d_leaves_an_unpooled_axis_alone_and_pools_each_channe
                                        rtol=1e-5, atol=1e-6)
 
 
-def test_receptive_radius_covers_what_a_blurpool_network_sees():
+@pytest.mark.parametrize("upsampling", ["transpose", "nearest"])
+def test_receptive_radius_covers_what_a_blurpool_network_sees(upsampling):
     """Impulses far from the borders, at every position of the pooling grid, change the output only
     within the stated radius, and further than a max-pooling network's radius."""
     config = PN2VConfig(_noisy(np.random.default_rng(2), (1, 32, 32)), mode="n2v", blurpool=True,
-                        **tiny(unet_n_depth=3, seed=0))
+                        unet_upsampling=upsampling, **tiny(unet_n_depth=3, seed=0))
     model = PN2V(config, None, basedir=None)
-    radius = receptive_radius(3, 3, 2, blurpool=True)
+    radius = receptive_radius(3, 3, 2, blurpool=True, upsampling=upsampling)
     assert radius > receptive_radius(3, 3, 2)
     base = np.asarray(model.keras_model(np.zeros((1, 128, 128, 1), np.float32)))[0, ..., 0]
     reach = 0
@@ -124,8 +124,56 @@ def test_median_manipulator_in_mask_patches_and_3d():
 
 
 def test_unknown_manipulator_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="manipulator must be one of 'uniform_withoutCP', 'median'"):
-        mask_patches(np.random.default_rng(0), np.zeros((1, 16, 16)), 3.0, 2, manipulator="normal_fitted")
+    with pytest.raises(ValueError, match="manipulator must be one of 'uniform_withoutCP', 'median', 'uniform_withCP'"):
+        mask_patches(np.random.default_rng(0), np.zeros((1, 16, 16)), 3.0, 2, manipulator="gaussian")
+
+
+def test_command_line_offers_every_manipulator():
+    from pn2v_tf.cli import MANIPULATOR_CHOICES
+    from pn2v_tf.masking import MANIPULATORS
+
+    assert MANIPULATOR_CHOICES == MANIPULATORS
+
+
+def _interior_case(seed):
+    """Patches of distinct values and masked pixels at least 2 from the borders (no mirroring)."""
+    rng = np.random.default_rng(seed)
+    patches = rng.permutation(4 * 12 * 11).reshape(4, 12, 11).astype(np.float32)
+    coords = np.stack([rng.integers(2, 10, (4, 30)), rng.integers(2, 9, (4, 30))], axis=-1).astype(np.int32)
+    return patches, coords
+
+
+def _window(patches, b, y, x, radius=2):
+    return patches[b, y - radius:y + radius + 1, x - radius:x + radius + 1]
+
+
+@pytest.mark.parametrize("manipulator", ["uniform_withCP", "normal_withoutCP", "mean", "normal_additive",
+                                         "normal_fitted", "identity"])
+def test_n2v_manipulators(manipulator):
+    patches, coords = _interior_case(15)
+    values = replacement_values(np.random.default_rng(16), patches, coords, 2, manipulator)
+    own = patches[np.arange(4)[:, None], coords[..., 0], coords[..., 1]]
+    windows = [[_window(patches, b, y, x) for y, x in coords[b]] for b in range(4)]
+    if manipulator == "uniform_withCP":  # from the 5x5 window, sometimes the pixel itself
+        assert all(values[b, m] in windows[b][m] for b in range(4) for m in range(30))
+        many = replacement_values(np.random.default_rng(17), np.repeat(patches, 50, 0), np.repeat(coords, 50, 0), 2,
+                                  manipulator)
+        assert 0.5 / 25 < np.mean(many == np.repeat(own, 50, 0)) < 2 / 25
+    elif manipulator == "normal_withoutCP":  # another pixel, mostly within a few sigma
+        assert np.all(values != own) and np.all(np.isin(values, patches))
+    elif manipulator in ("mean", "normal_fitted"):
+        neighbours = [[np.delete(w.ravel(), 12) for w in row] for row in windows]
+        means = np.array([[n.mean() for n in row] for row in neighbours])
+        if manipulator == "mean":
+            np.testing.assert_allclose(values, means, rtol=1e-6)
+        else:
+            stds = np.array([[n.std() for n in row] for row in neighbours])
+            z = (values - means) / stds
+            assert abs(z.mean()) < 0.5 and 0.6 < z.std() < 1.5
+    elif manipulator == "normal_additive":
+        assert 0.5 < np.std(values - own) < 4
+    else:
+        np.testing.assert_array_equal(values, own)
 
 
 # -- structuring element ---------------------------------------------------------------------------
@@ -205,7 +253,7 @@ def test_config_stores_and_validates_the_options():
     defaults = PN2VConfig(X, mode="n2v", **tiny())
     assert (defaults.blurpool, defaults.skip_skipone, defaults.n2v_manipulator, defaults.structN2Vmask) == \
         (False, False, "uniform_withoutCP", None)
-    for keywords, name in [(dict(n2v_manipulator="mean"), "n2v_manipulator"), (dict(blurpool=1), "blurpool"),
+    for keywords, name in [(dict(n2v_manipulator="average"), "n2v_manipulator"), (dict(blurpool=1), "blurpool"),
                            (dict(structN2Vmask=[[1, 1]]), "structN2Vmask"),
                            (dict(structN2Vmask=[[1] * 41]), "structN2Vmask"),  # wider than the patch
                            (dict(skip_skipone="yes"), "skip_skipone")]:
@@ -216,11 +264,23 @@ def test_config_stores_and_validates_the_options():
 
 def test_skip_skipone_removes_exactly_the_top_skip_connection():
     X = _noisy(np.random.default_rng(2), (1, 32, 32))
-    names = {skip: {layer.name for layer in PN2V(PN2VConfig(X, mode="n2v", skip_skipone=skip, **tiny()), None,
-                                                  basedir=None).keras_model.layers}
-             for skip in (False, True)}
-    assert names[False] - names[True] == {"up0_merge"}
-    assert names[True] - names[False] == set()
+    for upsampling in ("transpose", "nearest"):
+        configs = {skip: PN2VConfig(X, mode="n2v", skip_skipone=skip, unet_upsampling=upsampling, **tiny())
+                   for skip in (False, True)}
+        names = {skip: {layer.name for layer in PN2V(config, None, basedir=None).keras_model.layers}
+                 for skip, config in configs.items()}
+        assert names[False] - names[True] == {"up0_merge"}
+        assert names[True] - names[False] == set()
+
+
+def test_skip_skipone_goes_up_by_nearest_upsampling_unless_told_otherwise():
+    X = _noisy(np.random.default_rng(2), (1, 32, 32))
+    assert PN2VConfig(X, mode="n2v", **tiny()).unet_upsampling == "transpose"
+    assert PN2VConfig(X, mode="n2v", skip_skipone=True, **tiny()).unet_upsampling == "nearest"
+    kept = PN2VConfig(X, mode="n2v", skip_skipone=True, unet_upsampling="transpose", **tiny())
+    assert kept.unet_upsampling == "transpose"
+    stored = {k: v for k, v in vars(PN2VConfig(X, mode="n2v", **tiny())).items() if k != "unet_upsampling"}
+    assert PN2VConfig(None, **stored).unet_upsampling == "transpose"  # a config.json from before the option
 
 
 @pytest.mark.parametrize("mode", ["n2v", "pn2v", "care"])
