@@ -2,7 +2,8 @@
 correlated along X.
 
 Checkerboard (``--part checkerboard``): N2V, N2V2, PN2V and PN2V2 (N2V2 = ``blurpool``,
-``skip_skipone`` and ``n2v_manipulator='median'``) on the same network and budget, on synthetic
+``skip_skipone`` and ``n2v_manipulator='median'``, which goes up by nearest upsampling; also N2V2 with
+the transposed convolutions up that the plain network uses) on the same network and budget, on synthetic
 camera data (``make_synthetic_data``) and, when ``../shared/data/fmd`` is there, on FMD Confocal_MICE
 (the 4 raw images, trained on themselves; histogram noise model of (ground truth, noisy) pairs).
 For each: PSNR against the ground truth and the checkerboard measure, the prediction's spectral power
@@ -37,6 +38,7 @@ import numpy as np  # noqa: E402
 
 FMD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fmd"
 N2V2 = dict(blurpool=True, skip_skipone=True, n2v_manipulator="median")
+N2V2_TRANSPOSED = dict(N2V2, unet_upsampling="transpose")
 
 
 # -- measures --------------------------------------------------------------------------------------
@@ -132,8 +134,9 @@ def checkerboard_rows(args, seed):
     for name, X, X_val, test, clean, data_range, noise_model in sets:
         yield {"data": name, "method": "input", "psnr": round(_mean_psnr(psnr, clean, test, data_range), 2),
                "checkerboard_db": round(checkerboard_db(test), 2), "seed": seed}
-        for method, mode, options in (("N2V", "n2v", {}), ("N2V2", "n2v", N2V2), ("PN2V", "pn2v", {}),
-                                      ("PN2V2", "pn2v", N2V2)):
+        for method, mode, options in (("N2V", "n2v", {}), ("N2V2", "n2v", N2V2),
+                                      ("N2V2, transposed convolutions up", "n2v", N2V2_TRANSPOSED),
+                                      ("PN2V", "pn2v", {}), ("PN2V2", "pn2v", N2V2)):
             model, seconds = train(mode, X, X_val, noise_model, seed, args, **options)
             prediction = model.predict(test, axes="SYX")
             yield {"data": name, "method": method, "psnr": round(_mean_psnr(psnr, clean, prediction, data_range), 2),
