@@ -158,8 +158,8 @@ class PN2V(BaseModel):
             callbacks.append(_SaveWeights(save, self.logdir / self.config.train_checkpoint_epoch, best_only=False))
         return callbacks
 
-    def train(self, X, validation_X, Y=None, validation_Y=None, epochs=None, steps_per_epoch=None,
-              initial_epoch=0, callbacks=None, verbose=1):
+    def train(self, X, validation_X=None, Y=None, validation_Y=None, epochs=None, steps_per_epoch=None,
+              initial_epoch=0, callbacks=None, verbose=1, validation_data=None):
         """Train the network.
 
         Parameters
@@ -183,6 +183,10 @@ class PN2V(BaseModel):
             Run after the model's own (learning-rate schedule, NaN check, checkpoints).
         verbose : int
             Keras' progress output: 0 none, 1 a progress bar, 2 one line per epoch. Default: 1.
+        validation_data : tuple or numpy.ndarray or None
+            CSBDeep's way of giving the validation data: ``train(X, Y, validation_data=(X_val,
+            Y_val))`` for mode ``'care'`` (the second argument is then the targets),
+            ``train(X, validation_data=X_val)`` for the others.
 
         Returns
         -------
@@ -195,6 +199,12 @@ class PN2V(BaseModel):
         ``weights_last.h5`` holds the weights of the last epoch.
         """
         cfg = self.config
+        if validation_data is not None:
+            X, validation_X, Y, validation_Y = _csbdeep_arguments(cfg.mode, X, validation_X, Y, validation_Y,
+                                                                  validation_data)
+        if validation_X is None:
+            raise ValueError("train needs validation images: train(X, X_val), or train(X, Y, validation_data=(X_val, "
+                             "Y_val)) for mode 'care'")
         X, validation_X = (as_image_stack(images, cfg.n_dim, name, n_channels=cfg.n_channels) for images, name in
                            ((X, "X"), (validation_X, "validation_X")))
         if cfg.mode == "care":
@@ -292,7 +302,8 @@ class PN2V(BaseModel):
         warnings.warn(f"no trained weights in {self.logdir}; the network is untrained")
 
     # -- prediction --------------------------------------------------------------------------
-    def predict(self, img, axes=None, n_tiles=None, estimator="mmse", progress=None, tta=False):
+    def predict(self, img, axes=None, n_tiles=None, estimator="mmse", progress=None, tta=False, normalizer=None,
+                resizer=None):
         """Denoise an image (2-D model) or a volume (3-D model).
 
         Parameters
@@ -320,6 +331,14 @@ class PN2V(BaseModel):
             Test-time augmentation: predict under the 8 rotations and flips in YX (volumes are never
             rotated into Z) and average the results, each mapped back (for PN2V the average of the
             8 MMSEs). Costs about 8 times a plain prediction.
+        normalizer : csbdeep.data.Normalizer or None
+            CSBDeep's normaliser (e.g. ``PercentileNormalizer``) of the input, for a model trained on
+            data normalised this way (CARE workflows); its ``after`` is applied to the result when
+            its ``do_after`` says so.
+        resizer : csbdeep.data.Resizer or None
+            CSBDeep's resizer (e.g. ``PadAndCropResizer``): the image is padded to multiples of the
+            network's block before and cropped after. Without one, images of any size are padded
+            and cropped inside.
 
         Returns
         -------
@@ -329,7 +348,27 @@ class PN2V(BaseModel):
         if estimator not in ("mmse", "prior_mean"):
             raise ValueError(f"estimator must be 'mmse' or 'prior_mean', got {estimator!r} "
                              "(posterior samples: use sample_posterior)")
-        return self._predict_with(img, axes, n_tiles, progress, estimator, tta=bool(tta))[0]
+        if normalizer is None and resizer is None:
+            return self._predict_with(img, axes, n_tiles, progress, estimator, tta=bool(tta))[0]
+        axes = self._default_axes() if axes is None else axes.upper()
+        if normalizer is not None:
+            img = normalizer.before(img, axes)
+        if resizer is not None:
+            img = resizer.before(img, axes, self._axes_div_by(axes))
+        result = self._predict_with(img, axes, n_tiles, progress, estimator, tta=bool(tta))[0]
+        if resizer is not None:
+            result = resizer.after(result, axes)
+        if normalizer is not None and normalizer.do_after:
+            result = normalizer.after(result, None, axes)[0]
+        return np.asarray(result, dtype=np.float32)
+
+    def _default_axes(self):
+        return spatial_axes(self.config.n_dim) + ("C" if self.config.n_channels > 1 else "")
+
+    def _axes_div_by(self, axes):
+        """Per axis of ``axes``: the network's block along its spatial axes, 1 along the others."""
+        block = dict(zip(spatial_axes(self.config.n_dim), self.config.block_shape))
+        return tuple(block.get(axis, 1) for axis in axes)
 
     def sample_posterior(self, img, n_samples=10, axes=None, n_tiles=None, seed=0, progress=None):
         """Draw samples of the clean image from the posterior p(s|x), for uncertainty.
@@ -365,7 +404,7 @@ class PN2V(BaseModel):
         cfg = self.config
         self.engine.check_estimator(estimator)
         if axes is None:
-            axes = spatial_axes(cfg.n_dim) + ("C" if cfg.n_channels > 1 else "")
+            axes = self._default_axes()
         images, restore = stack_from_axes(img, axes, cfg.n_dim, n_channels=cfg.n_channels)
         if self.noise_model is not None and estimator != "prior_mean":
             self.noise_model.check_range(images, "image")
@@ -603,6 +642,24 @@ def _tensorboard_callbacks(log_dir):
                       "(pip install tensorboard)")
         return []
     return [keras.callbacks.TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0)]
+
+
+def _csbdeep_arguments(mode, X, second, Y, validation_Y, validation_data):
+    """(X, validation_X, Y, validation_Y) from CSBDeep's ``train(X, Y, validation_data=...)`` call."""
+    if mode == "care":
+        if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+            raise ValueError("mode 'care': validation_data must be (X_val, Y_val)")
+        if Y is not None or validation_Y is not None:
+            raise ValueError("give the targets as train(X, Y, validation_data=(X_val, Y_val)) or as Y= and "
+                             "validation_Y=, not both")
+        return (X, validation_data[0], second, validation_data[1])
+    if second is not None:
+        raise ValueError(f"mode {mode!r}: give validation images as validation_X or validation_data, not both")
+    if isinstance(validation_data, (tuple, list)):
+        if len(validation_data) != 1 and not (len(validation_data) == 2 and validation_data[1] is None):
+            raise ValueError(f"mode {mode!r} trains on noisy images only: validation_data must be X_val")
+        validation_data = validation_data[0]
+    return X, validation_data, Y, validation_Y
 
 
 def _check_same_shape(a, b, name_a, name_b):

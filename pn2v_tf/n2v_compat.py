@@ -129,9 +129,8 @@ class N2V(PN2V):
         return N2VConfig
 
     def predict(self, img, axes=None, resizer=None, n_tiles=None, tta=False, **kwargs):
-        """n2v's ``predict(img, axes, resizer=..., n_tiles=None, tta=False)``; ``resizer`` is accepted
-        and not needed (images of any size are padded and cropped inside). See :meth:`PN2V.predict`."""
-        return super().predict(img, axes=axes, n_tiles=n_tiles, tta=tta, **kwargs)
+        """n2v's ``predict(img, axes, resizer=..., n_tiles=None, tta=False)`` (:meth:`PN2V.predict`)."""
+        return super().predict(img, axes=axes, n_tiles=n_tiles, tta=tta, resizer=resizer, **kwargs)
 
     def export_TF(self, name, description, authors, test_img, axes, patch_shape=None, license="BSD-3-Clause",
                   result_path=None, fname=None, overwrite=True):
