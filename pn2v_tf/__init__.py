@@ -8,6 +8,9 @@ import importlib
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+#: Whether the user set TF_CPP_MIN_LOG_LEVEL; if not, this package sets it to 2 (no C++ info lines and
+#: warnings), and the ``pn2v`` command to 3 (no C++ errors either: its own messages say what failed).
+TF_LOG_LEVEL_GIVEN = "TF_CPP_MIN_LOG_LEVEL" in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from .version import __version__  # noqa: E402

@@ -7,13 +7,15 @@ Exit codes: 0 done; 2 a problem with the input or the command line (the message 
 and the problem; nothing was written); 1 training diverged (the loss became NaN or infinite);
 130 or 143 interrupted by Ctrl-C or SIGTERM (a training keeps its last completed epoch and goes
 on with ``--resume``). Set the environment variable ``PN2V_DEBUG=1`` to see the traceback of an
-error instead of its one-line message.
+error instead of its one-line message, and TensorFlow's own log messages, which the command
+otherwise keeps off stderr (and its progress bars).
 """
 
 import argparse
 import os
 import signal
 import sys
+import tempfile
 import threading
 import warnings
 from contextlib import contextmanager
@@ -81,10 +83,11 @@ def build_parser():
     return parser
 
 
-def _subparser(commands, name, summary, example, run):
+def _subparser(commands, name, summary, example, run, tensorflow=True):
+    """A subcommand's parser; ``tensorflow``: whether its run imports TensorFlow (quietly, see :func:`main`)."""
     parser = commands.add_parser(name, help=summary, description=summary, formatter_class=_Formatter,
                                  epilog=f"example:\n  {example}\n\n{EXIT_CODES}")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, needs_tensorflow=tensorflow)
     return parser
 
 
@@ -101,17 +104,19 @@ def _add_common(parser, quiet=True, overwrite=True):
         parser.add_argument("--quiet", action="store_true", help="no progress bars and no summary lines")
 
 
-def _add_training_options(parser, on_resume, n_samples=True):
+def _add_training_options(parser, on_resume, n_samples=True, title="training", description=None):
+    """The training options, in an argument group ``title`` (with ``description``); returns the group."""
     note = "; with --resume: the interrupted run's" if on_resume else ""
     fixed = "; with --resume: the model's" if on_resume else ""
+    unless_given = " if --validation is not given" if on_resume else ""  # pn2v train has --validation
     d = TRAINING_DEFAULTS
-    group = parser.add_argument_group("training")
+    group = parser.add_argument_group(title, description)
     group.add_argument("--epochs", type=int, help=f"number of epochs in all (default: {d['epochs']}{note})")
     group.add_argument("--steps-per-epoch", type=int,
                        help=f"training steps per epoch (default: {d['steps_per_epoch']}{note})")
     group.add_argument("--validation-fraction", type=float,
-                       help="share of the images held out for validation if --validation is not given; one "
-                            f"image is split by rows (default: 0.1{note})")
+                       help=f"share of the images held out for validation{unless_given}; one image is split by "
+                            f"rows (default: 0.1{note})")
     group.add_argument("--batch-size", type=int, help=f"patches per step (default: {d['batch_size']}{fixed})")
     group.add_argument("--patch-size", type=int, nargs="+", metavar="SIDE",
                        help="training patch: one side for all axes, or one per axis (Y X, or Z Y X), each a "
@@ -146,12 +151,14 @@ def _add_training_options(parser, on_resume, n_samples=True):
                             "centred on each blind spot as a JSON nested list of 0 and 1 with odd sides, e.g. "
                             "'[[1,1,1,1,1,1,1]]' hides 3 pixels left and right (correlation along X); the pixels "
                             f"marked 1 are hidden from the network (default: none{fixed})")
+    return group
 
 
 def _add_noise_model(commands):
     parser = _subparser(commands, "noise-model", "Build a noise model p(x|s) and write it with a PNG plot of it.",
                         "pn2v noise-model --calibration calibration.tif -o noise_model.npz", _noise_model)
-    source = parser.add_argument_group("data (give one of them)").add_mutually_exclusive_group(required=True)
+    data = parser.add_argument_group("data (give one of --calibration, --signal and --bootstrap)")
+    source = data.add_mutually_exclusive_group(required=True)
     source.add_argument("--calibration", nargs="+", metavar="TIFF",
                         help="calibration stacks: many noisy frames of a static sample, the signal is their mean "
                              "(files, folders or patterns; a folder of single frames is one stack); the frames of "
@@ -159,11 +166,11 @@ def _add_noise_model(commands):
     source.add_argument("--signal", nargs="+", metavar="TIFF",
                         help="clean images, paired in sorted order with --observation")
     source.add_argument("--bootstrap", nargs="+", metavar="TIFF",
-                        help="noisy images only: N2V is trained on them and its predictions are the signal "
-                             "(Prakash et al. 2020)")
-    parser.add_argument("--observation", nargs="+", metavar="TIFF",
-                        help="noisy images for --signal (required with it), each with the shape of its clean "
-                             "image or n such frames")
+                        help="noisy images only: an N2V model is trained on them (options under 'training' below) "
+                             "and its predictions are the signal (Prakash et al. 2020)")
+    data.add_argument("--observation", nargs="+", metavar="TIFF",
+                      help="--signal only, and required with it: noisy images, each with the shape of its clean "
+                           "image or n such frames")
     parser.add_argument("-o", "--output", required=True,
                         help="noise model file to write (.npz is appended if missing); multichannel data (axis C) "
                              "get one model per channel, all in this one file")
@@ -171,17 +178,31 @@ def _add_noise_model(commands):
                                        "of multichannel data (default: the output with .png)")
     parser.add_argument("--kind", choices=("histogram", "gmm"), default="histogram",
                         help="histogram (the PN2V paper's) or gmm (Gaussian mixture)")
-    parser.add_argument("--bins", type=int, default=256, help="histogram: bins along signal and observation")
-    parser.add_argument("--value-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                        help="histogram: range of signal and observation (default: the data's minimum and "
-                             "maximum); make it wide enough for all images you will train on and denoise")
-    parser.add_argument("--n-gaussians", type=int, default=3, help="gmm: mixture components")
-    parser.add_argument("--n-coeff", type=int, default=2, help="gmm: coefficients per polynomial (2: linear in s)")
-    parser.add_argument("--gmm-steps", type=int, default=1000, help="gmm: Adam steps of the fit")
-    parser.add_argument("--saturation", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                        help="gmm: the camera's saturation values, treated as censored (default: none)")
+    histogram = parser.add_argument_group("histogram (--kind histogram, any data source)")
+    histogram.add_argument("--bins", type=int, default=256,
+                           help="bins along signal and observation; integer data (8- or 16-bit) get at most one bin "
+                                "per value they can take")
+    histogram.add_argument("--value-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                           help="range of signal and observation; make it wide enough for all images you will train "
+                                "on and denoise (default: the data's minimum to maximum; for integer data (min - "
+                                "0.5) to (max + 0.5), with bin edges halfway between the values they take (the "
+                                "integers, or multiples of a common step, e.g. 16 for 12-bit data in 16-bit pixels) "
+                                "and the same number of these values in every bin)")
+    gmm = parser.add_argument_group("gmm (--kind gmm, any data source)")
+    gmm.add_argument("--n-gaussians", type=int, default=3, help="mixture components")
+    gmm.add_argument("--n-coeff", type=int, default=2, help="coefficients per polynomial (2: linear in s)")
+    gmm.add_argument("--gmm-steps", type=int, default=1000, help="Adam steps of the fit (its seed is --seed)")
+    gmm.add_argument("--saturation", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                     help="the camera's saturation values, treated as censored (default: none)")
     _add_common(parser)
-    _add_training_options(parser, on_resume=False, n_samples=False)
+    training = _add_training_options(
+        parser, on_resume=False, n_samples=False, title="training (--bootstrap only)",
+        description="the N2V model that --bootstrap trains on its images and keeps as a model folder (a\n"
+                    "denoiser in its own right: pn2v predict --model); refused with --calibration and\n"
+                    "--signal, except --seed, which also seeds a gmm fit")
+    training.add_argument("--n2v-model", metavar="MODEL_DIR",
+                          help="model folder for the N2V model (default: the output's name with _n2v, e.g. "
+                               "noise_model_n2v for -o noise_model.npz)")
 
 
 def _add_train(commands):
@@ -285,7 +306,7 @@ def _add_export(commands):
 
 def _add_evaluate(commands):
     parser = _subparser(commands, "evaluate", "PSNR of denoised TIFFs against ground-truth TIFFs, as a table.",
-                        "pn2v evaluate denoised/ --ground-truth clean/", _evaluate)
+                        "pn2v evaluate denoised/ --ground-truth clean/", _evaluate, tensorflow=False)
     parser.add_argument("predictions", nargs="+", metavar="PREDICTION",
                         help="denoised TIFFs: files, folders or glob patterns")
     parser.add_argument("-g", "--ground-truth", nargs="+", required=True, metavar="TIFF",
@@ -309,6 +330,8 @@ def main(argv=None):
     prefix = f"pn2v {args.command}"
     with _signals_interrupt() as received, _one_line_warnings(prefix):
         try:
+            if args.needs_tensorflow:
+                _quiet_tensorflow()
             return args.run(args) or 0
         except (ValueError, FileExistsError, FileNotFoundError, ImportError) as error:
             return _fail(prefix, "error", error, EXIT_INPUT)
@@ -324,6 +347,61 @@ def _fail(prefix, what, error, code):
     message = " ".join(str(error).split())
     print(f"{prefix}: {what}" + (f": {message}" if message else ""), file=sys.stderr)
     return code
+
+
+#: What TensorFlow's C++ core writes to stderr while it is imported, whatever TF_CPP_MIN_LOG_LEVEL says
+#: (TensorFlow 2.21 logs the oneDNN line before it reads the variable): parts of the lines that
+#: :func:`_import_tensorflow_quietly` keeps from the user.
+TENSORFLOW_STARTUP_LINES = ("All log messages before absl::InitializeLog() is called",
+                            "oneDNN custom operations are on", "This TensorFlow binary is optimized",
+                            "To enable the following instructions")
+
+
+def _quiet_tensorflow():
+    """Keep TensorFlow's messages from the terminal, where they break the progress bars: C++ logs below
+    errors off (``TF_CPP_MIN_LOG_LEVEL=3`` unless the user set it), the start-up lines filtered, and the
+    Python loggers (retracing warnings) at ERROR. Nothing is hidden with ``PN2V_DEBUG`` set."""
+    if os.environ.get("PN2V_DEBUG"):
+        return
+    from . import TF_LOG_LEVEL_GIVEN
+
+    if not TF_LOG_LEVEL_GIVEN:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    _import_tensorflow_quietly()
+    import logging
+
+    from absl import logging as absl_logging
+
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # tf.get_logger(): "... triggered tf.function retracing"
+    absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow and Keras with file descriptor 2 (stderr, where C++ writes) captured; what was
+    written there, except the lines of :data:`TENSORFLOW_STARTUP_LINES`, then goes to ``sys.stderr``."""
+    from . import require_tensorflow
+
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to capture
+        saved = None
+    with tempfile.TemporaryFile() as captured:
+        if saved is not None:
+            os.dup2(captured.fileno(), 2)
+        try:
+            require_tensorflow()
+            import keras  # noqa: F401
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines
+                                     if not any(part in line for part in TENSORFLOW_STARTUP_LINES)))
 
 
 @contextmanager
@@ -399,12 +477,31 @@ RANGE_ERROR_MARGIN = 0.05
 
 
 def _check_range(noise_model, image, allow):
-    """Pixels far outside the noise model's range are an input error unless ``allow``."""
-    try:
-        noise_model.check_range(image.stack, "pixel", error_margin=None if allow else RANGE_ERROR_MARGIN)
-    except ValueError as error:
-        raise InputError(image.path, f"{error}; make the noise model from data that cover these values "
-                                     "(pn2v noise-model --value-range), or pass --allow-out-of-range") from None
+    """Pixels far outside the noise model's range are an input error unless ``allow``; pixels outside
+    it give one warning, naming the first file that has them (the model's own checks in training and
+    prediction are then silenced: :func:`_ranges_checked`)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            noise_model.check_range(image.stack, "pixel", error_margin=None if allow else RANGE_ERROR_MARGIN)
+        except ValueError as error:
+            raise InputError(image.path, f"{error}; make the noise model from data that cover these values "
+                                         "(pn2v noise-model --value-range), or pass --allow-out-of-range") from None
+    for warning in caught:
+        warnings.warn(f"{image.path}: {warning.message}", warning.category)
+
+
+#: The noise model's warnings about the values of a model's training data or images (names as in
+#: :mod:`pn2v_tf.model`), which :func:`_check_range` gave already, file by file.
+_MODEL_RANGE_WARNING = r"(training data|validation data|image) values \[.*\] exceed the noise model's range"
+
+
+@contextmanager
+def _ranges_checked():
+    """Training or prediction of inputs that :func:`_check_range` checked: no second range warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_MODEL_RANGE_WARNING)
+        yield
 
 
 def _read_images(inputs, axes, patch_shape=None, noise_model=None, allow_out_of_range=False, n_dim=2,
@@ -537,8 +634,9 @@ def _fit(model, X, X_val, settings, quiet, initial_epoch=0, checkpoint=None, des
     callbacks = [] if checkpoint is None else [checkpoint]
     callbacks.append(TrainingProgress(settings["epochs"], settings["steps_per_epoch"], initial_epoch, quiet,
                                       description))
-    return model.train(X, X_val, epochs=settings["epochs"], steps_per_epoch=settings["steps_per_epoch"],
-                       initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
+    with _ranges_checked():
+        return model.train(X, X_val, epochs=settings["epochs"], steps_per_epoch=settings["steps_per_epoch"],
+                           initial_epoch=initial_epoch, callbacks=callbacks, verbose=0)
 
 
 def _training_data(settings, noise_model, n_dim, n_channels=1):
@@ -570,16 +668,43 @@ def _noise_model(args):
     _refuse_existing(output, args.overwrite)
     if (args.observation is None) != (args.signal is None):
         raise UsageError("--signal and --observation go together")
+    kept = ""
     if args.bootstrap:
-        noise_model, signal, observation, plots = _bootstrap(args, plot)
+        folder = _n2v_folder(args, output)
+        noise_model, signal, observation, plots = _bootstrap(args, plot, folder)
+        kept = f"; the N2V model it trained is in {folder} (pn2v predict --model {folder} denoises with it)"
     else:
+        _refuse_training_options(args)
         signal, observation = (_calibration_pairs(args.calibration, args.axes) if args.calibration
                                else _file_pairs(args.signal, args.observation, args.axes))
         plots = _plot_paths(plot, signal.shape[-1] if signal.ndim == 2 else 1, args.overwrite)
         noise_model = _fit_noise_model(args, signal, observation)
     noise_model.plot(plot, signal=signal, observation=observation, overwrite=args.overwrite)
     noise_model.save(output, overwrite=args.overwrite)
-    _say(f"{_noise_model_summary(noise_model, signal)}; wrote {output} and {', '.join(map(str, plots))}", args)
+    _say(f"{_noise_model_summary(noise_model, signal)}; wrote {output} and {', '.join(map(str, plots))}{kept}", args)
+
+
+def _refuse_training_options(args):
+    """The training options (those of the N2V model of --bootstrap) are refused with other sources;
+    --seed, which also seeds a GMM fit, is not."""
+    given = [f"--{key.replace('_', '-')}" for key in (*TRAINING_DEFAULTS, "validation_fraction", "n2v_model")
+             if key != "seed" and getattr(args, key, None) is not None]
+    if given:
+        source = "--calibration" if args.calibration else "--signal"
+        raise UsageError(f"{', '.join(given)}: training options are for --bootstrap (its N2V model); leave them out "
+                         f"with {source}")
+
+
+def _n2v_folder(args, output):
+    """The model folder for the N2V model of --bootstrap: --n2v-model, else ``<output stem>_n2v`` beside
+    the output; refused if it exists with files in it, unless --overwrite."""
+    folder = Path(args.n2v_model) if args.n2v_model else output.with_name(output.stem + "_n2v")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "exists and is not a folder; choose another --n2v-model for the N2V model")
+    if folder.is_dir() and any(folder.iterdir()) and not args.overwrite:
+        raise FileExistsError(f"{folder} exists (the N2V model of an earlier --bootstrap?); pass --overwrite to "
+                              "replace it, or choose another --n2v-model")
+    return folder
 
 
 def _plot_paths(plot, n_channels, overwrite):
@@ -593,10 +718,11 @@ def _plot_paths(plot, n_channels, overwrite):
 
 
 def _noise_model_summary(noise_model, signal):
-    """'<kind> noise model from <n> pixels: signals ..., values ...', or one such part per channel."""
+    """'<kind> noise model from <n> pixels: signals ..., values ... [in <bins> bins]', or one such part per
+    channel."""
     models = getattr(noise_model, "models", [noise_model])
     ranges = [f"signals {m.signal_range[0]:.6g}..{m.signal_range[1]:.6g}, values {m.value_range[0]:.6g}.."
-              f"{m.value_range[1]:.6g}" for m in models]
+              f"{m.value_range[1]:.6g}" + (f" in {m.bins} bins" if hasattr(m, "bins") else "") for m in models]
     n_pixels = signal.size // len(models)
     if len(models) == 1:
         return f"{noise_model.kind} noise model from {n_pixels} pixels: {ranges[0]}"
@@ -608,14 +734,57 @@ def _noise_model_summary(noise_model, signal):
 def _fit_noise_model(args, signal, observation):
     """One noise model of ``args.kind`` for pairs of 1-D arrays; for pairs (P, C) of several channels a
     :class:`ChannelNoiseModels` of one fitted to each channel's pairs."""
-    from .noise_models import ChannelNoiseModels, GMMNoiseModel, HistogramNoiseModel
+    from .noise_models import ChannelNoiseModels
+    from .progress import bar
 
-    if signal.ndim == 2:
-        return ChannelNoiseModels([_fit_noise_model(args, signal[:, c], observation[:, c])
-                                   for c in range(signal.shape[1])])
-    if args.kind == "histogram":
-        return HistogramNoiseModel.from_pairs(signal, observation, bins=args.bins, value_range=args.value_range)
-    return GMMNoiseModel.fit(signal, observation, **_gmm_options(args))
+    pairs = ([(signal, observation)] if signal.ndim == 1
+             else [(signal[:, c], observation[:, c]) for c in range(signal.shape[1])])
+    fitting = bar(args.quiet, total=len(pairs), desc=f"fitting the {args.kind} noise model", unit="channel",
+                  leave=False)
+    models = []
+    for channel_signal, channel_observation in pairs:
+        models.append(_fit_one_noise_model(args, channel_signal, channel_observation))
+        fitting.update(1)
+    fitting.close()
+    return models[0] if len(models) == 1 else ChannelNoiseModels(models)
+
+
+def _fit_one_noise_model(args, signal, observation):
+    """A noise model of ``args.kind`` fitted to 1-D arrays of pairs."""
+    from .noise_models import GMMNoiseModel, HistogramNoiseModel
+
+    if args.kind == "gmm":
+        return GMMNoiseModel.fit(signal, observation, **_gmm_options(args))
+    bins, value_range = _histogram_bins(args, signal, observation)
+    return HistogramNoiseModel.from_pairs(signal, observation, bins=bins, value_range=value_range)
+
+
+def _histogram_bins(args, signal, observation):
+    """(bins, value_range) of a histogram: --bins and --value-range; without --value-range, integer
+    observations (8- or 16-bit data) get bins on their possible values
+    (:func:`~pn2v_tf.noise_models.histogram.integer_bins`, over the signals too), other data the
+    default of :meth:`HistogramNoiseModel.from_pairs` (their minimum to maximum)."""
+    from .noise_models.histogram import integer_bins
+
+    grid = None if args.value_range is not None else _integer_grid(observation)
+    if grid is None:
+        return args.bins, args.value_range
+    low = min(float(signal.min()), float(observation.min()))
+    high = max(float(signal.max()), float(observation.max()))
+    return integer_bins(low, high, args.bins, *grid)
+
+
+def _integer_grid(values):
+    """(step, origin) of integer ``values``: the integers they lie on are origin + j * step, step the
+    greatest common divisor of their distances to the smallest (e.g. 16 for 12-bit data stored as
+    multiples of 16); None if they are not all integers."""
+    import numpy as np
+
+    if not np.array_equal(values, np.round(values)):
+        return None
+    origin = int(values.min())
+    step = int(np.gcd.reduce((values - origin).astype(np.int64), axis=None))
+    return max(step, 1), origin
 
 
 def _gmm_options(args):
@@ -699,13 +868,12 @@ def _flat_pairs(signal, observation, n_channels):
     return np.stack([p[0] for p in pairs], axis=-1), np.stack([p[1] for p in pairs], axis=-1)
 
 
-def _bootstrap(args, plot):
-    """Train N2V on the noisy images (in memory) and fit the noise model (one per channel) to its
-    predictions: (noise model, signal, observation, plot paths)."""
+def _bootstrap(args, plot, folder):
+    """Train N2V on the noisy images into the model folder ``folder``, predict the signal with it and fit
+    the noise model (one per channel) to the pairs: (noise model, signal, observation, plot paths), the
+    pairs as 1-D arrays, or (pixels, C) of several channels."""
     import keras
 
-    from .arrays import spatial_axes
-    from .bootstrap import bootstrap_noise_model
     from .model import PN2V
 
     settings = _settings(args, TRAINING_DEFAULTS, TRAINING_DEFAULTS)
@@ -715,12 +883,25 @@ def _bootstrap(args, plot):
     plots = _plot_paths(plot, n_channels, args.overwrite)
     X, X_val = _split_validation(images, files, args.validation_fraction or 0.1, patch_shape)
     keras.utils.set_random_seed(settings["seed"])
-    n2v = PN2V(_config(X, "n2v", settings, n_dim, n_channels), "bootstrap_n2v", basedir=None)
+    n2v = PN2V(_config(X, "n2v", settings, n_dim, n_channels), folder.name, basedir=str(folder.parent),
+               overwrite=args.overwrite)
     _fit(n2v, X, X_val, settings, args.quiet, description="N2V for the bootstrap")
-    fit_options = _gmm_options(args) if args.kind == "gmm" else dict(bins=args.bins, value_range=args.value_range)
-    noise_model = bootstrap_noise_model(images, kind=args.kind, n2v_model=n2v, **fit_options)
-    signal = n2v.predict(images, axes="S" + spatial_axes(n_dim) + ("C" if n_channels > 1 else ""))
-    return noise_model, signal, images, plots
+    signal = _predict_signal(n2v, images, args.quiet)
+    signal, observation = _pixels(signal, n_channels), _pixels(images, n_channels)
+    return _fit_noise_model(args, signal, observation), signal, observation, plots
+
+
+def _predict_signal(n2v, images, quiet):
+    """The N2V model's prediction of a stack of images (S, *spatial[, C]), with a bar over its tiles."""
+    from .arrays import spatial_axes
+    from .progress import TileProgress
+
+    axes = "S" + spatial_axes(n2v.config.n_dim) + ("C" if n2v.config.n_channels > 1 else "")
+    tiles = TileProgress("N2V signal", quiet)
+    try:
+        return n2v.predict(images, axes=axes, progress=tiles)
+    finally:
+        tiles.close()
 
 
 # -- pn2v train ----------------------------------------------------------------------------------
@@ -1065,6 +1246,11 @@ def _result_axes(image, estimator):
 
 
 def _denoise(model, image, args, progress):
+    with _ranges_checked():
+        return _estimate(model, image, args, progress)
+
+
+def _estimate(model, image, args, progress):
     n_tiles = tuple(args.n_tiles) if args.n_tiles else None
     if args.estimator == "posterior":
         samples = model.sample_posterior(image.data, n_samples=args.n_posterior, axes=image.axes, n_tiles=n_tiles,

@@ -86,7 +86,8 @@ class HistogramNoiseModel(NoiseModel):
 
     @classmethod
     def from_calibration_stack(cls, stack, bins=256, value_range=None):
-        """Histogram from many noisy frames (N, Y, X), or volumes (N, Z, Y, X), of a static sample; the signal is their mean."""
+        """Histogram from many noisy frames (N, Y, X), or volumes (N, Z, Y, X), of a static sample; the
+        signal is their mean."""
         stack = np.asarray(stack, dtype=np.float64)
         if stack.ndim < 3 or stack.shape[0] < 2:
             raise ValueError(f"calibration stack must have shape (N, Y, X) or (N, Z, Y, X) with N >= 2 frames, got "
@@ -206,6 +207,60 @@ class HistogramNoiseModel(NoiseModel):
                     signal_range=tuple(arrays["signal_range"]))
         model.histogram.assign(histogram.astype(np.float32))
         return model
+
+
+def integer_bins(low, high, bins=256, step=1, origin=0):
+    """Bins for integer-valued data (8- or 16-bit cameras): each bin is centred on a whole number of
+    the values the data can take, so that no bin is empty for want of a possible value (an empty bin
+    shows as a dark line in the histogram).
+
+    The possible values are the integers, or with ``step`` every step-th one from ``origin`` (e.g.
+    12-bit data stored as multiples of 16). Each bin holds ``k`` of them,
+    ``k = ceil(n_values / bins)`` for the ``n_values`` possible values from ``low`` to ``high`` (one
+    when they are at most ``bins``); the bins edges lie halfway between possible values, and there
+    are as many bins as it takes to reach ``high``: ``ceil(n_values / k)``, at most ``bins``. So
+    8-bit data 0..255 get 256 bins of one value over (-0.5, 255.5), and the range ends within
+    ``k - 1`` values of ``high``, where more bins over a wider range would stay empty.
+
+    Parameters
+    ----------
+    low, high : float
+        The lowest and highest value to cover (e.g. of signal and observation together); values
+        between possible ones are rounded outwards.
+    bins : int
+        The most bins to use. Default: 256.
+    step : int
+        Distance between possible values. Default: 1.
+    origin : int
+        One possible value. Default: 0.
+
+    Returns
+    -------
+    (int, (float, float))
+        The number of bins (at least 2) and the value range.
+
+    Examples
+    --------
+    >>> integer_bins(0, 255, 256)
+    (256, (-0.5, 255.5))
+    >>> integer_bins(100, 1099, 256)  # 1000 values, 4 per bin
+    (250, (99.5, 1099.5))
+    >>> integer_bins(0, 4080, 256, step=16)  # 12-bit data in 16-bit pixels
+    (256, (-8.0, 4088.0))
+    """
+    bins, _ = _check_bins_and_range(bins, (0, 1))
+    low, high = (float(v) for v in (low, high))
+    if not (np.isfinite(low) and np.isfinite(high) and high >= low):
+        raise ValueError(f"integer bins need finite low <= high, got ({low:g}, {high:g})")
+    if not (is_int(step, 1) and is_int(origin)):
+        raise ValueError(f"step must be an integer >= 1 and origin an integer, got step {step!r}, origin {origin!r}")
+    first = int(np.floor((low - origin) / step))  # possible values origin + j * step, j = first..last
+    last = int(np.ceil((high - origin) / step))
+    n_values = last - first + 1
+    per_bin = -(-n_values // bins)
+    n_bins = max(-(-n_values // per_bin), 2)
+    start = origin + (first - 0.5) * step
+    return n_bins, (float(start), float(start + n_bins * per_bin * step))
 
 
 def _check_bins_and_range(bins, value_range):
