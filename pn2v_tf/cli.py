@@ -23,7 +23,9 @@ from pathlib import Path
 
 from .io import IMAGEJ_DTYPES, InputError, channels_text, find_tiffs, read_image
 
-MANIPULATOR_CHOICES = ("uniform_withoutCP", "median")  # pn2v_tf.masking.MANIPULATORS, without importing numpy
+#: pn2v_tf.masking.MANIPULATORS, without importing NumPy
+MANIPULATOR_CHOICES = ("uniform_withoutCP", "median", "uniform_withCP", "normal_withoutCP", "mean", "normal_additive",
+                       "normal_fitted", "identity")
 
 EXIT_INPUT = 2
 EXIT_DIVERGED = 1
@@ -144,8 +146,9 @@ def _add_training_options(parser, on_resume, n_samples=True, title="training", d
     group.add_argument("--skip-skipone", action="store_true", default=None,
                        help=f"N2V2: no skip connection at the U-Net's top level (off{fixed})")
     group.add_argument("--manipulator", choices=MANIPULATOR_CHOICES,
-                       help="replacement of a blind spot: a random neighbour (uniform_withoutCP) or the median of "
-                            f"its neighbours (median, N2V2) (default: uniform_withoutCP{fixed})")
+                       help="replacement of a blind spot: a random neighbour (uniform_withoutCP), the median of "
+                            "its neighbours (median, N2V2) or one of n2v's other variants (default: "
+                            f"uniform_withoutCP{fixed})")
     group.add_argument("--struct-mask", metavar="JSON",
                        help="structN2V against noise correlated along rows or columns: a structuring element "
                             "centred on each blind spot as a JSON nested list of 0 and 1 with odd sides, e.g. "

@@ -142,9 +142,9 @@ def test_bootstrap_fits_one_noise_model_per_channel(files, tmp_path, capsys):
                         *TINY_N2V, *ONE_EPOCH], capsys)
     assert code == 0 and "epoch 1/1: loss" in out and "2 histogram noise models, one per channel" in out
     written = load_noise_model(tmp_path / "boot.npz")
-    assert isinstance(written, ChannelNoiseModels) and [m.bins for m in written.models] == [32, 32]
+    assert isinstance(written, ChannelNoiseModels) and all(m.bins <= 32 for m in written.models)
     assert written.models[0].value_range[1] < written.models[1].value_range[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["boot.npz", "boot_c0.png", "boot_c1.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boot.npz", "boot_c0.png", "boot_c1.png", "boot_n2v"]
 
 
 # -- train and predict ---------------------------------------------------------------------------

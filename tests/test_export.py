@@ -88,6 +88,15 @@ def care(data):
 
 
 @pytest.fixture(scope="module")
+def pn2v2(data, pn2v):
+    """PN2V with N2V2's network (max-blur pooling, no top skip connection, nearest upsampling)."""
+    keras.utils.set_random_seed(4)
+    config = PN2VConfig(data.train, mode="pn2v", n_samples=K, samples_init_spread=1.0, blurpool=True,
+                        skip_skipone=True, **TINY)
+    return PN2V(config, "tiny_pn2v2", basedir=None, noise_model=pn2v.noise_model)
+
+
+@pytest.fixture(scope="module")
 def images(data):
     test = data.test
     return {"even": test, "odd": test[:61, :57], "tall": np.concatenate([test, test[::-1]])[:117, :61],
@@ -95,7 +104,7 @@ def images(data):
 
 
 @pytest.fixture(scope="module")
-def exported(pn2v, pn2v_gmm, n2v, care, images, tmp_path_factory):
+def exported(pn2v, pn2v_gmm, n2v, care, pn2v2, images, tmp_path_factory):
     folder = tmp_path_factory.mktemp("exports")
     (block, _), (context, _) = block_and_context(pn2v.config)  # along Y (2-D: the same along X)
     # strips of 2 blocks plus context: the tall image takes many strips
@@ -104,7 +113,8 @@ def exported(pn2v, pn2v_gmm, n2v, care, images, tmp_path_factory):
              "strips": pn2v.export_SavedModel(folder / "strips", max_tile_elements=strips),
              "gmm": pn2v_gmm.export_SavedModel(folder / "gmm"),
              "n2v": n2v.export_SavedModel(folder / "n2v"),
-             "care": care.export_SavedModel(folder / "care")}
+             "care": care.export_SavedModel(folder / "care"),
+             "pn2v2": pn2v2.export_SavedModel(folder / "pn2v2")}
     for name, image in images.items():
         stack = image if image.ndim == 3 else image[np.newaxis]
         np.save(folder / f"{name}.npy", stack[..., np.newaxis].astype(np.float32))
@@ -207,18 +217,18 @@ def test_saved_model_loads_and_reproduces_predict_in_tensorflow_2_12(pn2v, image
 
 @pytest.mark.parametrize("version", DEEPIMAGEJ_TENSORFLOWS)
 def test_saved_model_runs_in_deepimagej_tensorflow_as_tensorflow_java_loads_it(version, pn2v, pn2v_gmm, n2v, care,
-                                                                               images, exported, tmp_path):
+                                                                               pn2v2, images, exported, tmp_path):
     """Every mode and noise model kind, in graph mode by signature (TensorFlow Java's way)."""
     folder, paths = exported
     cases = [("pn2v", "odd", "serving_default", "mmse"), ("pn2v", "batch", "serving_default", "mmse"),
              ("pn2v", "odd", "prior_mean", "prior_mean"), ("strips", "tall", "serving_default", "mmse"),
              ("gmm", "odd", "serving_default", "mmse"), ("n2v", "odd", "serving_default", "mmse"),
-             ("care", "odd", "serving_default", "mmse")]
+             ("care", "odd", "serving_default", "mmse"), ("pn2v2", "odd", "serving_default", "mmse")]
     jobs = [_job(folder, paths, model, image, signature, how="session") for model, image, signature, _ in cases]
     outputs, report = run_saved_models(tensorflow_runtime(version), jobs, tmp_path)
 
     assert report["tensorflow"] == version
-    models = {"pn2v": pn2v, "strips": pn2v, "gmm": pn2v_gmm, "n2v": n2v, "care": care}
+    models = {"pn2v": pn2v, "strips": pn2v, "gmm": pn2v_gmm, "n2v": n2v, "care": care, "pn2v2": pn2v2}
     for (model, image, _, estimator), out in zip(cases, outputs):
         axes = "SYX" if images[image].ndim == 3 else "YX"
         expected = _quiet(models[model].predict, images[image], axes=axes, estimator=estimator, n_tiles=(1, 1))
