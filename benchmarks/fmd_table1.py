@@ -13,8 +13,9 @@ For every chosen dataset (Confocal mice, Confocal zebrafish, Two-photon mice) an
                 estimated from each noisy image (needs the ``bm3d`` package).
 
 It reports PSNR (data range 255) per image, their mean +- 2 SEM, and the scale-and-shift-invariant
-PSNR, as markdown with the paper's numbers beside ours. Everything it trains and predicts is
-written under ``--outdir``.
+PSNR, as markdown with the paper's Table 1 rows beside ours (read from ``paper_table1.csv``, see
+``--paper-table``), and a summary over all regimes run: N2V and PN2V beside the paper, and PN2V minus N2V.
+Everything it trains and predicts is written under ``--outdir``.
 
     python benchmarks/fmd_table1.py --budget quick --outdir fmd_quick [--append-markdown BENCHMARKS.md]
     python benchmarks/fmd_table1.py --budget paper --outdir fmd_paper        # meant for a GPU
@@ -46,20 +47,16 @@ DATA_RANGE = 255.0
 EIGHT_BIT_BINS = (-0.5, 255.5)  # 256 bins of width 1 centred on the values 0..255
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fmd"
 
-# The paper's Table 1 (Krull et al. 2020, doi:10.3389/fcomp.2020.00005), mean PSNR over its 50 test
-# images per regime. Only numbers seen in a source are entered; None prints as "n/a".
-# Input: the paper's row as quoted in the data folder's README.md.
-PAPER = {
-    "Confocal_MICE": {"input": (29.38, 32.44, 35.59, 38.90, 42.64)},
-    "Confocal_FISH": {"input": (22.81, 25.89, 29.05, 32.39, 36.21)},
-    "TwoPhoton_MICE": {"input": (24.94, 27.83, 30.69, 33.67, 37.72)},
-}
+PAPER_CSV_NAME = "paper_table1.csv"  # the paper's Table 1; see ../shared/data/README.md
+# Our rows beside the paper's rows of the same method (the CSV's names). PN2V (bootstrapped GMM) and the
+# PN2V prior mean have no row in the paper; DnCNN and N2N are the paper's only.
+PAPER_ROWS = {"input": "Input", "pn2v": "U-Net (PN2V)", "n2v": "U-Net (N2V)", "vst_bm3d": "VST+BM3D",
+              "care": "U-Net (trad.)"}
+PAPER_ONLY_NAMES = {"DnCNN": "DnCNN", "N2N": "N2N"}
 # A published run of the authors' code, not Table 1: juglab/pn2v, examples/Mouse-3-Prediction.ipynb
 # (Confocal mice, raw; trained on the other fields of view; mean +- 2 SEM over 50 test images).
-AUTHORS_NOTEBOOK = {("Confocal_MICE", "raw"): {"pn2v_prior_mean": (37.52, 0.02), "pn2v": (38.18, 0.02)}}
-PAPER_SOURCE = ("Input row: Table 1 of the paper as quoted in ../shared/data/fmd/README.md. The method rows "
-                "of Table 1 could not be read offline in this project's environment and are left n/a; "
-                "fill them from the paper.")
+AUTHORS_NOTEBOOK = {("Confocal_MICE", "raw"): {"pn2v": (38.18, 0.02), "pn2v_prior_mean": (37.52, 0.02)}}
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -146,6 +143,68 @@ def mean_2sem(values):
     values = np.asarray(values, dtype=np.float64)
     sem = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
     return float(values.mean()), float(2 * sem)
+
+
+# -- the paper's Table 1 --------------------------------------------------------------------------
+
+@dataclass
+class PaperTable:
+    """The rows of ``paper_table1.csv``: ``rows[(dataset, method, psnr)]`` is a list of 5 (value, 2 SEM or
+    None) pairs, NR1..NR5 = the regimes raw..avg16; ``psnr`` is 'plain' or 'si'."""
+
+    path: Path
+    rows: dict
+
+    def lookup(self, dataset, method, regime, psnr="plain"):
+        """(value, 2 SEM or None) of the paper's ``method`` row (its name in the CSV), or None."""
+        row = self.rows.get((dataset, method, psnr))
+        return None if row is None else row[REGIMES.index(regime)]
+
+    def methods(self, dataset, psnr="plain"):
+        """The paper's methods for one dataset, in the file's order."""
+        return [m for d, m, p in self.rows if d == dataset and p == psnr]
+
+
+def read_paper_table(path):
+    """The paper's Table 1 from its CSV, or None when the file is not there."""
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    rows = {}
+    with open(path, newline="") as f:
+        for record in csv.DictReader(f):
+            cells = []
+            for k in range(1, len(REGIMES) + 1):
+                value, two_sem = record[f"NR{k}"].strip(), record[f"NR{k}_2sem"].strip()
+                cells.append(None if not value else (float(value), float(two_sem) if two_sem else None))
+            key = (record["dataset"].strip(), record["method"].strip(), record["psnr"].strip())
+            if key in rows:
+                raise ValueError(f"{path}: {key} appears twice")
+            rows[key] = cells
+    return PaperTable(path, rows)
+
+
+def paper_table_path(args):
+    """--paper-table, else paper_table1.csv beside --data, else the one in ../shared/data/fmd."""
+    if getattr(args, "paper_table", None):
+        return args.paper_table
+    beside = args.data / PAPER_CSV_NAME
+    return beside if beside.is_file() else DEFAULT_DATA / PAPER_CSV_NAME
+
+
+def shown_path(path):
+    """A path as the report prints it: relative to the checkout (../shared/...) when it is nearby."""
+    relative = os.path.relpath(Path(path).resolve(), ROOT)
+    return relative if relative.count("..") <= 1 else str(path)
+
+
+def fmt_paper(cell):
+    if cell is None:
+        return "n/a"
+    value, two_sem = cell
+    return f"{value:.2f}" if two_sem is None else f"{value:.2f} +- {two_sem:.2f}"
 
 
 # -- methods ------------------------------------------------------------------------------------
@@ -317,45 +376,129 @@ def _brightest_crop(image, crop):
 
 # -- report -------------------------------------------------------------------------------------
 
-def markdown_report(results, args, budget, elapsed, machine_name=None):
-    rows = ["input", *[m for m in METHODS if m in args.methods]]
-    if any("pn2v_prior_mean" in r["scores"] for r in results):
-        rows.insert(rows.index("pn2v") + 1, "pn2v_prior_mean")
-    names = {**ROW_NAMES, "pn2v_prior_mean": "PN2V prior mean (histogram)"}
+def markdown_report(results, args, budget, elapsed, machine_name=None, paper=None, paper_path=None):
+    """The markdown report: a summary over all regimes run, then one table per dataset and regime with the
+    paper's Table 1 rows (``paper``, a PaperTable, or None when ``paper_path`` is missing) beside ours."""
     lines = [f"### FMD, PN2V Table 1 protocol (`--budget {args.budget}`)", "",
              f"Command: `python benchmarks/fmd_table1.py {' '.join(args.argv)}`", "",
              f"Machine: {machine_name or machine()}; total {elapsed / 60:.1f} min.", "",
-             f"Network and schedule: {budget.describe()}.", "", PROTOCOL, "",
-             "PSNR in dB (data range 255): mean over the 4 images +- 2 SEM. Column 'paper': the paper's "
-             "Table 1 (mean over its 50 test images; n/a where not available here); column 'authors' "
-             "code': the output printed in the authors' example notebook where there is one. "
-             "Scale-and-shift-invariant PSNR (si) is given for all datasets; the paper uses it for "
-             "two-photon.", ""]
+             f"Network and schedule: {budget.describe()}.", "", PROTOCOL, ""]
+    if paper is None:
+        lines += [f"paper: not available ({shown_path(paper_path)} missing)", ""]
+    else:
+        lines += [f"Paper: Table 1 of Krull et al. 2020 (doi:10.3389/fcomp.2020.00005) from "
+                  f"`{shown_path(paper.path)}`: mean PSNR over its 50 test images per regime, +- 2 SEM where "
+                  "the paper gives one (VST+BM3D, DnCNN and N2N are quoted there from the FMD paper, without "
+                  "one); its networks trained on the 19 other fields of view. Beside ours: U-Net (PN2V) next "
+                  "to PN2V (histogram), U-Net (N2V) next to N2V, U-Net (trad.) next to CARE (supervised); "
+                  "PN2V (bootstrapped GMM) and the prior mean have no paper row.", ""]
+    lines += summary_table(results, args, paper)
+    lines += ["PSNR in dB (data range 255): mean over the 4 images +- 2 SEM. Scale-and-shift-invariant PSNR "
+              "(si) is given for all datasets; the paper gives it for two-photon only. Rows with 'not run' "
+              "are the paper's only.", ""]
     for result in results:
-        dataset, regime = result["dataset"], result["regime"]
-        paper = PAPER.get(dataset, {})
-        column = REGIMES.index(regime)
-        lines += [f"**{dataset}, {regime} (NR{column + 1})**", "",
-                  "| method | PSNR | si-PSNR | paper | authors' code | train+predict (s) |",
-                  "|---|---|---|---|---|---|"]
-        notebook = AUTHORS_NOTEBOOK.get((dataset, regime), {})
-        for row in rows:
-            if row not in result["scores"]:
-                continue
-            value, err = mean_2sem(result["scores"][row]["psnr"])
-            si, si_err = mean_2sem(result["scores"][row]["psnr_si"])
-            published = paper.get(row)
-            published = "n/a" if published is None else f"{published[column]:.2f}"
-            seconds = result["seconds"].get(row)
-            seconds = "" if seconds is None else f"{seconds:.0f}"
-            reference = notebook.get(row)
-            reference = "" if reference is None else f"{reference[0]:.2f} +- {reference[1]:.2f}"
-            lines.append(f"| {names[row]} | {value:.2f} +- {err:.2f} | {si:.2f} +- {si_err:.2f} | "
-                         f"{published} | {reference} | {seconds} |")
-        lines.append("")
-    lines += [f"Paper numbers: {PAPER_SOURCE} Authors' code: juglab/pn2v, examples/Mouse-3-Prediction.ipynb "
-              "(one training run on the 19 other fields of view).", ""]
+        lines += regime_table(result, args, paper)
+    lines += ["Authors' code: juglab/pn2v, examples/Mouse-3-Prediction.ipynb (one training run on the 19 other "
+              "fields of view; mean +- 2 SEM over 50 test images).", ""]
     return "\n".join(lines)
+
+
+def report_rows(result, args):
+    rows = ["input", *[m for m in METHODS if m in args.methods and m in result["scores"]]]
+    if "pn2v_prior_mean" in result["scores"] and "pn2v" in rows:
+        rows.insert(rows.index("pn2v") + 1, "pn2v_prior_mean")
+    return rows
+
+
+def regime_table(result, args, paper):
+    dataset, regime = result["dataset"], result["regime"]
+    names = {**ROW_NAMES, "pn2v_prior_mean": "PN2V prior mean (histogram)"}
+    column = REGIMES.index(regime)
+    with_si = paper is not None and bool(paper.methods(dataset, "si"))
+    header = ["method", "PSNR", *(["paper"] if paper else []), "si-PSNR", *(["paper si"] if with_si else []),
+              "train+predict (s)"]
+    lines = [f"**{dataset}, {regime} (NR{column + 1})**", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+
+    def paper_cells(method):
+        if paper is None:
+            return []
+        cells = ["" if method is None else fmt_paper(paper.lookup(dataset, method, regime))]
+        if with_si:
+            cells.append("" if method is None or paper.lookup(dataset, method, regime, "si") is None
+                         else fmt_paper(paper.lookup(dataset, method, regime, "si")))
+        return cells
+
+    for row in report_rows(result, args):
+        value, err = mean_2sem(result["scores"][row]["psnr"])
+        si, si_err = mean_2sem(result["scores"][row]["psnr_si"])
+        published = paper_cells(PAPER_ROWS.get(row))
+        seconds = result["seconds"].get(row)
+        cells = [names[row], f"{value:.2f} +- {err:.2f}", *published[:1], f"{si:.2f} +- {si_err:.2f}",
+                 *published[1:], "" if seconds is None else f"{seconds:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if paper is not None:  # the paper's rows of methods not run here
+        ours = {PAPER_ROWS[r] for r in report_rows(result, args) if r in PAPER_ROWS}
+        by_paper_name = {**{v: ROW_NAMES[k] for k, v in PAPER_ROWS.items()}, **PAPER_ONLY_NAMES}
+        for method in paper.methods(dataset):
+            if method in ours:
+                continue
+            published = paper_cells(method)
+            cells = [f"{by_paper_name.get(method, method)} (paper: {method})", "not run", *published[:1], "",
+                     *published[1:], ""]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    notebook = AUTHORS_NOTEBOOK.get((dataset, regime), {})
+    quoted = [f"{names[k]} {v:.2f} +- {e:.2f}" for k, (v, e) in notebook.items() if k in result["scores"]]
+    if quoted:
+        lines += [f"Authors' code on this dataset and regime: {', '.join(quoted)}.", ""]
+    return lines
+
+
+def summary_table(results, args, paper):
+    """Per dataset and regime: ours beside the paper for N2V, PN2V (and VST+BM3D, CARE when run), our PN2V
+    minus the paper's, and PN2V minus N2V, ours (mean +- 2 SEM of the per-image differences) and the paper's."""
+    shown = [m for m in ("n2v", "pn2v", "vst_bm3d", "care") if m in args.methods]
+    if not shown or not results:
+        return []
+    both = "n2v" in shown and "pn2v" in shown
+    header = ["dataset", "regime"]
+    for method in shown:
+        header += [ROW_NAMES[method], *(["paper"] if paper else [])]
+        if method == "pn2v" and paper:
+            header.append("PN2V - paper")
+    if both:
+        header += ["PN2V - N2V", *(["paper PN2V - N2V"] if paper else [])]
+    lines = ["**Summary: mean PSNR (dB) over all regimes run**", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]
+
+    def published(dataset, method, regime):
+        cell = paper.lookup(dataset, PAPER_ROWS[method], regime) if paper else None
+        return None if cell is None else cell[0]
+
+    def fmt(value, signed=False):
+        return "n/a" if value is None else (f"{value:+.2f}" if signed else f"{value:.2f}")
+
+    for result in results:
+        dataset, regime, scores = result["dataset"], result["regime"], result["scores"]
+        cells = [dataset, f"{regime} (NR{REGIMES.index(regime) + 1})"]
+        for method in shown:
+            ours = mean_2sem(scores[method]["psnr"])[0] if method in scores else None
+            theirs = published(dataset, method, regime)
+            cells += [fmt(ours), *([fmt(theirs)] if paper else [])]
+            if method == "pn2v" and paper:
+                cells.append(fmt(None if ours is None or theirs is None else ours - theirs, signed=True))
+        if both:
+            if "n2v" in scores and "pn2v" in scores:
+                gain, err = mean_2sem(np.subtract(scores["pn2v"]["psnr"], scores["n2v"]["psnr"]))
+                cells.append(f"{gain:+.2f} +- {err:.2f}")
+            else:
+                cells.append("n/a")
+            if paper:
+                p, n = published(dataset, "pn2v", regime), published(dataset, "n2v", regime)
+                cells.append(fmt(None if p is None or n is None else p - n, signed=True))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 PROTOCOL = (
@@ -393,6 +536,9 @@ def parse_args(argv=None):
                         help="noise regimes; default: raw for quick, all for paper")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the FMD folder (raw/, avg*/, gt/)")
+    parser.add_argument("--paper-table", type=Path, default=None,
+                        help=f"the paper's Table 1 as CSV; default: {PAPER_CSV_NAME} beside --data, else "
+                             f"../shared/data/fmd/{PAPER_CSV_NAME}; the report says so when it is missing")
     parser.add_argument("--outdir", type=Path, default=Path("fmd_table1"), help="models, predictions, figures")
     parser.add_argument("--overwrite", action="store_true", help="reuse a non-empty --outdir")
     parser.add_argument("--seed", type=int, default=0)
@@ -421,7 +567,8 @@ def main(argv=None):
     started = time.time()
     results = [run_regime(args, budget, d, r) for d in args.datasets for r in args.regimes]
     elapsed = time.time() - started
-    report = markdown_report(results, args, budget, elapsed)
+    path = paper_table_path(args)
+    report = markdown_report(results, args, budget, elapsed, paper=read_paper_table(path), paper_path=path)
     print("\n" + report)
     (args.outdir / "table.md").write_text(report + "\n")
     summary = {"budget": asdict(budget), "args": args.argv, "seconds": elapsed, "machine": machine(),
@@ -440,7 +587,9 @@ def report_again(args):
     summary = json.loads(args.report_from.read_text())
     run_args = parse_args(summary["args"])
     budget = Budget(**{k: v for k, v in summary["budget"].items() if k in Budget.__dataclass_fields__})
-    report = markdown_report(summary["results"], run_args, budget, summary["seconds"], summary.get("machine"))
+    path = args.paper_table or paper_table_path(run_args)  # this command's --paper-table, else the run's
+    report = markdown_report(summary["results"], run_args, budget, summary["seconds"], summary.get("machine"),
+                             paper=read_paper_table(path), paper_path=path)
     print(report)
     if args.append_markdown:
         with open(args.append_markdown, "a") as f:
