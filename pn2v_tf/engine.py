@@ -14,6 +14,8 @@ traced once for every tile shape (its spatial sides are dynamic).
 (:mod:`pn2v_tf.export`) all build their graphs with :meth:`PredictionEngine.estimate_kept`.
 """
 
+import logging
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -24,6 +26,18 @@ from .inference import ESTIMATORS, mmse, posterior_samples, prior_mean
 #: pixels at K = 800). Much larger chunks leave the processor's caches; much smaller ones pay the
 #: loop's overhead more often.
 DEFAULT_CHUNK_ELEMENTS = 2 ** 21
+
+
+class _EngineRetracingFilter(logging.Filter):
+    """Drops TensorFlow's warning that tf.functions of one Python function were traced often when it is
+    about the engine's tile functions: every engine (every model) makes its own, traced once per tile
+    shape by design, so a process with several models would otherwise be told of "retracing"."""
+
+    def filter(self, record):
+        return "PredictionEngine._tile_function" not in record.getMessage()
+
+
+tf.get_logger().addFilter(_EngineRetracingFilter())
 
 
 class PredictionEngine:

@@ -186,3 +186,19 @@ def test_tiled_prediction_traces_once_and_warns_of_no_retracing(noise_model, cap
     assert engine._chunk_functions[("mmse", 1)].experimental_get_tracing_count() == len(chunk_sizes)
     assert not [r for r in caplog.records if "retracing" in r.getMessage()]
     np.testing.assert_allclose(first, model.predict(_tile((70, 93)), n_tiles=(1, 1)), rtol=1e-5, atol=1e-4)
+
+
+def test_models_made_one_after_another_raise_no_retracing_warning(caplog):
+    """TensorFlow counts the traces of the engine's tile function over all models of a process."""
+    import logging
+
+    from pn2v_tf import PN2V, PN2VConfig
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2, 32, 32)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        for _ in range(7):
+            model = PN2V(PN2VConfig(X, mode="n2v", unet_n_depth=2, unet_n_first=2, n2v_patch_shape=(16, 16),
+                                    train_tensorboard=False), None, basedir=None)
+            model.predict(X[0])
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
