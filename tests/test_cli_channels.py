@@ -90,10 +90,14 @@ def test_calibration_hyperstack_gives_one_histogram_per_channel_in_one_file(file
 
     written = load_noise_model(noise_model_file)
     assert isinstance(written, ChannelNoiseModels) and written.n_channels == 2
+    plain = HistogramNoiseModel.from_calibration_stack(data["calibration"][:, 0], bins=32)
+    assert written.models[0].value_range == plain.value_range  # read noise: not integers, minimum to maximum
+    low, high = written.models[1].value_range  # a gain of 4: bins centred on multiples of 4 (test_first_hour.py)
+    assert written.models[1].bins <= 32 and (low + 2) % 4 == 0 and (high + 2) % 4 == 0
     for channel, model in enumerate(written.models):
-        alone = HistogramNoiseModel.from_calibration_stack(data["calibration"][:, channel], bins=32)
+        alone = HistogramNoiseModel.from_calibration_stack(data["calibration"][:, channel], bins=model.bins,
+                                                           value_range=model.value_range)
         np.testing.assert_allclose(np.asarray(model.histogram), np.asarray(alone.histogram), atol=1e-7)
-        assert model.value_range == alone.value_range
     assert written.models[0].value_range[1] < written.models[1].value_range[0]   # each channel its own range
     for name in ("nm_c0.png", "nm_c1.png"):
         assert (files / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
