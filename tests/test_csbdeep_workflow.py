@@ -39,7 +39,11 @@ def test_care_trains_on_csbdeep_patches_and_predicts_with_its_normalizer_and_res
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     plot_history(history, ["loss", "val_loss"])
+    assert len(plt.gcf().axes) == 1 and plt.gcf().axes[0].get_legend() is not None
+    plt.close("all")
 
     image = noisy[0, :45, :38]
     normalizer = PercentileNormalizer(1, 99.8)
