@@ -78,6 +78,9 @@ class PN2VConfig(BaseConfig):
         that the top level's skip connection no longer offsets), else ``'transpose'``.
     batch_norm : bool
         Batch normalisation between each convolution and its ReLU (n2v's default). Default: False.
+    unet_residual : bool
+        Modes ``'n2v'`` and ``'care'``: the network predicts the difference to its input (in normalised
+        units), as n2v's and CSBDeep's option of this name. Default: False.
     n2v_patch_shape : tuple of int
         Training patch shape (Y, X) or (Z, Y, X); each side a multiple of
         ``unet_pool**(unet_n_depth-1)`` along its axis (the network's block) and larger than
@@ -161,6 +164,7 @@ class PN2VConfig(BaseConfig):
         self.blurpool = False
         self.skip_skipone = False
         self.batch_norm = False
+        self.unet_residual = False
         self.unet_upsampling = None
         self.means = means
         self.stds = stds
@@ -213,6 +217,7 @@ class PN2VConfig(BaseConfig):
             "blurpool": isinstance(self.blurpool, bool),
             "skip_skipone": isinstance(self.skip_skipone, bool),
             "batch_norm": isinstance(self.batch_norm, bool),
+            "unet_residual": isinstance(self.unet_residual, bool) and not (self.unet_residual and self.mode == "pn2v"),
             "unet_upsampling": self.unet_upsampling in ("transpose", "nearest"),
             "train_loss": self.train_loss in ("mse", "mae"),
             "n_channel_in": _is_int(self.n_channel_in, 1),

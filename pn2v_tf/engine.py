@@ -75,6 +75,8 @@ class PredictionEngine:
         self.groups = int(getattr(self.head, "groups", 1))
         self.mean, self.std = standardize.per_value(self.n_channels * self.n_outputs)
         self.features = keras.Model(network.input, self.head.input, name="pn2v_features")
+        residual = [layer for layer in network.layers if layer.name == "residual"]
+        self.residual_mean = np.float32(residual[0].mean).reshape(-1, 1) if residual else None
         self.chunk_pixels = max(1, int(chunk_elements) // (self.n_channels * self.n_outputs))
         self.jit_compile = bool(jit_compile)
         self._chunk_functions = {}
@@ -121,7 +123,10 @@ class PredictionEngine:
         flat_features = tf.reshape(features, (-1, self.n_features))
         flat_observation = tf.reshape(observation, (-1, self.n_channels, 1))
         if self.n_outputs == 1:  # N2V / CARE: the head's one output is the result (no chunks needed)
-            out = tf.repeat(self._samples(self._product(flat_features)), n_out, axis=-1)
+            out = self._samples(self._product(flat_features))
+            if self.residual_mean is not None:  # unet_residual: the network predicts the change of its input
+                out = out + flat_observation - self.residual_mean
+            out = tf.repeat(out, n_out, axis=-1)
         else:
             out = self._in_chunks(flat_observation, flat_features, estimator, n_out, seed,
                                   min(chunk_pixels or self.chunk_pixels, self.chunk_pixels))

@@ -13,8 +13,8 @@ given to :class:`N2V`). What differs:
   poolings): n2v's value is taken as n2v means it and stored plus one.
 - The network is this package's U-Net (skip connections added, not concatenated), so weights
   written by n2v cannot be read; a model trained here is saved and loaded as any pn2v_tf model.
-- ``unet_residual=True``, ``unet_last_activation='relu'`` and ``probabilistic=True`` are refused
-  with what to use instead; other keywords that n2v does not know either are refused by name.
+- ``unet_last_activation='relu'`` and ``probabilistic=True`` are refused with what to use instead;
+  other keywords that n2v does not know either are refused by name.
 """
 
 import glob
@@ -32,8 +32,6 @@ __all__ = ["N2VConfig", "N2V", "N2V_DataGenerator", "n2v_defaults"]
 #: n2v keywords that have no attribute here: accepted with n2v's default value (and dropped), refused
 #: with any other value, with the message given.
 _N2V_ONLY = {
-    "unet_residual": (False, "unet_residual=True is not available: the network predicts the signal itself, not a "
-                             "correction of its input; leave unet_residual out"),
     "unet_last_activation": ("linear", "unet_last_activation must be 'linear' (the only output activation here); "
                                        "leave it out"),
     "probabilistic": (False, "probabilistic=True (n2v's Laplace loss) is not available; for a probabilistic model "

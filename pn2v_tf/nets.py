@@ -76,6 +76,34 @@ class GatherPixels(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
+class AddInput(layers.Layer):
+    """A residual network's output (n2v's ``unet_residual``): ``outputs + image - mean`` in raw units,
+    i.e. the network predicts the difference to its input in normalised units (one output per channel).
+
+    ``call(outputs, values)``: ``values`` is the image (B, *spatial, C), or, with ``own_channel``, the
+    image's values gathered at each channel's coordinates (B, M, C, C), of which channel c's own are
+    taken.
+    """
+
+    def __init__(self, mean=0.0, own_channel=False, **kwargs):
+        super().__init__(**kwargs)
+        self.mean = [float(m) for m in np.ravel(mean)]
+        self.own_channel = bool(own_channel)
+
+    def call(self, outputs, values):
+        if self.own_channel:
+            n_channels = values.shape[-1]
+            values = ops.sum(values * np.eye(n_channels, dtype="float32"), axis=-1)
+        return outputs + values - np.float32(self.mean)
+
+    def compute_output_shape(self, outputs_shape, values_shape):
+        return outputs_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "own_channel": self.own_channel}
+
+
+@keras.saving.register_keras_serializable(package="pn2v_tf")
 class GroupedDense(layers.Layer):
     """``groups`` independent ``Dense`` layers side by side: input (..., groups * F) -> (..., groups * units),
     group g's outputs from group g's features only (the heads of independent per-channel networks).
@@ -345,6 +373,8 @@ class PN2VNetwork:
         n_channels, n_outputs = config.n_channels, config.n_outputs
         self.n_channels = n_channels
         self.standardize = Standardize(config.means, config.stds, name="standardize")
+        self.means = config.means
+        self.residual = bool(getattr(config, "unet_residual", False))
         self.groups = n_channels if config.single_net_per_channel and n_channels > 1 else 1
         geometry = (config.unet_n_depth, config.unet_n_first, config.unet_kern_size, config.unet_pool)
         n2v2 = dict(blurpool=config.blurpool, skip_skipone=config.skip_skipone, batch_norm=config.batch_norm,
@@ -367,16 +397,22 @@ class PN2VNetwork:
         per_channel = [body.features(x[..., g:g + 1]) for g, body in enumerate(self.bodies)]
         return layers.Concatenate(name="features")(per_channel)
 
-    def samples(self, features):
-        """Features (..., G * F) -> outputs (..., C * K) in raw intensity units."""
-        return self.standardize(self.head(features), inverse=True)
+    def samples(self, features, image):
+        """Features (..., G * F) -> outputs (..., C * K) in raw intensity units (plus the image for a
+        residual network)."""
+        out = self.standardize(self.head(features), inverse=True)
+        return AddInput(self.means, name="residual")(out, image) if self.residual else out
 
-    def masked_samples(self, features, coords):
+    def masked_samples(self, features, coords, image):
         """Features (B, *spatial, G * F) and coordinates (B, M, C, n_dim) -> each channel's outputs at
         its own coordinates, (B, M, C * K), raw units."""
         gathered = GatherPixels(name="gather")(features, coords)
-        own = ChannelSamples(self.head, self.n_channels, name="channel_samples")(gathered)
-        return self.standardize(own, inverse=True)
+        own = self.standardize(ChannelSamples(self.head, self.n_channels, name="channel_samples")(gathered),
+                               inverse=True)
+        if not self.residual:
+            return own
+        values = GatherPixels(name="gather_input")(image, coords)
+        return AddInput(self.means, own_channel=True, name="residual")(own, values)
 
 
 def build_networks(config):
@@ -394,11 +430,12 @@ def build_networks(config):
     n_dim, n_channels = config.n_dim, config.n_channels
     net = PN2VNetwork(config)
     image = keras.Input((None,) * n_dim + (n_channels,), name="image")
-    prediction = keras.Model(image, net.samples(net.features(image)), name="pn2v_prediction")
+    prediction = keras.Model(image, net.samples(net.features(image), image), name="pn2v_prediction")
 
     patches = keras.Input((None,) * n_dim + (n_channels,), name="image")
     coords = keras.Input((None, n_channels, n_dim), dtype="int32", name="coords")
-    masked = keras.Model({"image": patches, "coords": coords}, net.masked_samples(net.features(patches), coords),
+    masked = keras.Model({"image": patches, "coords": coords},
+                         net.masked_samples(net.features(patches), coords, patches),
                          name="pn2v_masked")
     return prediction, masked
 

@@ -106,6 +106,36 @@ def test_structn2v_example(tmp_path):
         [[0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0]]
 
 
+def test_unet_residual_predicts_the_change_of_the_input(tmp_path):
+    """A residual network whose head outputs zeros returns its input; trained, the prediction network, the
+    masked training graph and the engine agree."""
+    rng = np.random.default_rng(8)
+    X = _noisy(rng, (6, 32, 32, 2))
+    config = N2VConfig(X, unet_residual=True, unet_n_first=4, unet_kern_size=3, n2v_patch_shape=(32, 32),
+                       train_steps_per_epoch=2, train_epochs=1, train_batch_size=2, single_net_per_channel=False)
+    model = N2V(config, "residual", basedir=str(tmp_path))
+    head = model.keras_model.get_layer("head")
+    saved = [w.copy() for w in head.get_weights()]
+    head.set_weights([np.zeros_like(w) for w in saved])
+    image = _noisy(rng, (40, 36, 2))
+    _close(model.predict(image, axes="YXC"), image)
+    head.set_weights(saved)
+    model.train(X[:4], X[4:])
+    whole = np.asarray(model.keras_model(image[None]))[0]
+    _close(model.predict(image, axes="YXC", n_tiles=(2, 2)), whole)
+    coords = np.stack(np.meshgrid(np.arange(0, 40, 7), np.arange(0, 36, 5), indexing="ij"), -1).reshape(1, -1, 1, 2)
+    coords = np.repeat(coords, 2, axis=2).astype(np.int32)
+    masked = np.asarray(model.keras_model_masked({"image": image[None], "coords": coords}))[0]
+    _close(masked, whole[coords[0, :, 0, 0], coords[0, :, 0, 1]])
+    reloaded = N2V(None, "residual", basedir=str(tmp_path))
+    assert reloaded.config.unet_residual is True
+    _close(reloaded.predict(image, axes="YXC"), whole)
+    import tensorflow as tf
+
+    exported = tf.saved_model.load(str(model.export_SavedModel(tmp_path / "export")))
+    _close(exported.signatures["serving_default"](input=tf.constant(image[None]))["output"].numpy()[0], whole)
+
+
 def test_n2v2_keywords():
     X = _noisy(np.random.default_rng(4), (2, 32, 32, 1))
     config = N2VConfig(X, blurpool=True, skip_skipone=True, n2v_manipulator='median', n2v_patch_shape=(32, 32))
@@ -116,7 +146,6 @@ def test_n2v2_keywords():
 
 
 @pytest.mark.parametrize("keywords, message", [
-    (dict(unet_residual=True), "unet_residual=True is not available"),
     (dict(unet_last_activation="relu"), "unet_last_activation must be 'linear'"),
     (dict(probabilistic=True), "use PN2V: N2VConfig\\(X, mode='pn2v'"),
     (dict(train_loss_weights=[1]), "unknown configuration keyword 'train_loss_weights'"),
