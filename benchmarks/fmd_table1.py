@@ -195,9 +195,13 @@ def paper_table_path(args):
 
 
 def shown_path(path):
-    """A path as the report prints it: relative to the checkout (../shared/...) when it is nearby."""
-    relative = os.path.relpath(Path(path).resolve(), ROOT)
-    return relative if relative.count("..") <= 1 else str(path)
+    """A path as the report prints it: ``../shared/...`` for a file in the shared folder beside the
+    checkout (wherever the checkout is), any other path as given."""
+    shared = Path(os.path.abspath(ROOT / ".." / "shared"))
+    try:
+        return str(Path("..") / "shared" / Path(os.path.abspath(path)).relative_to(shared))
+    except ValueError:
+        return str(path)
 
 
 def fmt_paper(cell):
