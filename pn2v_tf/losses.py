@@ -100,21 +100,12 @@ class ScaledMSE(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
-class ScaledMAE(keras.losses.Loss):
-    """Mean absolute error divided by ``scale``: the MAE in the network's normalised units.
-
-    Parameters
-    ----------
-    scale : float or list of float
-        Standard deviation used to normalise the data, or one per channel (the last axis).
-    """
+class ScaledMAE(ScaledMSE):
+    """Mean absolute error divided by ``scale``: the MAE in the network's normalised units (``scale`` as
+    in :class:`ScaledMSE`)."""
 
     def __init__(self, scale=1.0, name="scaled_mae", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.scale = float(scale) if np.ndim(scale) == 0 else [float(s) for s in scale]
+        super().__init__(scale, name=name, **kwargs)
 
     def call(self, y_true, y_pred):
         return ops.mean(ops.abs((y_true - y_pred) / np.float32(self.scale)), axis=-1)
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale}

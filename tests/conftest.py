@@ -63,3 +63,22 @@ def error_line(err, command):
     lines = [line for line in err.splitlines() if line.startswith(f"pn2v {command}: error: ")]
     assert len(lines) == 1, err
     return lines[0]
+
+
+def noisy(rng, shape):
+    """Poisson images of a random brightness between 20 and 90 photons per pixel, float32."""
+    import numpy as np
+
+    return rng.poisson(rng.uniform(20, 90, shape)).astype(np.float32)
+
+
+def small_histogram():
+    """A 32-bin histogram noise model of Poisson calibration data (signal 5 to 110), for tiny PN2V models."""
+    import numpy as np
+
+    from pn2v_tf import HistogramNoiseModel
+
+    rng = np.random.default_rng(1)
+    signal = rng.uniform(5, 110, (1, 40, 40)).astype(np.float32)
+    return HistogramNoiseModel.from_calibration_stack(rng.poisson(np.repeat(signal, 30, axis=0)).astype(np.float32),
+                                                      bins=32)

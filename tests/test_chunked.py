@@ -4,23 +4,19 @@ chunked arrays: every path equals ``model.predict`` of the array in memory."""
 import numpy as np
 import pytest
 
-from conftest import TINY_3D, run, tiny
+from conftest import noisy as _noisy, small_histogram, TINY_3D, run, tiny
 
 dask = pytest.importorskip("dask")
 zarr = pytest.importorskip("zarr")
 import dask.array as da  # noqa: E402
 
-from pn2v_tf import HistogramNoiseModel, PN2V, PN2VConfig  # noqa: E402
+from pn2v_tf import PN2V, PN2VConfig  # noqa: E402
 from pn2v_tf.chunked import (PREDICTION_ATTRIBUTE, BlockPlan, predict_dask, predict_to_zarr,  # noqa: E402
                              plan_blocks)
 
 K = 8
 #: Small blocks (input values, context included), so that small arrays are cut into many blocks.
 SMALL_BLOCKS = 2 * 64 * 64
-
-
-def _noisy(rng, shape):
-    return rng.poisson(rng.uniform(20, 90, shape)).astype(np.float32)
 
 
 def _model(basedir, name, X, noise_model, **settings):
@@ -33,10 +29,7 @@ def _model(basedir, name, X, noise_model, **settings):
 
 @pytest.fixture(scope="module")
 def noise_model():
-    rng = np.random.default_rng(1)
-    signal = rng.uniform(5, 110, (1, 40, 40)).astype(np.float32)
-    return HistogramNoiseModel.from_calibration_stack(rng.poisson(np.repeat(signal, 30, axis=0)).astype(np.float32),
-                                                      bins=32)
+    return small_histogram()
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ and the options through config, training, prediction, export and the command lin
 import numpy as np
 import pytest
 
-from conftest import TINY_3D, run, tiny
+from conftest import noisy as _noisy, small_histogram, TINY_3D, run, tiny
 
-from pn2v_tf import HistogramNoiseModel, PN2V, PN2VConfig
+from pn2v_tf import PN2V, PN2VConfig
 from pn2v_tf.data import MaskedPatches, random_dihedral
 from pn2v_tf.masking import check_struct_mask, mask_patches, neighbourhood_medians, replacement_values
 from pn2v_tf.nets import MaxBlurPool, receptive_radius
@@ -16,16 +16,9 @@ K = 8
 LINE_X = [[0, 1, 1, 1, 1, 1, 0]]  # hides 2 pixels left and right of each blind spot
 
 
-def _noisy(rng, shape):
-    return rng.poisson(rng.uniform(20, 90, shape)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def noise_model():
-    rng = np.random.default_rng(1)
-    signal = rng.uniform(5, 110, (1, 40, 40)).astype(np.float32)
-    return HistogramNoiseModel.from_calibration_stack(rng.poisson(np.repeat(signal, 30, axis=0)).astype(np.float32),
-                                                      bins=32)
+    return small_histogram()
 
 
 # -- max-blur pooling ------------------------------------------------------------------------------

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from conftest import noisy as _noisy
+
 from pn2v_tf.n2v_compat import N2V, N2V_DataGenerator, N2VConfig
-
-
-def _noisy(rng, shape):
-    return rng.poisson(rng.uniform(20, 90, shape)).astype(np.float32)
 
 
 def _close(actual, expected):

@@ -3,24 +3,17 @@
 import numpy as np
 import pytest
 
-from conftest import TINY_3D, run, tiny
+from conftest import noisy as _noisy, small_histogram, TINY_3D, run, tiny
 
-from pn2v_tf import HistogramNoiseModel, PN2V, PN2VConfig
+from pn2v_tf import PN2V, PN2VConfig
 from pn2v_tf.data import _DIHEDRAL, _dihedral, undo_dihedral
 
 K = 8
 
 
-def _noisy(rng, shape):
-    return rng.poisson(rng.uniform(20, 90, shape)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def noise_model():
-    rng = np.random.default_rng(1)
-    signal = rng.uniform(5, 110, (1, 40, 40)).astype(np.float32)
-    return HistogramNoiseModel.from_calibration_stack(rng.poisson(np.repeat(signal, 30, axis=0)).astype(np.float32),
-                                                      bins=32)
+    return small_histogram()
 
 
 @pytest.fixture(scope="module")
