@@ -73,7 +73,7 @@ class PredictionEngine:
         self.n_outputs = int(network.output_shape[-1]) // self.n_channels
         self.n_features = int(self.head.input.shape[-1])
         self.groups = int(getattr(self.head, "groups", 1))
-        self.mean, self.std = standardize.per_value(self.n_channels * self.n_outputs)
+        self.mean, self.std = standardize.per_value(self.n_channels * self.n_outputs, inverse=True)
         self.features = keras.Model(network.input, self.head.input, name="pn2v_features")
         residual = [layer for layer in network.layers if layer.name == "residual"]
         self.residual_mean = np.float32(residual[0].mean).reshape(-1, 1) if residual else None

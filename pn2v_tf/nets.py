@@ -28,31 +28,37 @@ from keras import layers, ops
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
 class Standardize(layers.Layer):
-    """``(x - mean) / std`` per channel, or its inverse ``x * std + mean`` with ``inverse=True``.
+    """``(x - mean) / std`` per channel, or its inverse ``x * output_scale * std + mean`` with
+    ``inverse=True``.
 
     The one place where raw intensities and the network's normalised units meet. ``mean`` and
     ``std`` are one number or one per channel; the input's last axis holds the channels, the
-    inverse's last axis C * K values, K per channel (channel-major).
+    inverse's last axis C * K values, K per channel (channel-major). ``output_scale`` multiplies
+    the network's outputs before they leave its units (the PN2V reference scales its samples by 10,
+    so that the prior's samples start wide and move ten times faster under the same optimiser).
     """
 
-    def __init__(self, mean=0.0, std=1.0, **kwargs):
+    def __init__(self, mean=0.0, std=1.0, output_scale=1.0, **kwargs):
         super().__init__(**kwargs)
         self.mean = [float(m) for m in np.ravel(mean)]
         self.std = [float(s) for s in np.ravel(std)]
+        self.output_scale = float(output_scale)
 
-    def per_value(self, n_values):
-        """(mean, std) as float32 arrays for a last axis of ``n_values`` (channel-major values)."""
+    def per_value(self, n_values, inverse=False):
+        """(mean, std) as float32 arrays for a last axis of ``n_values`` (channel-major values); with
+        ``inverse`` the std of the inverse, ``output_scale * std``."""
         repeats = n_values // len(self.mean)
-        return (np.repeat(np.float32(self.mean), repeats), np.repeat(np.float32(self.std), repeats))
+        scale = self.output_scale if inverse else 1.0
+        return (np.repeat(np.float32(self.mean), repeats), np.repeat(np.float32(self.std) * np.float32(scale), repeats))
 
     def call(self, inputs, inverse=False):
-        mean, std = self.per_value(inputs.shape[-1] or len(self.mean))
+        mean, std = self.per_value(inputs.shape[-1] or len(self.mean), inverse)
         if inverse:
             return inputs * std + mean
         return (inputs - mean) / std
 
     def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std}
+        return {**super().get_config(), "mean": self.mean, "std": self.std, "output_scale": self.output_scale}
 
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
@@ -184,11 +190,9 @@ class SampleHeadInitializer(keras.initializers.Initializer):
     would get, plus ``spread`` times an independent Glorot-uniform kernel.
 
     The K prior samples then start as near copies of one prediction and spread out as training
-    asks for it. With independent columns (Glorot over (F, K)) they start as K unrelated
-    functions of the features, most of them far from the data; the PN2V loss gives a sample a
-    gradient only where its likelihood is not negligible, so such samples stay wrong for long and
-    make the prior too wide (on FMD data this cost histogram-PN2V 0.63 to 1.02 dB at the quick budget
-    of ``benchmarks/fmd_table1.py``; BENCHMARKS.md).
+    asks for it (``samples_init_spread``). The default head (``samples_init_spread=None``) has
+    independent Glorot-uniform columns instead, as the PN2V reference has, whose samples start as K
+    unrelated functions of the features.
 
     Parameters
     ----------
@@ -372,7 +376,8 @@ class PN2VNetwork:
     def __init__(self, config):
         n_channels, n_outputs = config.n_channels, config.n_outputs
         self.n_channels = n_channels
-        self.standardize = Standardize(config.means, config.stds, name="standardize")
+        output_scale = config.samples_output_scale if n_outputs > 1 else 1.0
+        self.standardize = Standardize(config.means, config.stds, output_scale, name="standardize")
         self.means = config.means
         self.residual = bool(getattr(config, "unet_residual", False))
         self.groups = n_channels if config.single_net_per_channel and n_channels > 1 else 1
@@ -381,7 +386,7 @@ class PN2VNetwork:
                     upsampling=config.unet_upsampling)
         self.bodies = [UNetLayers(*geometry, prefix="" if self.groups == 1 else f"c{g}_", **n2v2)
                        for g in range(self.groups)]
-        if n_outputs == 1:
+        if n_outputs == 1 or config.samples_init_spread is None:
             init = "glorot_uniform"
         else:
             init = SampleHeadInitializer(config.samples_init_spread, n_channels=n_channels // self.groups)

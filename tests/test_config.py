@@ -28,7 +28,8 @@ def test_defaults_follow_the_docstring(X):
     assert config.mode == "pn2v"
     assert config.n_samples == 800
     assert config.n_outputs == 800
-    assert config.samples_init_spread == pytest.approx(0.01)
+    assert config.samples_init_spread is None
+    assert config.samples_output_scale == pytest.approx(10.0)
     assert config.unet_n_depth == 3
     assert config.unet_n_first == 64
     assert config.unet_kern_size == 3
@@ -113,6 +114,8 @@ def test_is_valid_names_every_invalid_field_at_once():
     ("samples_init_spread", 0.0),   # the samples would never separate
     ("samples_init_spread", -0.1),
     ("samples_init_spread", float("nan")),
+    ("samples_output_scale", 0.0),
+    ("samples_output_scale", "10"),
     ("unet_n_depth", 0),
     ("unet_n_first", 0),
     ("unet_kern_size", 4),

@@ -178,6 +178,31 @@ def test_reloaded_model_restores_config_noise_model_normalisation_and_prediction
                                    _quiet(model.predict, data.test, "YX", estimator=estimator), rtol=1e-6, atol=1e-4)
 
 
+def test_a_folder_from_before_the_output_scale_loads_with_its_training_scale(trained, data, tmp_path):
+    """config.json without ``samples_output_scale`` (written before it existed) loads with 1.0: the
+    samples are then the head's outputs times std plus mean, a tenth as far from the mean as with 10."""
+    import shutil
+
+    model, _, basedir, name = trained
+    assert model.config.samples_output_scale == 10.0
+    old = tmp_path / "old"
+    shutil.copytree(basedir / name, old)
+    with open(old / "config.json") as f:
+        stored = json.load(f)
+    del stored["samples_output_scale"]
+    with open(old / "config.json", "w") as f:
+        json.dump(stored, f)
+    loaded = PN2V(None, "old", basedir=str(tmp_path))
+    assert loaded.config.samples_output_scale == 1.0 and loaded.config.is_valid()
+    assert loaded.keras_model.get_layer("standardize").output_scale == 1.0
+    image = data.test[:32, :32]
+    mean = model.config.means[0]
+    np.testing.assert_allclose(_network_samples(loaded, image) - mean, (_network_samples(model, image) - mean) / 10,
+                               rtol=1e-4, atol=1e-3)
+    prior = np.mean(_network_samples(loaded, image), axis=-1)
+    np.testing.assert_allclose(_quiet(loaded.predict, image, "YX", estimator="prior_mean"), prior, rtol=1e-4, atol=1e-2)
+
+
 def test_loading_an_untrained_model_warns(tmp_path, tiny_config, noise_model):
     PN2V(tiny_config, "untrained", basedir=str(tmp_path), noise_model=noise_model)
     with pytest.warns(UserWarning, match="no trained weights"):

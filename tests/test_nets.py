@@ -35,15 +35,38 @@ def test_head_initializer_is_seeded_and_serialisable():
                                   keras.ops.convert_to_numpy(initializer((4, 6))))
 
 
-def _sample_spread_over_pixel_spread(spread):
-    """Untrained network: spread of the K samples at a pixel relative to the spread over pixels."""
+def _untrained_samples(spread, output_scale=1.0):
+    """Untrained network's samples (Y, X, K) of a random image, and the config."""
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 100, (1, 32, 32)).astype(np.float32)
     keras.utils.set_random_seed(1)
-    config = PN2VConfig(images, n_samples=64, unet_n_depth=2, unet_n_first=8, samples_init_spread=spread)
+    config = PN2VConfig(images, n_samples=64, unet_n_depth=2, unet_n_first=8, samples_init_spread=spread,
+                        samples_output_scale=output_scale)
     prediction, _ = build_networks(config)
-    samples = keras.ops.convert_to_numpy(prediction(images[..., None]))[0]   # (Y, X, K)
+    return keras.ops.convert_to_numpy(prediction(images[..., None]))[0], config
+
+
+def _sample_spread_over_pixel_spread(spread):
+    """Untrained network: spread of the K samples at a pixel relative to the spread over pixels."""
+    samples, _ = _untrained_samples(spread)
     return samples.std(axis=-1).mean() / samples.mean(axis=-1).std()
+
+
+def test_independent_columns_start_the_samples_as_unrelated_functions():
+    """``samples_init_spread=None`` (the default): the K samples at a pixel differ by as much as one
+    sample differs between pixels, unlike a shared column, which starts them together."""
+    independent, shared = _sample_spread_over_pixel_spread(None), _sample_spread_over_pixel_spread(0.01)
+    samples, _ = _untrained_samples(None)
+    per_sample_over_pixels = samples.std(axis=(0, 1)).mean()
+    assert samples.std(axis=-1).mean() > 0.5 * per_sample_over_pixels
+    assert independent > 20 * shared
+
+
+def test_the_output_scale_multiplies_the_samples_distance_from_the_mean():
+    one, config = _untrained_samples(None)
+    ten, _ = _untrained_samples(None, output_scale=10.0)
+    mean = config.means[0]
+    np.testing.assert_allclose(ten - mean, 10 * (one - mean), rtol=1e-4, atol=1e-3)
 
 
 def test_samples_start_close_together_by_the_configured_spread():
