@@ -58,6 +58,10 @@ VARIANTS = {
     "shared_x10": dict(samples_init_spread=0.01, samples_output_scale=10.0),
     "cosine": dict(train_reduce_lr=None),
     "no_best": {},
+    "mean1": dict(train_mean_weight=1.0),
+    "shared_x1_mean1": dict(samples_init_spread=0.01, samples_output_scale=1.0, train_mean_weight=1.0),
+    "mean01": dict(train_mean_weight=0.1),
+    "shared_x1_mean01": dict(samples_init_spread=0.01, samples_output_scale=1.0, train_mean_weight=0.1),
 }
 
 
@@ -113,7 +117,8 @@ def train_and_score(name, variant, steps, seed, data):
             predicted = model.predict(test, axes="SYX", **({} if mode == "n2v" else {"estimator": estimator}))
             scores[estimator] = float(np.mean([psnr(c, p, data_range) for c, p in zip(clean, predicted)]))
     return {"dataset": name, "variant": variant, "steps": epochs * STEPS_PER_EPOCH, "seed": seed,
-            "seconds": round(seconds, 1), **{k: round(v, 3) for k, v in scores.items()}}
+            "learning_rate": config.train_learning_rate, "seconds": round(seconds, 1),
+            **{k: round(v, 3) for k, v in scores.items()}}
 
 
 def table(rows, dataset):
@@ -147,8 +152,11 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=["pn2v", "shared_x1"],
                         help=f"PN2V variants besides N2V: {', '.join(VARIANTS)}")
+    parser.add_argument("--learning-rate", type=float, default=NETWORK["train_learning_rate"],
+                        help="Adam (default: %(default)s)")
     parser.add_argument("--no-n2v", action="store_true", help="leave N2V out (e.g. when added to an earlier run)")
     args = parser.parse_args(argv)
+    NETWORK["train_learning_rate"] = args.learning_rate
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")

@@ -122,6 +122,11 @@ class PN2VConfig(BaseConfig):
     train_loss : str
         Modes ``'n2v'`` and ``'care'``: ``'mse'`` (default) or ``'mae'``, in normalised units. Mode
         ``'pn2v'`` trains on its likelihood.
+    train_mean_weight : float
+        Mode ``'pn2v'``: weight (>= 0) of N2V's squared error of the samples' mean, added to the
+        likelihood loss (:class:`pn2v_tf.losses.PN2VLoss`): it moves every sample, also those the
+        likelihood does not see yet, towards the prior mean, which the true prior also has.
+        Default: 0.0.
     train_reduce_lr : dict or None
         Arguments of ``keras.callbacks.ReduceLROnPlateau`` on the validation loss; ``None`` disables it.
         Default: ``{'factor': 0.5, 'patience': 10}``.
@@ -180,6 +185,7 @@ class PN2VConfig(BaseConfig):
         self.train_batch_size = 16
         self.train_learning_rate = 4e-4
         self.train_loss = "mse"
+        self.train_mean_weight = 0.0
         self.train_reduce_lr = {"factor": 0.5, "patience": 10}
         self.train_tensorboard = True
         self.train_n_val_patches = 64
@@ -210,6 +216,7 @@ class PN2VConfig(BaseConfig):
         the model's training had (``samples_output_scale`` 1.0 before it existed)."""
         config_dict = super().update_loaded_config(config_dict)
         config_dict.setdefault("samples_output_scale", 1.0)
+        config_dict.setdefault("train_mean_weight", 0.0)
         return config_dict
 
     def is_valid(self, return_invalid=False):
@@ -237,6 +244,7 @@ class PN2VConfig(BaseConfig):
             "unet_residual": isinstance(self.unet_residual, bool) and not (self.unet_residual and self.mode == "pn2v"),
             "unet_upsampling": self.unet_upsampling in ("transpose", "nearest"),
             "train_loss": self.train_loss in ("mse", "mae"),
+            "train_mean_weight": _is_number(self.train_mean_weight, 0),
             "n_channel_in": _is_int(self.n_channel_in, 1),
             "n_channel_out": self.n_channel_out == self.n_channel_in,
             "single_net_per_channel": isinstance(self.single_net_per_channel, bool),

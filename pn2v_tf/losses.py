@@ -22,10 +22,17 @@ def pn2v_negative_log_likelihood(log_likelihoods):
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")
 class PN2VLoss(keras.losses.Loss):
-    """PN2V loss: mean over masked pixels (of all channels) of ``-log( (1/K) sum_k p(x_i | s_i^k) )``.
+    """PN2V loss: mean over masked pixels (of all channels) of ``-log( (1/K) sum_k p(x_i | s_i^k) )``,
+    plus ``mean_weight`` times N2V's squared error of the samples' mean, ``((mean_k s_i^k - x_i) / std)^2``.
 
     ``y_true`` (..., C) holds the observations, ``y_pred`` (..., C * K) each channel's K samples;
     the loss per pixel is (..., C), or (...) for one channel.
+
+    The likelihood moves a sample only where p(x_i | s_i^k) is not negligible, so samples far from
+    the data learn slowly; the squared error moves every sample (by 1/K of the mean's error) towards
+    the prior mean that N2V would learn. When the noise is unbiased (E[x | s] = s, as for a noise
+    model calibrated on frame averages) the true prior minimises both terms, so the term speeds up
+    the calibration of the prior without changing its optimum.
 
     Parameters
     ----------
@@ -34,13 +41,20 @@ class PN2VLoss(keras.losses.Loss):
         :class:`~pn2v_tf.noise_models.ChannelNoiseModels`), or its
         :meth:`~pn2v_tf.noise_models.NoiseModel.to_dict` form (the config of this loss carries the
         whole noise model, arrays included).
+    mean_weight : float
+        Weight (>= 0) of the squared error of the samples' mean. Default: 0.
+    scale : float or list of float
+        Standard deviation of the data's normalisation, one or one per channel (the squared error is
+        in normalised units, as N2V's). Default: 1.
     """
 
-    def __init__(self, noise_model, name="pn2v_loss", **kwargs):
+    def __init__(self, noise_model, mean_weight=0.0, scale=1.0, name="pn2v_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if isinstance(noise_model, dict):
             noise_model = NoiseModel.from_dict(noise_model)
         self.noise_model = noise_model
+        self.mean_weight = float(mean_weight)
+        self.scale = float(scale) if np.ndim(scale) == 0 else [float(v) for v in scale]
         self._loss_and_gradient = tf.function(self._per_pixel_loss_and_gradient, jit_compile=True)
 
     def call(self, y_true, y_pred):
@@ -52,6 +66,9 @@ class PN2VLoss(keras.losses.Loss):
         with tf.GradientTape() as tape:
             tape.watch(samples)
             loss = pn2v_negative_log_likelihood(self.noise_model.log_likelihood(y_true[..., None], samples))
+            if self.mean_weight:
+                error = (ops.mean(samples, axis=-1) - y_true) / np.float32(self.scale)
+                loss = loss + np.float32(self.mean_weight) * ops.square(error)
         return loss, tf.reshape(tape.gradient(loss, samples), tf.shape(y_pred))
 
     @tf.custom_gradient
@@ -74,7 +91,7 @@ class PN2VLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config["noise_model"] = self.noise_model.to_dict()
+        config.update(noise_model=self.noise_model.to_dict(), mean_weight=self.mean_weight, scale=self.scale)
         return config
 
 

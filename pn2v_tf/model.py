@@ -124,7 +124,7 @@ class PN2V(BaseModel):
 
     def _loss(self):
         if self.config.mode == "pn2v":
-            return PN2VLoss(self.noise_model)
+            return PN2VLoss(self.noise_model, self.config.train_mean_weight, self.config.stds)
         return (ScaledMAE if self.config.train_loss == "mae" else ScaledMSE)(self.config.stds)
 
     # -- training ----------------------------------------------------------------------------

@@ -202,6 +202,31 @@ def test_pn2v_loss_fused_gradient_equals_autodiff_of_the_formula(gaussian_model,
     np.testing.assert_allclose(gradient.numpy(), expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
 
 
+def test_pn2v_loss_mean_weight_adds_the_scaled_squared_error_of_the_samples_mean(gaussian_model):
+    """loss = NLL + w ((mean_k s_k - x) / std)^2 per pixel and channel (std per channel), and its fused
+    gradient gives each sample the NLL's gradient plus 2 w (mean - x) / (K std^2)."""
+    rng = np.random.default_rng(11)
+    y_true = rng.uniform(10, 50, (2, 4, 2)).astype(np.float32)                 # two channels
+    samples = y_true[..., None] + rng.normal(0, 4, (2, 4, 2, 5)).astype(np.float32)
+    y_pred = tf.Variable(samples.reshape(2, 4, 10))
+    weight, scale = 0.7, [2.0, 5.0]
+    plain, weighted = PN2VLoss(gaussian_model), PN2VLoss(gaussian_model, mean_weight=weight, scale=scale)
+
+    def value_and_gradient(loss):
+        with tf.GradientTape() as tape:
+            value = tf.reduce_sum(loss.call(tf.constant(y_true), y_pred))
+        return loss.call(tf.constant(y_true), y_pred).numpy(), tape.gradient(value, y_pred).numpy()
+
+    (nll, nll_gradient), (total, gradient) = value_and_gradient(plain), value_and_gradient(weighted)
+    error = (samples.mean(axis=-1) - y_true) / np.float32(scale)
+    np.testing.assert_allclose(total, nll + weight * error ** 2, rtol=1e-5, atol=1e-6)
+    extra = np.repeat(2 * weight * error / np.float32(scale) / 5, 5, axis=-1).reshape(2, 4, 10)
+    assert np.abs(extra).max() > 1e-3
+    np.testing.assert_allclose(gradient, nll_gradient + extra, rtol=1e-4, atol=1e-6)
+    rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(weighted))
+    assert (rebuilt.mean_weight, rebuilt.scale) == (weight, scale)
+
+
 def test_pn2v_loss_on_masked_network_counts_only_the_masked_pixels(gaussian_model):
     """The masked training graph gives the same loss as the full prediction network read at the
     masked coordinates: only those pixels enter the loss."""
