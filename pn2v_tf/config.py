@@ -50,15 +50,15 @@ class PN2VConfig(BaseConfig):
         Number K of prior samples the network predicts per pixel in mode ``'pn2v'``. Default: 800.
         Modes ``'n2v'`` and ``'care'`` predict one value.
     samples_init_spread : float or None
-        How the K samples start. ``None``: the head's K columns are independent (Glorot-uniform
-        over all of them), as in the PN2V reference. A number > 0: one shared Glorot-uniform column
-        plus this times an independent Glorot-uniform kernel, so that the samples start as near
-        copies of one prediction (:class:`pn2v_tf.nets.SampleHeadInitializer`). Default: None.
+        How the K samples start. A number > 0: one shared Glorot-uniform column plus this times an
+        independent Glorot-uniform kernel, so that the samples start as near copies of one
+        prediction (:class:`pn2v_tf.nets.SampleHeadInitializer`). ``None``: the head's K columns are
+        independent (Glorot-uniform over all of them), as in the PN2V reference. Default: 0.01.
     samples_output_scale : float
         Mode ``'pn2v'``: the head's outputs are multiplied by this (> 0) before they are taken out
-        of the network's normalised units, as the PN2V reference does with 10: the samples start
-        spread over the data and the optimiser moves them that much faster. Default: 10.0; a model
-        folder written before this option existed loads with 1.0, its training value.
+        of the network's normalised units; the PN2V reference uses 10 (with independent columns),
+        so that the samples start spread over the data and the optimiser moves them ten times
+        faster. Default: 1.0.
     unet_n_depth : int
         Number of resolution levels of the U-Net, as in the PN2V reference (3 = two 2x
         downsamplings). Default: 3.
@@ -162,8 +162,8 @@ class PN2VConfig(BaseConfig):
 
         self.mode = mode
         self.n_samples = 800
-        self.samples_init_spread = None
-        self.samples_output_scale = 10.0
+        self.samples_init_spread = 0.01
+        self.samples_output_scale = 1.0
         self.unet_n_depth = 3
         self.unet_n_first = 64
         self.unet_kern_size = 3
@@ -209,15 +209,6 @@ class PN2VConfig(BaseConfig):
     def n_channels(self):
         """Number of image channels (``n_channel_in``)."""
         return int(self.n_channel_in)
-
-    @classmethod
-    def update_loaded_config(cls, config_dict):
-        """A ``config.json`` as the model was trained: options added later get the value that
-        the model's training had (``samples_output_scale`` 1.0 before it existed)."""
-        config_dict = super().update_loaded_config(config_dict)
-        config_dict.setdefault("samples_output_scale", 1.0)
-        config_dict.setdefault("train_mean_weight", 0.0)
-        return config_dict
 
     def is_valid(self, return_invalid=False):
         """Check every attribute; with ``return_invalid`` also return the names of invalid ones."""
