@@ -14,13 +14,18 @@ and prints the PSNR of N2V, and of each PN2V's prior mean and MMSE, on held-out 
 PN2V variants (``--variants``; each a set of configuration values over the package's defaults):
 
 - ``pn2v``: the package's defaults;
+- ``independent_x10``: the PN2V reference's head, independent columns (``samples_init_spread=None``)
+  and outputs scaled by 10 (``samples_output_scale=10``);
 - ``shared_x1``: the head's K columns start as one shared column plus 1% (``samples_init_spread=0.01``)
   and the outputs are not scaled (``samples_output_scale=1``);
 - ``independent_x1``: independent columns, no output scaling;
 - ``shared_x10``: shared start, outputs scaled by 10;
 - ``cosine``: the defaults with a cosine decay of the learning rate to 0 over the budget, instead of
   halving it on a plateau of the validation loss;
-- ``no_best``: the defaults, keeping the last weights instead of those with the best validation loss.
+- ``no_best``: the defaults, keeping the last weights instead of those with the best validation loss;
+- ``mean1``, ``mean01``: the defaults with ``train_mean_weight`` 1 or 0.1 (N2V's squared error of the
+  samples' mean added to the loss); ``shared_x1_mean1``, ``shared_x1_mean01``: the same with the
+  shared head written out.
 
 Network and schedule: U-Net depth 2, 32 features, K = 400, 64x64 patches, batch 8, Adam 4e-4,
 epochs of 40 steps, learning rate halved after 10 epochs without a lower validation loss on 64 fixed
@@ -53,6 +58,7 @@ NETWORK = dict(unet_n_depth=2, unet_n_first=32, n_samples=400, n2v_patch_shape=(
                train_learning_rate=4e-4, train_steps_per_epoch=STEPS_PER_EPOCH)
 VARIANTS = {
     "pn2v": {},
+    "independent_x10": dict(samples_init_spread=None, samples_output_scale=10.0),
     "shared_x1": dict(samples_init_spread=0.01, samples_output_scale=1.0),
     "independent_x1": dict(samples_init_spread=None, samples_output_scale=1.0),
     "shared_x10": dict(samples_init_spread=0.01, samples_output_scale=10.0),
@@ -150,7 +156,7 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["synthetic"])
     parser.add_argument("--steps", nargs="+", type=int, default=[400, 1600])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=["pn2v", "shared_x1"],
+    parser.add_argument("--variants", nargs="+", default=["pn2v", "independent_x10", "mean1"],
                         help=f"PN2V variants besides N2V: {', '.join(VARIANTS)}")
     parser.add_argument("--learning-rate", type=float, default=NETWORK["train_learning_rate"],
                         help="Adam (default: %(default)s)")
