@@ -11,21 +11,19 @@ and prints the PSNR of N2V, and of each PN2V's prior mean and MMSE, on held-out 
   raw images (validation rows held out of them), tested on the 4th; histogram noise model from the
   (ground truth, noisy) pairs of the 3 training images only.
 
-PN2V variants (``--variants``; each a set of configuration values over the package's defaults):
+PN2V variants (``--variants``; each a set of configuration values over the package's defaults,
+which are a head whose K columns start as one shared column plus 1% (``samples_init_spread=0.01``),
+outputs not scaled (``samples_output_scale=1``) and N2V's squared error of the samples' mean in the
+loss with weight 1 (``train_mean_weight``)):
 
-- ``pn2v``: the package's defaults;
-- ``independent_x10``: the PN2V reference's head, independent columns (``samples_init_spread=None``)
-  and outputs scaled by 10 (``samples_output_scale=10``);
-- ``shared_x1``: the head's K columns start as one shared column plus 1% (``samples_init_spread=0.01``)
-  and the outputs are not scaled (``samples_output_scale=1``);
-- ``independent_x1``: independent columns, no output scaling;
-- ``shared_x10``: shared start, outputs scaled by 10;
+- ``pn2v``: the defaults;
+- ``no_mean``, ``mean01``: mean weight 0 (the defaults before ``train_mean_weight``) or 0.1;
+- ``independent_x10``: the PN2V reference: independent columns (``samples_init_spread=None``),
+  outputs scaled by 10, no mean term; ``independent_x10_mean1`` with the mean term;
+- ``independent_x1``, ``shared_x10``: one of the reference's two head choices only (no mean term);
 - ``cosine``: the defaults with a cosine decay of the learning rate to 0 over the budget, instead of
   halving it on a plateau of the validation loss;
-- ``no_best``: the defaults, keeping the last weights instead of those with the best validation loss;
-- ``mean1``, ``mean01``: the defaults with ``train_mean_weight`` 1 or 0.1 (N2V's squared error of the
-  samples' mean added to the loss); ``shared_x1_mean1``, ``shared_x1_mean01``: the same with the
-  shared head written out.
+- ``no_best``: the defaults, keeping the last weights instead of those with the best validation loss.
 
 Network and schedule: U-Net depth 2, 32 features, K = 400, 64x64 patches, batch 8, Adam 4e-4,
 epochs of 40 steps, learning rate halved after 10 epochs without a lower validation loss on 64 fixed
@@ -58,16 +56,14 @@ NETWORK = dict(unet_n_depth=2, unet_n_first=32, n_samples=400, n2v_patch_shape=(
                train_learning_rate=4e-4, train_steps_per_epoch=STEPS_PER_EPOCH)
 VARIANTS = {
     "pn2v": {},
-    "independent_x10": dict(samples_init_spread=None, samples_output_scale=10.0),
-    "shared_x1": dict(samples_init_spread=0.01, samples_output_scale=1.0),
-    "independent_x1": dict(samples_init_spread=None, samples_output_scale=1.0),
-    "shared_x10": dict(samples_init_spread=0.01, samples_output_scale=10.0),
+    "no_mean": dict(train_mean_weight=0.0),
+    "mean01": dict(train_mean_weight=0.1),
+    "independent_x10": dict(samples_init_spread=None, samples_output_scale=10.0, train_mean_weight=0.0),
+    "independent_x10_mean1": dict(samples_init_spread=None, samples_output_scale=10.0),
+    "independent_x1": dict(samples_init_spread=None, train_mean_weight=0.0),
+    "shared_x10": dict(samples_output_scale=10.0, train_mean_weight=0.0),
     "cosine": dict(train_reduce_lr=None),
     "no_best": {},
-    "mean1": dict(train_mean_weight=1.0),
-    "shared_x1_mean1": dict(samples_init_spread=0.01, samples_output_scale=1.0, train_mean_weight=1.0),
-    "mean01": dict(train_mean_weight=0.1),
-    "shared_x1_mean01": dict(samples_init_spread=0.01, samples_output_scale=1.0, train_mean_weight=0.1),
 }
 
 
@@ -156,7 +152,7 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["synthetic"])
     parser.add_argument("--steps", nargs="+", type=int, default=[400, 1600])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=["pn2v", "independent_x10", "mean1"],
+    parser.add_argument("--variants", nargs="+", default=["pn2v", "no_mean", "independent_x10"],
                         help=f"PN2V variants besides N2V: {', '.join(VARIANTS)}")
     parser.add_argument("--learning-rate", type=float, default=NETWORK["train_learning_rate"],
                         help="Adam (default: %(default)s)")
