@@ -32,7 +32,7 @@ patches (the package's default schedule); the weights with the lowest validation
 and the spread).
 
     python benchmarks/short_budget.py                                  # 400 and 1600 steps, seeds 0-2
-    python benchmarks/short_budget.py --steps 6400 --seeds 0 --variants pn2v shared_x1
+    python benchmarks/short_budget.py --steps 6400 --seeds 0 --variants pn2v no_mean
     python benchmarks/short_budget.py --datasets Confocal_FISH --steps 400
 """
 
