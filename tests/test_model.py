@@ -350,13 +350,15 @@ def test_masked_graph_equals_prediction_graph_at_the_coordinates(which, trained,
     np.testing.assert_allclose(masked, expected, rtol=1e-5, atol=1e-3)
 
 
-def test_training_loss_is_eq7_over_the_masked_pixels(trained, split):
+def test_training_loss_is_eq7_plus_the_mean_term_over_the_masked_pixels(trained, split):
     model, *_ = trained
     batches = MaskedPatches(split[0], patch_shape=(32, 32), batch_size=4, steps_per_epoch=1, seed=8)
     inputs, targets = batches[0]
     samples = keras.ops.convert_to_numpy(model.keras_model_masked(inputs))  # (B, M, K)
     log_p = _log_likelihoods(model.noise_model, targets, samples).astype(np.float64)
-    expected = np.mean(np.log(K) - logsumexp(log_p, axis=-1))
+    error = (samples.mean(axis=-1, dtype=np.float64) - targets[..., 0]) / model.config.stds[0]
+    assert model.config.train_mean_weight == 1.0
+    expected = np.mean(np.log(K) - logsumexp(log_p, axis=-1) + error ** 2)
     loss = model.keras_model_masked.evaluate(inputs, targets, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(expected, rel=1e-4)
 
