@@ -126,8 +126,7 @@ class PN2VConfig(BaseConfig):
         Mode ``'pn2v'``: weight (>= 0) of N2V's squared error of the samples' mean, added to the
         likelihood loss (:class:`pn2v_tf.losses.PN2VLoss`): it moves every sample, also those the
         likelihood does not see yet, towards the prior mean, which the true prior also has.
-        Default: 1.0; a model folder written before this option existed loads with 0.0, the value
-        it was trained with (which a resumed training keeps).
+        Default: 0.0.
     train_reduce_lr : dict or None
         Arguments of ``keras.callbacks.ReduceLROnPlateau`` on the validation loss; ``None`` disables it.
         Default: ``{'factor': 0.5, 'patience': 10}``.
@@ -186,7 +185,7 @@ class PN2VConfig(BaseConfig):
         self.train_batch_size = 16
         self.train_learning_rate = 4e-4
         self.train_loss = "mse"
-        self.train_mean_weight = 1.0
+        self.train_mean_weight = 0.0
         self.train_reduce_lr = {"factor": 0.5, "patience": 10}
         self.train_tensorboard = True
         self.train_n_val_patches = 64
@@ -210,14 +209,6 @@ class PN2VConfig(BaseConfig):
     def n_channels(self):
         """Number of image channels (``n_channel_in``)."""
         return int(self.n_channel_in)
-
-    @classmethod
-    def update_loaded_config(cls, config_dict):
-        """A loaded ``config.json`` with the values its model was trained with for options added
-        later (``train_mean_weight`` 0.0 before it existed)."""
-        config_dict = super().update_loaded_config(config_dict)
-        config_dict.setdefault("train_mean_weight", 0.0)
-        return config_dict
 
     def is_valid(self, return_invalid=False):
         """Check every attribute; with ``return_invalid`` also return the names of invalid ones."""

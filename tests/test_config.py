@@ -30,7 +30,7 @@ def test_defaults_follow_the_docstring(X):
     assert config.n_outputs == 800
     assert config.samples_init_spread == pytest.approx(0.01)
     assert config.samples_output_scale == pytest.approx(1.0)
-    assert config.train_mean_weight == 1.0
+    assert config.train_mean_weight == 0.0
     assert config.unet_n_depth == 3
     assert config.unet_n_first == 64
     assert config.unet_kern_size == 3

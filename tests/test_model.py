@@ -61,7 +61,7 @@ def trained(data, noise_model, split, tmp_path_factory):
     basedir = tmp_path_factory.mktemp("models")
     X, X_val = split
     keras.utils.set_random_seed(0)  # weight initialisation; patches and masks use config.seed
-    config = PN2VConfig(X, mode="pn2v", n_samples=K, seed=0, **TINY)
+    config = PN2VConfig(X, mode="pn2v", n_samples=K, seed=0, train_mean_weight=0.5, **TINY)
     model = PN2V(config, "pn2v", basedir=str(basedir), noise_model=noise_model)
     history = model.train(X, X_val, epochs=EPOCHS, steps_per_epoch=STEPS)
     return model, history, basedir, "pn2v"
@@ -357,8 +357,8 @@ def test_training_loss_is_eq7_plus_the_mean_term_over_the_masked_pixels(trained,
     samples = keras.ops.convert_to_numpy(model.keras_model_masked(inputs))  # (B, M, K)
     log_p = _log_likelihoods(model.noise_model, targets, samples).astype(np.float64)
     error = (samples.mean(axis=-1, dtype=np.float64) - targets[..., 0]) / model.config.stds[0]
-    assert model.config.train_mean_weight == 1.0
-    expected = np.mean(np.log(K) - logsumexp(log_p, axis=-1) + error ** 2)
+    assert model.config.train_mean_weight == 0.5
+    expected = np.mean(np.log(K) - logsumexp(log_p, axis=-1) + 0.5 * error ** 2)
     loss = model.keras_model_masked.evaluate(inputs, targets, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(expected, rel=1e-4)
 
