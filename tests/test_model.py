@@ -204,6 +204,11 @@ def test_output_scale_is_kept_in_the_folder_and_absent_keys_load_as_before_they_
     np.testing.assert_allclose(_network_samples(reloaded, image), _network_samples(model, image), rtol=1e-6)
     np.testing.assert_allclose(_network_samples(old, image) - mean, (_network_samples(model, image) - mean) / 10,
                                rtol=1e-4, atol=1e-3)
+    low, high = noise_model.signal_range
+    for loaded in (reloaded, old):   # the prediction engine applies the same scale (samples clamped to the range)
+        np.testing.assert_allclose(_quiet(loaded.predict, image, "YX", estimator="prior_mean"),
+                                   np.clip(_network_samples(loaded, image), low, high).mean(axis=-1), rtol=1e-4,
+                                   atol=1e-2)
 
 
 def test_loading_an_untrained_model_warns(tmp_path, tiny_config, noise_model):
