@@ -190,9 +190,9 @@ class SampleHeadInitializer(keras.initializers.Initializer):
     would get, plus ``spread`` times an independent Glorot-uniform kernel.
 
     The K prior samples then start as near copies of one prediction and spread out as training
-    asks for it (``samples_init_spread``). The default head (``samples_init_spread=None``) has
-    independent Glorot-uniform columns instead, as the PN2V reference has, whose samples start as K
-    unrelated functions of the features.
+    asks for it (``samples_init_spread``, the default head). With ``samples_init_spread=None`` the
+    head has independent Glorot-uniform columns instead, as the PN2V reference has, whose samples
+    start as K unrelated functions of the features.
 
     Parameters
     ----------
