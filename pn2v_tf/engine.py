@@ -155,19 +155,20 @@ class PredictionEngine:
     def _chunk_function(self, estimator, n_out):
         key = (estimator, n_out)
         if key not in self._chunk_functions:
-            def estimate_channel(observation, samples, noise_model, seed):
+            def estimate_channel(observation, samples, noise_model, seed, tables):
                 if estimator == "mmse":
-                    return mmse(observation, samples, noise_model)
+                    return mmse(observation, samples, noise_model, tables)
                 if estimator == "prior_mean":
                     return prior_mean(samples, noise_model)
                 return posterior_samples(observation, samples, noise_model, n_out, seed)
 
-            def estimate_chunk(observation, product, seed):
+            def estimate_chunk(observation, product, seed, tables):
                 # channel by channel on (pixels, K) tensors: XLA compiles the histogram's lookups of
                 # a 2-D index tensor much faster than of (pixels, C, K)
                 samples = self._samples(product)
                 per_channel = [estimate_channel(observation[:, c], samples[:, c], self._channel_noise_model(c),
-                                                seed if c == 0 else tf.random.experimental.stateless_fold_in(seed, c))
+                                                seed if c == 0 else tf.random.experimental.stateless_fold_in(seed, c),
+                                                tables[c])
                                for c in range(self.n_channels)]
                 return tf.stack(per_channel, axis=1)
 
@@ -187,6 +188,9 @@ class PredictionEngine:
         observation = tf.pad(observation, [[0, n_chunks * chunk - n], [0, 0], [0, 0]])
         estimate_chunk = self._chunk_function(estimator, n_out)
         seed = tf.zeros([2], tf.int32) if seed is None else seed
+        # derived once for all chunks: inside the compiled chunk XLA would derive them per weight
+        tables = tuple(self._channel_noise_model(c).weight_tables() if estimator == "mmse" else ()
+                       for c in range(self.n_channels))
         n_values = self.n_channels * n_out
         results = tf.TensorArray(tf.float32, size=n_chunks, element_shape=(chunk, n_values))
 
@@ -194,7 +198,7 @@ class PredictionEngine:
             product = self._product(tf.slice(features, tf.stack([index * chunk, 0]), [chunk, -1]))
             chunk_observation = tf.slice(observation, tf.stack([index * chunk, 0, 0]), [chunk, -1, -1])
             chunk_seed = tf.random.experimental.stateless_fold_in(seed, index)
-            estimate = estimate_chunk(chunk_observation, product, chunk_seed)
+            estimate = estimate_chunk(chunk_observation, product, chunk_seed, tables)
             return index + 1, results.write(index, tf.reshape(estimate, (chunk, n_values)))
 
         # one chunk at a time: that is the memory bound

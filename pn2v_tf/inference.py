@@ -21,7 +21,7 @@ ESTIMATORS = ("mmse", "prior_mean", "posterior")
 DEFAULT_MAX_TILE_ELEMENTS = 2 ** 25
 
 
-def mmse(observation, samples, noise_model):
+def mmse(observation, samples, noise_model, tables=None):
     """Paper Eq. 10: ``sum_k p(x|s_k) s_k / sum_k p(x|s_k)`` of the samples as the likelihood sees
     them (``noise_model.clip_signal``), with the noise model's ``likelihood_weights`` as p(x|s_k).
 
@@ -34,9 +34,11 @@ def mmse(observation, samples, noise_model):
     samples : tensor (..., K)
         Prior samples s_k, raw units.
     noise_model : pn2v_tf.noise_models.NoiseModel
+    tables : tuple or None
+        The noise model's ``weight_tables()``, when computed once for many calls.
     """
     samples = noise_model.clip_signal(samples)
-    weights = noise_model.likelihood_weights(observation, samples)
+    weights = noise_model.likelihood_weights(observation, samples, tables)
     shape = tf.shape(samples)
     k = shape[-1]
     weighted = tf.linalg.matmul(tf.reshape(weights, (-1, 1, k)), tf.reshape(samples, (-1, k, 1)))

@@ -146,6 +146,10 @@ def test_channel_noise_models_apply_each_channel_its_own_model(noise_models):
     weights = both.likelihood_weights(tf.constant(observation), tf.constant(signal)).numpy()
     ratio = weights / np.exp(log_p - log_p.max(axis=-1, keepdims=True))
     np.testing.assert_allclose(ratio / ratio[..., :1], 1.0, rtol=1e-3)   # proportional per pixel and channel
+    tables = both.weight_tables()
+    assert len(tables) == 2 and len(tables[1]) == 0      # the histogram's tables, none for the GMM
+    shared = both.likelihood_weights(tf.constant(observation), tf.constant(signal), tables).numpy()
+    np.testing.assert_array_equal(shared, weights)
 
 
 def test_channel_noise_models_file_round_trip_with_mixed_kinds(tmp_path, noise_models):

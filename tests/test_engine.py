@@ -74,6 +74,21 @@ def test_histogram_weights_have_the_ratios_of_the_likelihoods(noise_model):
     np.testing.assert_allclose(_normalised(weights), expected, rtol=1e-5)
 
 
+def test_histogram_weights_read_the_tables_they_are_given(noise_model):
+    rng = np.random.default_rng(4)
+    other = HistogramNoiseModel.from_counts(rng.random((noise_model.bins,) * 2) + 0.01, noise_model.value_range)
+    observation = tf.constant(rng.uniform(0, 200, (5, 1)).astype(np.float32))
+    signal = tf.constant(rng.uniform(0, 200, (5, 30)).astype(np.float32))
+
+    own = noise_model.likelihood_weights(observation, signal, noise_model.weight_tables()).numpy()
+    borrowed = noise_model.likelihood_weights(observation, signal, other.weight_tables()).numpy()
+
+    np.testing.assert_array_equal(own, noise_model.likelihood_weights(observation, signal).numpy())
+    assert np.abs(borrowed - own).max() > 1e-3       # the tables, not the layer's own histogram, were read
+    expected = _normalised(np.exp(other.log_likelihood(observation.numpy(), signal.numpy())))
+    np.testing.assert_allclose(_normalised(borrowed), expected, rtol=1e-5)
+
+
 def test_default_weights_have_the_ratios_of_the_likelihoods():
     rng = np.random.default_rng(2)
     signal = rng.uniform(10, 100, 20_000)
@@ -125,9 +140,9 @@ class _ShapeSpy(HistogramNoiseModel):
 
     shapes = []
 
-    def likelihood_weights(self, observation, signal):
+    def likelihood_weights(self, observation, signal, tables=None):
         _ShapeSpy.shapes.append(tuple(signal.shape))
-        return super().likelihood_weights(observation, signal)
+        return super().likelihood_weights(observation, signal, tables)
 
 
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")

@@ -68,10 +68,18 @@ class NoiseModel(keras.layers.Layer):
     def _log_likelihood(self, observation, signal):
         raise NotImplementedError
 
-    def likelihood_weights(self, observation, signal):
+    def weight_tables(self):
+        """Tensors that :meth:`likelihood_weights` reads and that do not depend on its inputs (a
+        tuple, empty by default). Computed once and passed back as ``tables=``, they are shared
+        by a loop of calls, such as the prediction engine's chunks, instead of being derived in
+        each (XLA would derive them again for every weight)."""
+        return ()
+
+    def likelihood_weights(self, observation, signal, tables=None):
         """Non-negative weights proportional to ``p(x|s)`` along the last axis of ``signal``
         (tensors): within one observation's row of signals they have the ratios of the likelihoods,
-        their scale may differ from row to row. The MMSE divides by their sum.
+        their scale may differ from row to row. The MMSE divides by their sum. ``tables``: the
+        result of :meth:`weight_tables`, or None to derive them here.
 
         Default: ``exp(log p - max log p)`` over the last axis, which never overflows.
         """

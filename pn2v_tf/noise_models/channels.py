@@ -69,8 +69,14 @@ class ChannelNoiseModels(NoiseModel):
     def _log_likelihood(self, observation, signal):
         return self._per_channel(lambda model, x, s: model._log_likelihood(x, s), observation, signal)
 
-    def likelihood_weights(self, observation, signal):
-        return self._per_channel(lambda model, x, s: model.likelihood_weights(x, s), observation, signal)
+    def weight_tables(self):
+        return tuple(model.weight_tables() for model in self.models)
+
+    def likelihood_weights(self, observation, signal, tables=None):
+        tables = self.weight_tables() if tables is None else tables
+        weights = [model.likelihood_weights(_channel(observation, c), _channel(signal, c), tables[c])
+                   for c, model in enumerate(self.models)]
+        return tf.concat(weights, axis=_CHANNEL_AXIS)
 
     def clip_signal(self, signal):
         clipped = [model.clip_signal(_channel(signal, c)) for c, model in enumerate(self.models)]
