@@ -22,6 +22,8 @@ outputs not scaled (``samples_output_scale=1``) and no squared error of the samp
 - ``independent_x10``: the PN2V reference: independent columns (``samples_init_spread=None``),
   outputs scaled by 10, no mean term; ``independent_x10_mean1`` with the mean term;
 - ``independent_x1``, ``shared_x10``: one of the reference's two head choices only (no mean term);
+- ``spread01``, ``spread03``, ``spread1``: the shared column plus 0.1, 0.3 or 1 times an independent
+  Glorot kernel (``samples_init_spread``), between the default's near copies and independent columns;
 - ``cosine``: the defaults with a cosine decay of the learning rate to 0 over the budget, instead of
   halving it on a plateau of the validation loss;
 - ``no_best``: the defaults, keeping the last weights instead of those with the best validation loss.
@@ -64,6 +66,9 @@ VARIANTS = {
     "independent_x10_mean1": dict(samples_init_spread=None, samples_output_scale=10.0),
     "independent_x1": dict(samples_init_spread=None, train_mean_weight=0.0),
     "shared_x10": dict(samples_output_scale=10.0, train_mean_weight=0.0),
+    "spread01": dict(samples_init_spread=0.1),
+    "spread03": dict(samples_init_spread=0.3),
+    "spread1": dict(samples_init_spread=1.0),
     "cosine": dict(train_reduce_lr=None),
     "no_best": {},
 }
