@@ -24,8 +24,6 @@ outputs not scaled (``samples_output_scale=1``) and no squared error of the samp
 - ``independent_x1``, ``shared_x10``: one of the reference's two head choices only (no mean term);
 - ``spread01``, ``spread03``, ``spread1``: the shared column plus 0.1, 0.3 or 1 times an independent
   Glorot kernel (``samples_init_spread``), between the default's near copies and independent columns;
-- ``calibrated``, ``spread03_calibrated``, ``mean1_calibrated``: the defaults, ``spread03`` or ``mean1``
-  with the prior's spread calibrated on the validation data after training (``train_calibrate_spread``);
 - ``cosine``: the defaults with a cosine decay of the learning rate to 0 over the budget, instead of
   halving it on a plateau of the validation loss;
 - ``no_best``: the defaults, keeping the last weights instead of those with the best validation loss.
@@ -71,9 +69,6 @@ VARIANTS = {
     "spread01": dict(samples_init_spread=0.1),
     "spread03": dict(samples_init_spread=0.3),
     "spread1": dict(samples_init_spread=1.0),
-    "calibrated": dict(train_calibrate_spread=True),
-    "spread03_calibrated": dict(samples_init_spread=0.3, train_calibrate_spread=True),
-    "mean1_calibrated": dict(train_mean_weight=1.0, train_calibrate_spread=True),
     "cosine": dict(train_reduce_lr=None),
     "no_best": {},
 }
@@ -130,8 +125,6 @@ def train_and_score(name, variant, steps, seed, data):
         for estimator in estimators:
             predicted = model.predict(test, axes="SYX", **({} if mode == "n2v" else {"estimator": estimator}))
             scores[estimator] = float(np.mean([psnr(c, p, data_range) for c, p in zip(clean, predicted)]))
-        if getattr(model, "spread_factors", None) is not None:
-            scores["spread_factor"] = float(model.spread_factors[0])
     return {"dataset": name, "variant": variant, "steps": epochs * STEPS_PER_EPOCH, "seed": seed,
             "learning_rate": config.train_learning_rate, "seconds": round(seconds, 1),
             **{k: round(v, 3) for k, v in scores.items()}}

@@ -258,8 +258,7 @@ class PN2V(BaseModel):
         Returns
         -------
         numpy.ndarray (C,)
-            The factor of each channel (1: the spread was already the most likely), also kept as
-            ``self.spread_factors``.
+            The factor of each channel (1: the spread was already the most likely).
         """
         if self.config.mode != "pn2v":
             raise ValueError(f"calibrate_spread needs a model of mode 'pn2v', this one has mode {self.config.mode!r}")
@@ -279,7 +278,6 @@ class PN2V(BaseModel):
             observations.append(np.asarray(targets).reshape(-1, n_channels))
         factors = best_spread_factors(np.concatenate(samples), np.concatenate(observations), self.noise_model)
         scale_head_spread(self.keras_model.get_layer("head"), factors)
-        self.spread_factors = factors
         self._engine = None
         self._save_calibrated_weights()
         return factors
