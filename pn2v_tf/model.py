@@ -234,61 +234,7 @@ class PN2V(BaseModel):
         if not _all_weights_finite(self.keras_model) or not np.isfinite(history.history["loss"][-1]):
             self._training_diverged()
         self._training_finished()
-        if cfg.mode == "pn2v" and cfg.train_calibrate_spread:
-            factors = self._calibrate_spread(validation_data)
-            if verbose:
-                print(f"prior spread calibrated on the validation data: factor {_format_factors(factors)}")
         return history
-
-    def calibrate_spread(self, validation_X):
-        """Scale the spread of each channel's prior samples by the factor that maximises the PN2V
-        likelihood of masked pixels of ``validation_X`` (:mod:`pn2v_tf.calibration`).
-
-        The samples' distance from their mean is multiplied by the factor, so their mean stays as
-        it is; the head's weights change, and with a model folder the weights that a reload
-        reads (``weights_best.h5``, else ``weights_last.h5``) are rewritten with them. ``train``
-        does this itself when ``config.train_calibrate_spread`` is set. The validation patches are
-        the fixed ones ``train`` validates on (the same seed and count).
-
-        Parameters
-        ----------
-        validation_X : numpy.ndarray
-            Noisy validation images with the model's axes (as for ``train``).
-
-        Returns
-        -------
-        numpy.ndarray (C,)
-            The factor of each channel (1: the spread was already the most likely).
-        """
-        if self.config.mode != "pn2v":
-            raise ValueError(f"calibrate_spread needs a model of mode 'pn2v', this one has mode {self.config.mode!r}")
-        cfg = self.config
-        validation_X = as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
-        return self._calibrate_spread(self._validation_patches(validation_X))
-
-    def _calibrate_spread(self, patches):
-        from .calibration import best_spread_factors, scale_head_spread
-
-        samples, observations = [], []
-        n_channels = self.config.n_channels
-        for index in range(len(patches)):
-            inputs, targets = patches[index]
-            out = keras.ops.convert_to_numpy(self.keras_model_masked(inputs, training=False))
-            samples.append(out.reshape(-1, n_channels, out.shape[-1] // n_channels))
-            observations.append(np.asarray(targets).reshape(-1, n_channels))
-        factors = best_spread_factors(np.concatenate(samples), np.concatenate(observations), self.noise_model)
-        scale_head_spread(self.keras_model.get_layer("head"), factors)
-        self._engine = None
-        self._save_calibrated_weights()
-        return factors
-
-    def _save_calibrated_weights(self):
-        if self.basedir is None:
-            return
-        for name in (self.config.train_checkpoint, self.config.train_checkpoint_last):
-            if name is not None and (self.logdir / name).exists():
-                _save_atomically(self.keras_model.save_weights, self.logdir / name)
-                return
 
     def _save_example_input(self, image):
         """Keep a central crop of a raw validation image (*spatial, C), large enough for a package's
@@ -330,21 +276,11 @@ class PN2V(BaseModel):
             return (SupervisedPatches(X, Y, steps_per_epoch=steps_per_epoch, seed=cfg.seed, **shared),
                     SupervisedPatches(validation_X, validation_Y, steps_per_epoch=n_val_steps,
                                       augment=False, seed=val_seed, fixed=True, **shared))
-        return (MaskedPatches(X, steps_per_epoch=steps_per_epoch, seed=cfg.seed, **shared, **self._masking()),
-                self._validation_patches(validation_X))
-
-    def _masking(self):
-        cfg = self.config
-        return dict(perc_pix=cfg.n2v_perc_pix, radius=cfg.n2v_neighborhood_radius,
-                    manipulator=cfg.n2v_manipulator, struct_mask=cfg.structN2Vmask)
-
-    def _validation_patches(self, validation_X):
-        """The fixed masked validation patches of the self-supervised modes."""
-        cfg = self.config
-        n_val_steps = max(1, int(np.ceil(cfg.train_n_val_patches / cfg.train_batch_size)))
-        return MaskedPatches(validation_X, steps_per_epoch=n_val_steps, augment=False,
-                             seed=0 if cfg.seed is None else cfg.seed + 1, fixed=True,
-                             patch_shape=cfg.n2v_patch_shape, batch_size=cfg.train_batch_size, **self._masking())
+        masking = dict(perc_pix=cfg.n2v_perc_pix, radius=cfg.n2v_neighborhood_radius,
+                       manipulator=cfg.n2v_manipulator, struct_mask=cfg.structN2Vmask)
+        return (MaskedPatches(X, steps_per_epoch=steps_per_epoch, seed=cfg.seed, **shared, **masking),
+                MaskedPatches(validation_X, steps_per_epoch=n_val_steps, augment=False, seed=val_seed,
+                              fixed=True, **shared, **masking))
 
     def _training_finished(self):
         if self.basedir is None:
@@ -735,7 +671,3 @@ def _check_n_tiles(n_tiles, n_dim):
     if not isinstance(n_tiles, (tuple, list)) or len(n_tiles) != n_dim or not all(is_int(n, 1) for n in n_tiles):
         raise ValueError(f"n_tiles must be {n_dim} positive integers ({', '.join(spatial_axes(n_dim))}), "
                          f"got {n_tiles!r}")
-
-
-def _format_factors(factors):
-    return ", ".join(f"{factor:.3g}" for factor in np.ravel(factors))
