@@ -95,9 +95,9 @@ BUDGETS = {
     "quick": Budget(n_first=16, n_depth=3, n_samples=800, patch=64, batch_size=16, learning_rate=2e-3,
                     epochs=40, steps=40, pn2v_epochs=40, care_epochs=10, reduce_lr_patience=8,
                     gmm_steps=1000),
-    # Aimed at the paper's PN2V row at NR1 in at most 30 min of training per model on 2 CPU cores: the
-    # quick budget with twice the features, four times PN2V's steps and the mean term
-    # (train_mean_weight=1), which lifted PN2V on FMD at the quick budget (BENCHMARKS.md).
+    # The paper's PN2V row at NR1 in at most 30 min of training per model on 2 CPU cores (22 min for
+    # Confocal mice here): the quick budget with twice the features, four times PN2V's steps and the
+    # mean term (train_mean_weight=1), which lifted PN2V on FMD at the quick budget (BENCHMARKS.md).
     "standard": Budget(n_first=32, n_depth=3, n_samples=800, patch=64, batch_size=16, learning_rate=2e-3,
                        epochs=40, steps=40, pn2v_epochs=160, care_epochs=10, reduce_lr_patience=8,
                        gmm_steps=1000, pn2v_mean_weight=1.0),
