@@ -44,9 +44,11 @@ class ChannelNoiseModels(NoiseModel):
         return self.models[channel]
 
     # -- the likelihood, channel by channel along axis -2 ------------------------------------
-    def _per_channel(self, function, observation, signal):
-        """``function(model, observation_c, signal_c)`` for each channel, joined along axis -2."""
-        outs = [function(model, _channel(observation, c), _channel(signal, c)) for c, model in enumerate(self.models)]
+    def _per_channel(self, function, observation, signal, *per_model):
+        """``function(model, observation_c, signal_c, *[values[c] for values in per_model])`` for each
+        channel, joined along axis -2."""
+        outs = [function(model, _channel(observation, c), _channel(signal, c), *(values[c] for values in per_model))
+                for c, model in enumerate(self.models)]
         if isinstance(outs[0], np.ndarray):
             return np.concatenate(outs, axis=_CHANNEL_AXIS)
         return tf.concat(outs, axis=_CHANNEL_AXIS)
@@ -74,9 +76,7 @@ class ChannelNoiseModels(NoiseModel):
 
     def likelihood_weights(self, observation, signal, tables=None):
         tables = self.weight_tables() if tables is None else tables
-        weights = [model.likelihood_weights(_channel(observation, c), _channel(signal, c), tables[c])
-                   for c, model in enumerate(self.models)]
-        return tf.concat(weights, axis=_CHANNEL_AXIS)
+        return self._per_channel(lambda model, x, s, t: model.likelihood_weights(x, s, t), observation, signal, tables)
 
     def clip_signal(self, signal):
         clipped = [model.clip_signal(_channel(signal, c)) for c, model in enumerate(self.models)]
