@@ -127,6 +127,11 @@ class PN2VConfig(BaseConfig):
         likelihood loss (:class:`pn2v_tf.losses.PN2VLoss`): it moves every sample, also those the
         likelihood does not see yet, towards the prior mean, which the true prior also has.
         Default: 0.0.
+    train_calibrate_spread : bool
+        Mode ``'pn2v'``: after training, move each channel's prior samples towards their mean by the
+        factor (1 to 1/16) under which the validation images, predicted as ``predict`` sees them,
+        are likeliest (:mod:`pn2v_tf.calibration`, :meth:`pn2v_tf.PN2V.calibrate_spread`).
+        Default: True.
     train_reduce_lr : dict or None
         Arguments of ``keras.callbacks.ReduceLROnPlateau`` on the validation loss; ``None`` disables it.
         Default: ``{'factor': 0.5, 'patience': 10}``.
@@ -186,6 +191,7 @@ class PN2VConfig(BaseConfig):
         self.train_learning_rate = 4e-4
         self.train_loss = "mse"
         self.train_mean_weight = 0.0
+        self.train_calibrate_spread = True
         self.train_reduce_lr = {"factor": 0.5, "patience": 10}
         self.train_tensorboard = True
         self.train_n_val_patches = 64
@@ -236,6 +242,7 @@ class PN2VConfig(BaseConfig):
             "unet_upsampling": self.unet_upsampling in ("transpose", "nearest"),
             "train_loss": self.train_loss in ("mse", "mae"),
             "train_mean_weight": _is_number(self.train_mean_weight, 0),
+            "train_calibrate_spread": isinstance(self.train_calibrate_spread, bool),
             "n_channel_in": _is_int(self.n_channel_in, 1),
             "n_channel_out": self.n_channel_out == self.n_channel_in,
             "single_net_per_channel": isinstance(self.single_net_per_channel, bool),

@@ -12,7 +12,7 @@ from csbdeep.models import BaseModel
 from ._checks import is_int
 from .arrays import as_image_stack, channel_extremes, is_chunked, spatial_axes, stack_from_axes
 from .config import PN2VConfig
-from .data import _DIHEDRAL, MaskedPatches, SupervisedPatches, _dihedral, undo_dihedral
+from .data import _DIHEDRAL, MaskedPatches, SupervisedPatches, _dihedral, random_patches, undo_dihedral
 from .engine import PredictionEngine
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, count_tiles, predict_tiled, tile_context
 from .io import atomic_path
@@ -25,6 +25,8 @@ NOISE_MODEL_FILE = "noise_model.npz"
 #: (this many pixels a side, or the smallest size a package takes if that is larger).
 EXAMPLE_INPUT_FILE = "example_input.tif"
 EXAMPLE_INPUT_SIDE = 256
+#: Validation pixels at most whose likelihood calibrates the prior's spread after training.
+CALIBRATION_PIXELS = 2 ** 17
 _NEEDS_NOISE_MODEL = ("mode 'pn2v' needs a noise model: pass noise_model=... "
                       "(e.g. HistogramNoiseModel.from_calibration_stack(stack))")
 
@@ -234,7 +236,70 @@ class PN2V(BaseModel):
         if not _all_weights_finite(self.keras_model) or not np.isfinite(history.history["loss"][-1]):
             self._training_diverged()
         self._training_finished()
+        if cfg.mode == "pn2v" and cfg.train_calibrate_spread:
+            factors = self._calibrate_spread(validation_X)
+            if verbose:
+                print("prior spread calibrated on the validation images: factor "
+                      + ", ".join(f"{factor:.3g}" for factor in factors))
         return history
+
+    def calibrate_spread(self, validation_X):
+        """Move each channel's prior samples towards their mean by the factor (1 to 1/16) under which
+        ``validation_X`` is likeliest as ``predict`` sees it (:mod:`pn2v_tf.calibration`).
+
+        The factor multiplies every sample's distance from the samples' mean, so the prior mean stays
+        as it is and the MMSE moves towards it. The head's weights change; with a model folder the
+        weights a reload reads (``weights_best.h5``, else ``weights_last.h5``) are rewritten with
+        them. ``train`` does this itself when ``config.train_calibrate_spread`` is set (the default);
+        calling it again on the same images keeps the spread (factor 1).
+
+        Parameters
+        ----------
+        validation_X : numpy.ndarray
+            Noisy validation images with the model's axes (as for ``train``); the likelihood is read
+            at the central pixels of ``config.train_n_val_patches`` random patches of them.
+
+        Returns
+        -------
+        numpy.ndarray (C,)
+            The factor of each channel (1: the spread was already the likeliest).
+        """
+        cfg = self.config
+        if cfg.mode != "pn2v":
+            raise ValueError(f"calibrate_spread needs a model of mode 'pn2v', this one has mode {cfg.mode!r}")
+        validation_X = as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
+        self.noise_model.check_range(_range_values(validation_X, cfg.n_channels), "validation data")
+        return self._calibrate_spread(validation_X)
+
+    def _calibrate_spread(self, validation_X):
+        from .calibration import SpreadEvidence, best_spread_factors, scale_head_spread
+
+        cfg = self.config
+        rng = np.random.default_rng(0 if cfg.seed is None else cfg.seed + 2)
+        patches = random_patches(rng, validation_X, cfg.n2v_patch_shape, cfg.train_n_val_patches)
+        patches = patches.reshape(patches.shape[:1 + cfg.n_dim] + (cfg.n_channels,))
+        centre = (slice(None),) + tuple(slice(size // 4, size - size // 4) for size in cfg.n2v_patch_shape)
+        per_patch = -(-CALIBRATION_PIXELS // len(patches))
+        evidence = SpreadEvidence(self.noise_model)
+        for patch in patches:
+            samples = keras.ops.convert_to_numpy(self.keras_model(patch[np.newaxis], training=False))[centre]
+            samples = samples.reshape(-1, cfg.n_channels, samples.shape[-1] // cfg.n_channels)
+            observations = patch[np.newaxis][centre].reshape(-1, cfg.n_channels)
+            keep = rng.permutation(len(samples))[:per_patch]
+            evidence.add(samples[keep], observations[keep])
+        factors = best_spread_factors(evidence)
+        scale_head_spread(self.keras_model.get_layer("head"), factors)
+        self._engine = None
+        self._save_calibrated_weights()
+        return factors
+
+    def _save_calibrated_weights(self):
+        if self.basedir is None:
+            return
+        for name in (self.config.train_checkpoint, self.config.train_checkpoint_last):
+            if name is not None and (self.logdir / name).exists():
+                _save_atomically(self.keras_model.save_weights, self.logdir / name)
+                return
 
     def _save_example_input(self, image):
         """Keep a central crop of a raw validation image (*spatial, C), large enough for a package's

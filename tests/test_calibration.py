@@ -1,0 +1,207 @@
+"""Tests of pn2v_tf.calibration and PN2V.calibrate_spread: after training, the prior's samples are moved
+towards their mean by the factor under which the validation images, as predict sees them, are likeliest."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from conftest import SMALL_NET, noisy, small_histogram, tiny
+
+from pn2v_tf import PN2V, PN2VConfig
+from pn2v_tf.calibration import CHUNK_PIXELS, SPREAD_FACTORS, SpreadEvidence, best_spread_factors, scale_head_spread
+from pn2v_tf.data import random_patches
+from pn2v_tf.model import CALIBRATION_PIXELS
+from pn2v_tf.nets import build_networks
+from pn2v_tf.noise_models import ChannelNoiseModels, HistogramNoiseModel
+
+K = 8
+STEP = 2 ** (1 / 3)    # the grid's ratio
+
+
+def _gaussian_noise_model(sigma, value_range=(-60.0, 260.0), bins=320, seed=0):
+    rng = np.random.default_rng(seed)
+    signal = rng.uniform(*value_range, 3_000_000)
+    return HistogramNoiseModel.from_pairs(signal, signal + rng.normal(0, sigma, signal.size), bins=bins,
+                                          value_range=value_range)
+
+
+def _pixels_of_a_gaussian_prior(n, spread, sigma, prior_sd=12.0, k=400, seed=1):
+    """Observations x = s + noise with s ~ N(mu, prior_sd^2), and K samples of N(mu, (spread * prior_sd)^2)."""
+    rng = np.random.default_rng(seed)
+    mu = rng.uniform(60, 140, (n, 1))
+    observations = mu + rng.normal(0, prior_sd, (n, 1)) + rng.normal(0, sigma, (n, 1))
+    samples = mu[..., None] + spread * prior_sd * rng.standard_normal((n, 1, k))
+    return samples.astype(np.float32), observations.astype(np.float32)
+
+
+def _log_evidence_by_hand(noise_model, samples, observations, factor):
+    mean = samples.mean(-1, keepdims=True)
+    moved = mean + np.float32(factor) * (samples - mean)
+    p = np.exp(np.asarray(noise_model.log_likelihood(observations[..., None], moved), dtype=np.float64))
+    return np.log(p.mean(-1)).sum(axis=0)
+
+
+@pytest.mark.parametrize("spread", [1.5, 2.0, 4.0])
+def test_the_likeliest_factor_undoes_a_too_wide_prior(spread):
+    noise_model = _gaussian_noise_model(sigma=8.0)
+    samples, observations = _pixels_of_a_gaussian_prior(6000, spread, sigma=8.0)
+
+    factor = best_spread_factors(SpreadEvidence(noise_model).add(samples, observations))
+
+    assert factor.shape == (1,)
+    assert 1 / spread / STEP ** 1.01 <= factor[0] <= 1 / spread * STEP ** 1.01
+
+
+def test_a_too_narrow_prior_is_left_as_it_is():
+    noise_model = _gaussian_noise_model(sigma=8.0)
+    samples, observations = _pixels_of_a_gaussian_prior(6000, 0.5, sigma=8.0)
+
+    evidence = SpreadEvidence(noise_model).add(samples, observations)
+
+    assert best_spread_factors(evidence) == pytest.approx([1.0])
+    assert np.all(np.diff(evidence.totals[:, 0]) < 0)           # every shrinking makes it less likely
+
+
+def test_each_channel_is_calibrated_with_its_own_noise_model():
+    models = ChannelNoiseModels([_gaussian_noise_model(sigma=8.0), _gaussian_noise_model(sigma=3.0, seed=2)])
+    wide, observations_0 = _pixels_of_a_gaussian_prior(3000, 2.0, sigma=8.0, seed=3)
+    wider, observations_1 = _pixels_of_a_gaussian_prior(3000, 4.0, sigma=3.0, seed=4)
+    samples = np.concatenate([wide, wider], axis=1)
+    observations = np.concatenate([observations_0, observations_1], axis=1)
+
+    evidence = SpreadEvidence(models).add(samples, observations)
+
+    assert evidence.totals.shape == (len(SPREAD_FACTORS), 2)
+    for channel, expected in enumerate((0.5, 0.25)):
+        assert expected / STEP ** 1.01 <= best_spread_factors(evidence)[channel] <= expected * STEP ** 1.01
+    single = SpreadEvidence(models.models[1]).add(wider, observations_1)
+    np.testing.assert_allclose(evidence.totals[:, 1], single.totals[:, 0], rtol=1e-6)
+
+
+def test_the_evidence_is_the_log_mean_likelihood_of_the_moved_samples_summed_over_batches():
+    noise_model = small_histogram()
+    rng = np.random.default_rng(5)
+    n = CHUNK_PIXELS + 37                                       # a full and a padded chunk
+    samples = rng.uniform(20, 90, (n, 1, 5)).astype(np.float32)
+    observations = rng.uniform(20, 90, (n, 1)).astype(np.float32)
+    factors = (1.0, 0.5)
+
+    evidence = SpreadEvidence(noise_model, factors).add(samples[:100], observations[:100])
+    evidence.add(samples[100:], observations[100:])
+
+    expected = [_log_evidence_by_hand(noise_model, samples, observations, f) for f in factors]
+    np.testing.assert_allclose(evidence.totals, expected, rtol=1e-5)
+
+
+def test_bad_shapes_raise():
+    with pytest.raises(ValueError, match=r"samples must be \(N, C, K\) and observations \(N, C\)"):
+        SpreadEvidence(small_histogram()).add(np.zeros((4, 8), np.float32), np.zeros((4, 1), np.float32))
+
+
+@pytest.mark.parametrize("single_net_per_channel", [False, True])
+def test_scaling_the_head_scales_each_channels_samples_about_their_mean(single_net_per_channel):
+    rng = np.random.default_rng(6)
+    X = rng.normal(100, 10, (2, 16, 16, 2)).astype(np.float32)
+    X[..., 1] = X[..., 1] * 3 + 500                     # another normalisation in the second channel
+    config = PN2VConfig(X, axes="YXC", mode="pn2v", n_samples=K, unet_n_depth=2, unet_n_first=4,
+                        single_net_per_channel=single_net_per_channel, samples_init_spread=0.5)
+    network, _ = build_networks(config)
+    head = network.get_layer("head")
+    head.bias.assign(rng.normal(0, 0.3, head.bias.shape).astype(np.float32))
+    before = keras.ops.convert_to_numpy(network(X[:1])).reshape(16, 16, 2, K)
+    factors = (0.5, 0.25)
+
+    scale_head_spread(head, factors)
+
+    after = keras.ops.convert_to_numpy(network(X[:1])).reshape(16, 16, 2, K)
+    mean = before.mean(-1, keepdims=True)
+    expected = mean + np.array(factors)[:, None] * (before - mean)
+    np.testing.assert_allclose(after, expected, rtol=1e-4, atol=1e-3 * np.abs(before).max())
+    assert np.abs(before - mean).max() > 1e-2          # the samples did differ
+
+
+# -- the model -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(7)
+    return noisy(rng, (3, 32, 32)), noisy(rng, (1, 32, 32))
+
+
+def _config(X, **overrides):
+    # independent head columns, outputs x30: a prior still too wide after a few steps (a factor below 1)
+    return PN2VConfig(X, mode="pn2v", n_samples=K, samples_init_spread=None, samples_output_scale=30.0,
+                      **tiny(SMALL_NET, **overrides))
+
+
+def _train(model, X, X_val):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(X, X_val, epochs=2, steps_per_epoch=3, verbose=0)
+    return model
+
+
+def _factor_by_hand(model, X_val):
+    """The factor by a second path: the same patches and pixels, the evidence in NumPy."""
+    cfg = model.config
+    rng = np.random.default_rng(cfg.seed + 2)
+    patches = random_patches(rng, X_val, cfg.n2v_patch_shape, cfg.train_n_val_patches)
+    per_patch = -(-CALIBRATION_PIXELS // len(patches))
+    samples, observations = [], []
+    for patch in patches:
+        out = np.asarray(model.keras_model(patch[None, ..., None]))[0, 4:12, 4:12].reshape(-1, 1, K)
+        keep = rng.permutation(len(out))[:per_patch]
+        samples.append(out[keep])
+        observations.append(patch[4:12, 4:12].reshape(-1, 1)[keep])
+    samples, observations = np.concatenate(samples), np.concatenate(observations)
+    totals = [_log_evidence_by_hand(model.noise_model, samples, observations, f)[0] for f in SPREAD_FACTORS]
+    return SPREAD_FACTORS[int(np.argmax(totals))]
+
+
+@pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
+def test_calibrate_spread_applies_the_likeliest_factor_and_keeps_the_samples_mean(images):
+    X, X_val = images
+    keras.utils.set_random_seed(0)
+    model = _train(PN2V(_config(X, train_calibrate_spread=False), "m", basedir=None,
+                        noise_model=small_histogram()), X, X_val)
+    expected = _factor_by_hand(model, X_val)
+    image = X_val[0][None, ..., None]
+    before = keras.ops.convert_to_numpy(model.keras_model(image))
+
+    factors = model.calibrate_spread(X_val)
+
+    assert factors == pytest.approx([expected]) and factors[0] < 1
+    after = keras.ops.convert_to_numpy(model.keras_model(image))
+    mean = before.mean(-1, keepdims=True)
+    np.testing.assert_allclose(after, mean + factors[0] * (before - mean), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(after.mean(-1), before.mean(-1), rtol=1e-5)     # the samples' mean stays
+    assert model.calibrate_spread(X_val) == pytest.approx([1.0])               # already the likeliest
+
+
+@pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
+def test_training_calibrates_by_default_and_a_reload_reads_the_calibrated_weights(tmp_path, images):
+    X, X_val = images
+    keras.utils.set_random_seed(0)
+    plain = _train(PN2V(_config(X, train_calibrate_spread=False), "plain", basedir=str(tmp_path),
+                        noise_model=small_histogram()), X, X_val)
+    keras.utils.set_random_seed(0)
+    model = _train(PN2V(_config(X), "m", basedir=str(tmp_path), noise_model=small_histogram()), X, X_val)
+    reloaded = PN2V(None, "m", basedir=str(tmp_path))
+    expected = _factor_by_hand(plain, X_val)
+    image = X_val[0][None, ..., None]
+    trained = keras.ops.convert_to_numpy(plain.keras_model(image))
+    mean = trained.mean(-1, keepdims=True)
+
+    assert model.config.train_calibrate_spread and expected < 1
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model.keras_model(image)),
+                               mean + np.float32(expected) * (trained - mean), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(reloaded.predict(X_val[0]), model.predict(X_val[0]))
+    assert not np.allclose(model.predict(X_val[0]), plain.predict(X_val[0]), rtol=1e-4)
+
+
+def test_calibrate_spread_needs_mode_pn2v(images):
+    X, X_val = images
+    model = PN2V(PN2VConfig(X, mode="n2v", **tiny(SMALL_NET)), "n", basedir=None)
+    with pytest.raises(ValueError, match="calibrate_spread needs a model of mode 'pn2v'"):
+        model.calibrate_spread(X_val)
