@@ -25,7 +25,7 @@ CHUNK_PIXELS = 4096
 
 class SpreadEvidence:
     """Summed log evidence ``sum_i log (1/K) sum_k p(x_i | m_i + f (s_ik - m_i))`` of pixels added
-    batch by batch, per factor and channel (``totals``, (len(factors), C), float64).
+    batch by batch, per factor and channel (``totals``, (len(factors), C), float64), over ``pixels`` pixels.
 
     Parameters
     ----------
@@ -38,6 +38,7 @@ class SpreadEvidence:
         self.noise_model = noise_model
         self.factors = tuple(float(factor) for factor in factors)
         self.totals = None
+        self.pixels = 0
         self._evidence = tf.function(self._chunk_evidence, jit_compile=True, autograph=False)
 
     def add(self, samples, observations):
@@ -49,6 +50,7 @@ class SpreadEvidence:
                              f"{observations.shape}")
         if self.totals is None:
             self.totals = np.zeros((len(self.factors), samples.shape[1]))
+        self.pixels += len(samples)
         for start in range(0, len(samples), CHUNK_PIXELS):
             chunk, observed = samples[start:start + CHUNK_PIXELS], observations[start:start + CHUNK_PIXELS]
             count = len(chunk)

@@ -271,8 +271,23 @@ class PN2V(BaseModel):
         self.noise_model.check_range(_range_values(validation_X, cfg.n_channels), "validation data")
         return self._calibrate_spread(validation_X)
 
-    def _calibrate_spread(self, validation_X):
-        from .calibration import SpreadEvidence, best_spread_factors, scale_head_spread
+    def spread_evidence(self, validation_X, factors=None):
+        """The summed log evidence of the pixels that :meth:`calibrate_spread` reads, for each of
+        ``factors`` (default: ``pn2v_tf.calibration.SPREAD_FACTORS``), without changing the model.
+
+        Returns
+        -------
+        pn2v_tf.calibration.SpreadEvidence
+            ``totals`` (len(factors), C) and ``factors``.
+        """
+        cfg = self.config
+        if cfg.mode != "pn2v":
+            raise ValueError(f"spread_evidence needs a model of mode 'pn2v', this one has mode {cfg.mode!r}")
+        validation_X = as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
+        return self._spread_evidence(validation_X, factors)
+
+    def _spread_evidence(self, validation_X, factors=None):
+        from .calibration import SPREAD_FACTORS, SpreadEvidence
 
         cfg = self.config
         rng = np.random.default_rng(0 if cfg.seed is None else cfg.seed + 2)
@@ -280,14 +295,19 @@ class PN2V(BaseModel):
         patches = patches.reshape(patches.shape[:1 + cfg.n_dim] + (cfg.n_channels,))
         centre = (slice(None),) + tuple(slice(size // 4, size - size // 4) for size in cfg.n2v_patch_shape)
         per_patch = -(-CALIBRATION_PIXELS // len(patches))
-        evidence = SpreadEvidence(self.noise_model)
+        evidence = SpreadEvidence(self.noise_model, SPREAD_FACTORS if factors is None else factors)
         for patch in patches:
             samples = keras.ops.convert_to_numpy(self.keras_model(patch[np.newaxis], training=False))[centre]
             samples = samples.reshape(-1, cfg.n_channels, samples.shape[-1] // cfg.n_channels)
             observations = patch[np.newaxis][centre].reshape(-1, cfg.n_channels)
             keep = rng.permutation(len(samples))[:per_patch]
             evidence.add(samples[keep], observations[keep])
-        factors = best_spread_factors(evidence)
+        return evidence
+
+    def _calibrate_spread(self, validation_X):
+        from .calibration import best_spread_factors, scale_head_spread
+
+        factors = best_spread_factors(self._spread_evidence(validation_X))
         scale_head_spread(self.keras_model.get_layer("head"), factors)
         self._engine = None
         self._save_calibrated_weights()

@@ -92,6 +92,7 @@ def test_the_evidence_is_the_log_mean_likelihood_of_the_moved_samples_summed_ove
 
     expected = [_log_evidence_by_hand(noise_model, samples, observations, f) for f in factors]
     np.testing.assert_allclose(evidence.totals, expected, rtol=1e-5)
+    assert evidence.pixels == n
 
 
 def test_bad_shapes_raise():
@@ -205,3 +206,18 @@ def test_calibrate_spread_needs_mode_pn2v(images):
     model = PN2V(PN2VConfig(X, mode="n2v", **tiny(SMALL_NET)), "n", basedir=None)
     with pytest.raises(ValueError, match="calibrate_spread needs a model of mode 'pn2v'"):
         model.calibrate_spread(X_val)
+
+
+@pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
+def test_spread_evidence_reads_the_pixels_of_the_calibration_and_changes_nothing(images):
+    X, X_val = images
+    keras.utils.set_random_seed(0)
+    model = _train(PN2V(_config(X, train_calibrate_spread=False), "m", basedir=None,
+                        noise_model=small_histogram()), X, X_val)
+    before = model.predict(X_val[0])
+
+    evidence = model.spread_evidence(X_val, factors=(2.0, 1.0, 0.5))
+
+    np.testing.assert_array_equal(model.predict(X_val[0]), before)
+    assert evidence.factors == (2.0, 1.0, 0.5) and evidence.totals.shape == (3, 1)
+    assert SPREAD_FACTORS[int(np.argmax(model.spread_evidence(X_val).totals[:, 0]))] == model.calibrate_spread(X_val)[0]

@@ -1,0 +1,95 @@
+"""What the prior-spread calibration picks, against what the PSNR would pick.
+
+For PN2V trained without the calibration (``train_calibrate_spread=False``; the network, data and
+schedule of ``short_budget.py``), every factor f of a grid from 1/16 to 2 moves the samples towards
+(or away from) their mean, ``s_k -> m + f (s_k - m)``, and the script prints per factor the
+validation evidence that ``train_calibrate_spread`` maximises (``PN2V.spread_evidence``, mean log
+evidence per pixel) and the PSNR of the MMSE on the held-out test images; then the factor that the
+calibration picks (the likeliest of 1 to 1/16), the factor with the best PSNR, and the prior mean's
+PSNR (which every factor leaves as it is).
+
+    python benchmarks/spread_calibration.py --steps 400 --seeds 0 1 2
+    python benchmarks/spread_calibration.py --datasets Confocal_FISH --steps 1600 --seeds 0   # needs ../shared
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+#: Factors 2^(k/3), k = -12..3: the calibration's grid (1 to 1/16) and three widenings.
+FACTORS = tuple(float(2.0 ** (k / 3)) for k in range(3, -13, -1))
+
+
+def scan(name, steps, seed):
+    """Train one PN2V without calibration; return rows (factor, evidence per pixel, PSNR), the prior
+    mean's PSNR and the calibration's factor."""
+    import keras
+
+    import short_budget
+    from pn2v_tf import PN2V, PN2VConfig
+    from pn2v_tf.calibration import SPREAD_FACTORS, scale_head_spread
+    from pn2v_tf.metrics import psnr
+
+    train, test, clean, noise_model, data_range = short_budget.load_dataset(name, seed)
+    X, X_val = short_budget.split(train)
+    epochs = max(1, steps // short_budget.STEPS_PER_EPOCH)
+    keras.utils.set_random_seed(seed)
+    config = PN2VConfig(X, mode="pn2v", seed=seed, train_epochs=epochs, train_calibrate_spread=False,
+                        **short_budget.NETWORK)
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = PN2V(config, "pn2v", basedir=folder, noise_model=noise_model)
+        model.train(X, X_val, verbose=0)
+        evidence = model.spread_evidence(X_val, FACTORS)
+        head = model.keras_model.get_layer("head")
+        trained = [w.numpy() for w in head.weights]
+
+        def score(estimator="mmse"):
+            model._engine = None
+            predicted = model.predict(test, axes="SYX", estimator=estimator)
+            return float(np.mean([psnr(c, p, data_range) for c, p in zip(clean, predicted)]))
+
+        rows = []
+        for row, factor in enumerate(FACTORS):
+            for weight, value in zip(head.weights, trained):
+                weight.assign(value)
+            scale_head_spread(head, [factor])
+            rows.append((factor, evidence.totals[row, 0], score()))
+        prior_mean = score("prior_mean")
+    rows = [(f, total / evidence.pixels, p) for f, total, p in rows]
+    offered = [r for r in rows if min(SPREAD_FACTORS) - 1e-9 <= r[0] <= 1 + 1e-9]
+    return rows, prior_mean, max(offered, key=lambda r: r[1])[0]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["synthetic"],
+                        help="'synthetic' or FMD datasets (e.g. Confocal_FISH; needs ../shared)")
+    parser.add_argument("--steps", type=int, default=400, help="optimiser steps (epochs of 40)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    for name in args.datasets:
+        for seed in args.seeds:
+            rows, prior_mean, chosen = scan(name, args.steps, seed)
+            best = max(rows, key=lambda r: r[2])
+            print(f"\n{name}, {args.steps} steps, seed {seed}: prior mean {prior_mean:.2f} dB")
+            print("| factor | evidence (nats / pixel) | MMSE PSNR (dB) |\n|---|---|---|")
+            for factor, evidence, value in rows:
+                marks = (" (calibration)" if factor == chosen else "") + (" (best PSNR)" if factor == best[0] else "")
+                print(f"| {factor:.3g}{marks} | {evidence:.5f} | {value:.2f} |")
+            at_one = next(r for r in rows if r[0] == 1.0)[2]
+            chosen_psnr = next(r for r in rows if r[0] == chosen)[2]
+            print(f"calibrated: factor {chosen:.3g}, {chosen_psnr:.2f} dB ({chosen_psnr - at_one:+.2f} against "
+                  f"factor 1, {chosen_psnr - best[2]:+.2f} against the best factor {best[0]:.3g})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
