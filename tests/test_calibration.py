@@ -143,6 +143,12 @@ def _train(model, X, X_val):
     return model
 
 
+def _uncalibrated(X, X_val):
+    keras.utils.set_random_seed(0)
+    return _train(PN2V(_config(X, train_calibrate_spread=False), "m", basedir=None, noise_model=small_histogram()),
+                  X, X_val)
+
+
 def _factor_by_hand(model, X_val):
     """The factor by a second path: the same patches and pixels, the evidence in NumPy."""
     cfg = model.config
@@ -163,9 +169,7 @@ def _factor_by_hand(model, X_val):
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
 def test_calibrate_spread_applies_the_likeliest_factor_and_keeps_the_samples_mean(images):
     X, X_val = images
-    keras.utils.set_random_seed(0)
-    model = _train(PN2V(_config(X, train_calibrate_spread=False), "m", basedir=None,
-                        noise_model=small_histogram()), X, X_val)
+    model = _uncalibrated(X, X_val)
     expected = _factor_by_hand(model, X_val)
     image = X_val[0][None, ..., None]
     before = keras.ops.convert_to_numpy(model.keras_model(image))
@@ -211,9 +215,7 @@ def test_calibrate_spread_needs_mode_pn2v(images):
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
 def test_spread_evidence_reads_the_pixels_of_the_calibration_and_changes_nothing(images):
     X, X_val = images
-    keras.utils.set_random_seed(0)
-    model = _train(PN2V(_config(X, train_calibrate_spread=False), "m", basedir=None,
-                        noise_model=small_histogram()), X, X_val)
+    model = _uncalibrated(X, X_val)
     before = model.predict(X_val[0])
 
     evidence = model.spread_evidence(X_val, factors=(2.0, 1.0, 0.5))
