@@ -250,8 +250,9 @@ class PN2V(BaseModel):
         The factor multiplies every sample's distance from the samples' mean, so the prior mean stays
         as it is and the MMSE moves towards it. The head's weights change; with a model folder the
         weights a reload reads (``weights_best.h5``, else ``weights_last.h5``) are rewritten with
-        them. ``train`` does this itself when ``config.train_calibrate_spread`` is set (the default);
-        calling it again on the same images keeps the spread (factor 1).
+        them. ``train`` does this itself when ``config.train_calibrate_spread`` is set (the default),
+        and a later ``train`` call continues from the calibrated weights. Calling it again on the same
+        images keeps the spread (factor 1) unless the first call chose the smallest factor.
 
         Parameters
         ----------
@@ -265,9 +266,7 @@ class PN2V(BaseModel):
             The factor of each channel (1: the spread was already the likeliest).
         """
         cfg = self.config
-        if cfg.mode != "pn2v":
-            raise ValueError(f"calibrate_spread needs a model of mode 'pn2v', this one has mode {cfg.mode!r}")
-        validation_X = as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
+        validation_X = self._calibration_images(validation_X, "calibrate_spread")
         self.noise_model.check_range(_range_values(validation_X, cfg.n_channels), "validation data")
         return self._calibrate_spread(validation_X)
 
@@ -280,11 +279,13 @@ class PN2V(BaseModel):
         pn2v_tf.calibration.SpreadEvidence
             ``totals`` (len(factors), C) and ``factors``.
         """
+        return self._spread_evidence(self._calibration_images(validation_X, "spread_evidence"), factors)
+
+    def _calibration_images(self, validation_X, method):
         cfg = self.config
         if cfg.mode != "pn2v":
-            raise ValueError(f"spread_evidence needs a model of mode 'pn2v', this one has mode {cfg.mode!r}")
-        validation_X = as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
-        return self._spread_evidence(validation_X, factors)
+            raise ValueError(f"{method} needs a model of mode 'pn2v', this one has mode {cfg.mode!r}")
+        return as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
 
     def _spread_evidence(self, validation_X, factors=None):
         from .calibration import SPREAD_FACTORS, SpreadEvidence

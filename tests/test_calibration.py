@@ -205,11 +205,12 @@ def test_training_calibrates_by_default_and_a_reload_reads_the_calibrated_weight
     assert not np.allclose(model.predict(X_val[0]), plain.predict(X_val[0]), rtol=1e-4)
 
 
-def test_calibrate_spread_needs_mode_pn2v(images):
+@pytest.mark.parametrize("method", ["calibrate_spread", "spread_evidence"])
+def test_calibration_needs_mode_pn2v(images, method):
     X, X_val = images
     model = PN2V(PN2VConfig(X, mode="n2v", **tiny(SMALL_NET)), "n", basedir=None)
-    with pytest.raises(ValueError, match="calibrate_spread needs a model of mode 'pn2v'"):
-        model.calibrate_spread(X_val)
+    with pytest.raises(ValueError, match=f"{method} needs a model of mode 'pn2v', this one has mode 'n2v'"):
+        getattr(model, method)(X_val)
 
 
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
