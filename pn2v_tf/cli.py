@@ -1025,6 +1025,9 @@ def _train_model(model, X, X_val, settings, args, checkpoint, initial_epoch):
     best = min(checkpoint.history, key=lambda row: row["val_loss"])
     _say(f"trained {folder}: {checkpoint.history[-1]['epoch']} epochs, best val_loss {best['val_loss']:.4f} "
          f"(epoch {best['epoch']}) in weights_best.h5", args)
+    if model.spread_factors is not None:
+        _say("prior spread calibrated on the validation images: factor "
+             + ", ".join(f"{factor:.3g}" for factor in model.spread_factors), args)
 
 
 def _absolute_paths(settings):

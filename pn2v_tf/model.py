@@ -68,6 +68,8 @@ class PN2V(BaseModel):
         self._loading = config is None
         self._engine = None
         self._noise_model = noise_model
+        #: The factors of the last calibration of the prior's spread in this session (``None``: none).
+        self.spread_factors = None
         if isinstance(config, PN2VConfig) and config.is_valid() and basedir is not None and name is not None and overwrite:
             _remove_model_files(Path(basedir) / name)
         with warnings.catch_warnings():
@@ -310,6 +312,7 @@ class PN2V(BaseModel):
 
         factors = best_spread_factors(self._spread_evidence(validation_X))
         scale_head_spread(self.keras_model.get_layer("head"), factors)
+        self.spread_factors = factors
         self._engine = None
         self._save_calibrated_weights()
         return factors

@@ -196,6 +196,8 @@ def test_training_prints_one_summary_line_per_epoch_and_bars_unless_quiet(files,
     assert code == 0
     assert [line.split(":")[0] for line in out.splitlines() if line.startswith("epoch")] == ["epoch 1/2", "epoch 2/2"]
     assert "training: 100%" in err  # the epoch bar
+    calibrated = [line for line in out.splitlines() if line.startswith("prior spread calibrated")]
+    assert len(calibrated) == 1 and 1 / 16 <= float(calibrated[0].rsplit(" ", 1)[1]) <= 1
     code, out, err = run(["train", files / "noisy", "--noise-model", noise_model_file, "--model", tmp_path / "q",
                           *TINY, *SHORT, "--quiet"], capsys)
     assert code == 0 and out == "" and "epoch" not in err
