@@ -77,6 +77,11 @@ def best_spread_factors(evidence):
     return np.asarray(evidence.factors, dtype=np.float64)[np.argmax(evidence.totals, axis=0)]
 
 
+def calibration_message(factors):
+    """The line that ``train`` (verbose) and ``pn2v train`` print after a calibration."""
+    return "prior spread calibrated on the validation images: factor " + ", ".join(f"{f:.3g}" for f in factors)
+
+
 def scale_head_spread(head, factors):
     """Scale the spread of a K-sample head's outputs by one factor per channel, in place.
 

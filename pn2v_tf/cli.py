@@ -1026,8 +1026,9 @@ def _train_model(model, X, X_val, settings, args, checkpoint, initial_epoch):
     _say(f"trained {folder}: {checkpoint.history[-1]['epoch']} epochs, best val_loss {best['val_loss']:.4f} "
          f"(epoch {best['epoch']}) in weights_best.h5", args)
     if model.spread_factors is not None:
-        _say("prior spread calibrated on the validation images: factor "
-             + ", ".join(f"{factor:.3g}" for factor in model.spread_factors), args)
+        from .calibration import calibration_message
+
+        _say(calibration_message(model.spread_factors), args)
 
 
 def _absolute_paths(settings):

@@ -11,6 +11,8 @@ from csbdeep.models import BaseModel
 
 from ._checks import is_int
 from .arrays import as_image_stack, channel_extremes, is_chunked, spatial_axes, stack_from_axes
+from .calibration import (SPREAD_FACTORS, SpreadEvidence, best_spread_factors, calibration_message,
+                          scale_head_spread)
 from .config import PN2VConfig
 from .data import _DIHEDRAL, MaskedPatches, SupervisedPatches, _dihedral, random_patches, undo_dihedral
 from .engine import PredictionEngine
@@ -241,8 +243,7 @@ class PN2V(BaseModel):
         if cfg.mode == "pn2v" and cfg.train_calibrate_spread:
             factors = self._calibrate_spread(validation_X)
             if verbose:
-                print("prior spread calibrated on the validation images: factor "
-                      + ", ".join(f"{factor:.3g}" for factor in factors))
+                print(calibration_message(factors))
         return history
 
     def calibrate_spread(self, validation_X):
@@ -290,8 +291,6 @@ class PN2V(BaseModel):
         return as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
 
     def _spread_evidence(self, validation_X, factors=None):
-        from .calibration import SPREAD_FACTORS, SpreadEvidence
-
         cfg = self.config
         rng = np.random.default_rng(0 if cfg.seed is None else cfg.seed + 2)
         patches = random_patches(rng, validation_X, cfg.n2v_patch_shape, cfg.train_n_val_patches)
@@ -308,12 +307,9 @@ class PN2V(BaseModel):
         return evidence
 
     def _calibrate_spread(self, validation_X):
-        from .calibration import best_spread_factors, scale_head_spread
-
         factors = best_spread_factors(self._spread_evidence(validation_X))
         scale_head_spread(self.keras_model.get_layer("head"), factors)
         self.spread_factors = factors
-        self._engine = None
         self._save_calibrated_weights()
         return factors
 
