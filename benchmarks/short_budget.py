@@ -18,7 +18,8 @@ outputs not scaled (``samples_output_scale=1``) and no squared error of the samp
 
 - ``pn2v``: the defaults;
 - ``mean1``, ``mean01``: N2V's squared error of the samples' mean added with weight 1 or 0.1;
-  ``no_mean``: weight 0 written out (the defaults);
+  ``no_mean``: weight 0 written out (the defaults); ``mean1_decoupled``: weight 1 with the mean learning
+  from that squared error alone (``train_decouple_mean=True``);
 - ``independent_x10``: the PN2V reference: independent columns (``samples_init_spread=None``),
   outputs scaled by 10, no mean term; ``independent_x10_mean1`` with the mean term;
 - ``independent_x1``, ``shared_x10``: one of the reference's two head choices only (no mean term);
@@ -62,6 +63,7 @@ VARIANTS = {
     "no_mean": dict(train_mean_weight=0.0),
     "mean1": dict(train_mean_weight=1.0),
     "mean01": dict(train_mean_weight=0.1),
+    "mean1_decoupled": dict(train_mean_weight=1.0, train_decouple_mean=True),
     "independent_x10": dict(samples_init_spread=None, samples_output_scale=10.0, train_mean_weight=0.0),
     "independent_x10_mean1": dict(samples_init_spread=None, samples_output_scale=10.0),
     "independent_x1": dict(samples_init_spread=None, train_mean_weight=0.0),

@@ -127,6 +127,12 @@ class PN2VConfig(BaseConfig):
         likelihood loss (:class:`pn2v_tf.losses.PN2VLoss`): it moves every sample, also those the
         likelihood does not see yet, towards the prior mean, which the true prior also has.
         Default: 0.0.
+    train_decouple_mean : bool
+        Mode ``'pn2v'`` with ``train_mean_weight > 0``: the samples' mean learns from that squared
+        error alone, as N2V's output does, and the likelihood only shapes the samples about their
+        mean (``PN2VLoss(decouple_mean=True)``). The mean then keeps up with N2V's, but gives up the
+        likelihood's weighting of pixels by their noise, which can teach a better mean (README,
+        "Details worth knowing"). Default: False.
     train_calibrate_spread : bool
         Mode ``'pn2v'``: after training, move each channel's prior samples towards their mean by the
         factor (1 to 1/16) under which the validation images, predicted as ``predict`` sees them,
@@ -191,6 +197,7 @@ class PN2VConfig(BaseConfig):
         self.train_learning_rate = 4e-4
         self.train_loss = "mse"
         self.train_mean_weight = 0.0
+        self.train_decouple_mean = False
         self.train_calibrate_spread = True
         self.train_reduce_lr = {"factor": 0.5, "patience": 10}
         self.train_tensorboard = True
@@ -242,6 +249,7 @@ class PN2VConfig(BaseConfig):
             "unet_upsampling": self.unet_upsampling in ("transpose", "nearest"),
             "train_loss": self.train_loss in ("mse", "mae"),
             "train_mean_weight": _is_number(self.train_mean_weight, 0),
+            "train_decouple_mean": isinstance(self.train_decouple_mean, bool),
             "train_calibrate_spread": isinstance(self.train_calibrate_spread, bool),
             "n_channel_in": _is_int(self.n_channel_in, 1),
             "n_channel_out": self.n_channel_out == self.n_channel_in,

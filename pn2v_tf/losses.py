@@ -43,17 +43,24 @@ class PN2VLoss(keras.losses.Loss):
         whole noise model, arrays included).
     mean_weight : float
         Weight (>= 0) of the squared error of the samples' mean. Default: 0.
+    decouple_mean : bool
+        With ``mean_weight > 0``: the samples' mean learns from the squared error alone, and the
+        likelihood only moves the samples about their mean (its gradient less its mean over the K
+        samples). Without it the likelihood also pulls the mean, weighting each pixel by about the
+        inverse of its noise variance plus the prior's, so that bright or uncertain pixels teach the
+        mean less than N2V's uniform weighting, which is what PSNR measures. Default: False.
     scale : float or list of float
         Standard deviation of the data's normalisation, one or one per channel (the squared error is
         in normalised units, as N2V's). Default: 1.
     """
 
-    def __init__(self, noise_model, mean_weight=0.0, scale=1.0, name="pn2v_loss", **kwargs):
+    def __init__(self, noise_model, mean_weight=0.0, scale=1.0, decouple_mean=False, name="pn2v_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         if isinstance(noise_model, dict):
             noise_model = NoiseModel.from_dict(noise_model)
         self.noise_model = noise_model
         self.mean_weight = float(mean_weight)
+        self.decouple_mean = bool(decouple_mean)
         self.scale = float(scale) if np.ndim(scale) == 0 else [float(v) for v in scale]
         self._loss_and_gradient = tf.function(self._per_pixel_loss_and_gradient, jit_compile=True)
 
@@ -65,9 +72,11 @@ class PN2VLoss(keras.losses.Loss):
         samples = tf.reshape(y_pred, tf.concat([tf.shape(y_true), [y_pred.shape[-1] // n_channels]], axis=0))
         with tf.GradientTape() as tape:
             tape.watch(samples)
-            loss = pn2v_negative_log_likelihood(self.noise_model.log_likelihood(y_true[..., None], samples))
+            mean = ops.mean(samples, axis=-1, keepdims=True)
+            seen = tf.stop_gradient(mean) + (samples - mean) if self.mean_weight and self.decouple_mean else samples
+            loss = pn2v_negative_log_likelihood(self.noise_model.log_likelihood(y_true[..., None], seen))
             if self.mean_weight:
-                error = (ops.mean(samples, axis=-1) - y_true) / np.float32(self.scale)
+                error = (mean[..., 0] - y_true) / np.float32(self.scale)
                 loss = loss + np.float32(self.mean_weight) * ops.square(error)
         return loss, tf.reshape(tape.gradient(loss, samples), tf.shape(y_pred))
 
@@ -91,7 +100,8 @@ class PN2VLoss(keras.losses.Loss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(noise_model=self.noise_model.to_dict(), mean_weight=self.mean_weight, scale=self.scale)
+        config.update(noise_model=self.noise_model.to_dict(), mean_weight=self.mean_weight, scale=self.scale,
+                      decouple_mean=self.decouple_mean)
         return config
 
 

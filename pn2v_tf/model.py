@@ -130,7 +130,8 @@ class PN2V(BaseModel):
 
     def _loss(self):
         if self.config.mode == "pn2v":
-            return PN2VLoss(self.noise_model, self.config.train_mean_weight, self.config.stds)
+            return PN2VLoss(self.noise_model, self.config.train_mean_weight, self.config.stds,
+                            decouple_mean=self.config.train_decouple_mean)
         return (ScaledMAE if self.config.train_loss == "mae" else ScaledMSE)(self.config.stds)
 
     # -- training ----------------------------------------------------------------------------

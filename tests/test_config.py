@@ -31,6 +31,7 @@ def test_defaults_follow_the_docstring(X):
     assert config.samples_init_spread == pytest.approx(0.01)
     assert config.samples_output_scale == pytest.approx(1.0)
     assert config.train_mean_weight == 0.0
+    assert config.train_decouple_mean is False
     assert config.unet_n_depth == 3
     assert config.unet_n_first == 64
     assert config.unet_kern_size == 3
@@ -112,6 +113,7 @@ def test_is_valid_names_every_invalid_field_at_once():
     ("n_samples", 0),
     ("n_samples", 2.5),
     ("n_samples", True),
+    ("train_decouple_mean", "yes"),
     ("samples_init_spread", 0.0),   # the samples would never separate
     ("samples_init_spread", -0.1),
     ("samples_init_spread", float("nan")),

@@ -227,6 +227,36 @@ def test_pn2v_loss_mean_weight_adds_the_scaled_squared_error_of_the_samples_mean
     assert (rebuilt.mean_weight, rebuilt.scale) == (weight, scale)
 
 
+def test_pn2v_loss_decoupled_mean_learns_from_the_squared_error_alone(gaussian_model):
+    """With ``decouple_mean`` the loss is the same, but per pixel and channel the gradients of the K
+    samples sum to the squared error's alone, 2 w (mean - x) / std^2, and about their mean they are
+    the likelihood's (its gradient less its mean over the samples)."""
+    rng = np.random.default_rng(12)
+    y_true = rng.uniform(10, 50, (2, 4, 2)).astype(np.float32)
+    samples = y_true[..., None] + rng.normal(3, 4, (2, 4, 2, 5)).astype(np.float32)
+    y_pred = tf.Variable(samples.reshape(2, 4, 10))
+    weight, scale = 0.7, [2.0, 5.0]
+    losses = {"nll": PN2VLoss(gaussian_model), "added": PN2VLoss(gaussian_model, weight, scale),
+              "decoupled": PN2VLoss(gaussian_model, weight, scale, decouple_mean=True)}
+
+    def value_and_gradient(loss):
+        with tf.GradientTape() as tape:
+            value = loss.call(tf.constant(y_true), y_pred)
+            total = tf.reduce_sum(value)
+        return value.numpy(), tape.gradient(total, y_pred).numpy().reshape(2, 4, 2, 5)
+
+    (nll, nll_gradient), (added, _), (decoupled, gradient) = map(value_and_gradient, losses.values())
+    np.testing.assert_allclose(decoupled, added, rtol=1e-5)
+    error = (samples.mean(axis=-1) - y_true) / np.float32(scale)
+    np.testing.assert_allclose(gradient.sum(axis=-1), 2 * weight * error / np.float32(scale), rtol=1e-4, atol=1e-6)
+    about_mean = nll_gradient - nll_gradient.mean(axis=-1, keepdims=True)
+    assert np.abs(nll_gradient.sum(axis=-1)).max() > 1e-2        # the likelihood alone would move the mean
+    np.testing.assert_allclose(gradient - gradient.mean(axis=-1, keepdims=True), about_mean, rtol=1e-4, atol=1e-6)
+    rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(losses["decoupled"]))
+    assert rebuilt.decouple_mean and not PN2VLoss.from_config(
+        {k: v for k, v in losses["added"].get_config().items() if k != "decouple_mean"}).decouple_mean
+
+
 def test_pn2v_loss_on_masked_network_counts_only_the_masked_pixels(gaussian_model):
     """The masked training graph gives the same loss as the full prediction network read at the
     masked coordinates: only those pixels enter the loss."""
