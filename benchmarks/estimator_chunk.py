@@ -34,8 +34,8 @@ def arithmetic_only(noise_model, observation, samples):
     row_below = tf.floor(row)
     index = tf.cast(x_bin * bins + tf.cast(row_below, tf.int32), tf.float32)
     weights = tf.maximum(index * 1e-5 + (row - row_below) * 1e-6, 1e-10)
-    weighted = tf.linalg.matmul(tf.reshape(weights, (-1, 1, K)), tf.reshape(samples, (-1, K, 1)))
-    return tf.reshape(weighted, (-1, 1)) / tf.reduce_sum(weights, axis=-1, keepdims=True)
+    sums = tf.reduce_sum(tf.complex(weights * samples, weights), axis=-1, keepdims=True)
+    return tf.math.real(sums) / tf.math.imag(sums)
 
 
 def time_chunks(estimate, observation, samples, n_chunks, repeats):

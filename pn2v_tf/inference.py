@@ -25,7 +25,9 @@ def mmse(observation, samples, noise_model, tables=None):
     """Paper Eq. 10: ``sum_k p(x|s_k) s_k / sum_k p(x|s_k)`` of the samples as the likelihood sees
     them (``noise_model.clip_signal``), with the noise model's ``likelihood_weights`` as p(x|s_k).
 
-    The numerator is a batched matrix product (one pass over the samples, also without XLA).
+    Numerator and denominator are the real and imaginary parts of one complex sum,
+    ``sum_k w_k (s_k + i)``: XLA computes the weights once and reduces both in one pass over the samples
+    (with two real sums it computes the weights for each, or writes them out and reads them back).
 
     Parameters
     ----------
@@ -39,11 +41,8 @@ def mmse(observation, samples, noise_model, tables=None):
     """
     samples = noise_model.clip_signal(samples)
     weights = noise_model.likelihood_weights(observation, samples, tables)
-    shape = tf.shape(samples)
-    k = shape[-1]
-    weighted = tf.linalg.matmul(tf.reshape(weights, (-1, 1, k)), tf.reshape(samples, (-1, k, 1)))
-    weighted = tf.reshape(weighted, tf.concat([shape[:-1], [1]], axis=0))
-    return weighted / tf.reduce_sum(weights, axis=-1, keepdims=True)
+    sums = tf.reduce_sum(tf.complex(weights * samples, weights), axis=-1, keepdims=True)
+    return tf.math.real(sums) / tf.math.imag(sums)
 
 
 def prior_mean(samples, noise_model=None):
