@@ -239,7 +239,8 @@ class Runner:
                           train_learning_rate=b.learning_rate, train_epochs=epochs, train_steps_per_epoch=b.steps,
                           train_reduce_lr={"factor": 0.5, "patience": b.reduce_lr_patience},
                           train_n_val_patches=b.n_val_patches, train_tensorboard=False, seed=self.seed,
-                          train_mean_weight=b.pn2v_mean_weight if mode == "pn2v" else 0.0)
+                          train_mean_weight=b.pn2v_mean_weight if mode == "pn2v" else 0.0,
+                          train_decouple_mean=False)  # as measured: the paper's loss, or it plus the mean term
 
     def new_model(self, name, mode, epochs, X, noise_model=None):
         import keras

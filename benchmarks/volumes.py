@@ -50,8 +50,9 @@ def demo_argv(args, seed, outdir):
             "--batch-size", str(args.batch_size), "--patch-planes", str(args.patch_planes), "--shape", str(args.shape),
             "--planes", str(args.planes), "--n-train", str(args.n_train), "--n-first", str(args.n_first),
             "--n-samples", str(args.n_samples), "--max-photons", str(args.max_photons), "--z-step", str(args.z_step),
-            "--learning-rate", str(args.learning_rate), "--mean-weight", str(args.mean_weight)] + (
-                ["--decouple-mean"] if args.decouple_mean else [])
+            "--learning-rate", str(args.learning_rate)] + (
+                [] if args.mean_weight is None else ["--mean-weight", str(args.mean_weight)]) + (
+                [] if args.decouple_mean else ["--no-decouple-mean"])
 
 
 def run_seeds(args, outdir):
@@ -124,8 +125,10 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--n-first", type=int, default=16)
     parser.add_argument("--n-samples", type=int, default=800)
-    parser.add_argument("--mean-weight", type=float, default=0.0, help="3-D and 2-D PN2V's train_mean_weight")
-    parser.add_argument("--decouple-mean", action="store_true", help="3-D and 2-D PN2V's train_decouple_mean")
+    parser.add_argument("--mean-weight", type=float, default=None,
+                        help="3-D and 2-D PN2V's train_mean_weight (default: the package's)")
+    parser.add_argument("--no-decouple-mean", dest="decouple_mean", action="store_false",
+                        help="3-D and 2-D PN2V's train_decouple_mean=False")
     parser.add_argument("--shape", type=int, default=128, help="Y and X of the stacks")
     parser.add_argument("--planes", type=int, default=32, help="Z of the stacks")
     parser.add_argument("--n-train", type=int, default=3, help="noisy stacks (a quarter, at least one, validate)")

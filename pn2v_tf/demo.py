@@ -48,11 +48,11 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam learning rate")
     parser.add_argument("--n-samples", type=int, default=800, help="prior samples K of PN2V")
     parser.add_argument("--n-first", type=int, default=16, help="features of the U-Net's first level")
-    parser.add_argument("--mean-weight", type=float, default=0.0,
-                        help="PN2V's train_mean_weight: N2V's squared error of the samples' mean in its loss")
-    parser.add_argument("--decouple-mean", action="store_true",
-                        help="PN2V's train_decouple_mean: with --mean-weight, the samples' mean learns from that "
-                             "squared error alone")
+    parser.add_argument("--mean-weight", type=float, default=None,
+                        help="PN2V's train_mean_weight, N2V's squared error of the samples' mean in its loss "
+                             "(default: the package's, 1; 0: the paper's loss alone)")
+    parser.add_argument("--no-decouple-mean", dest="decouple_mean", action="store_false",
+                        help="PN2V's train_decouple_mean=False: the likelihood pulls the samples' mean as well")
     parser.add_argument("--shape", type=int, default=argparse.SUPPRESS, help="side (Y and X) of the synthetic images" + both % (
         DEFAULTS_2D["shape"], DEFAULTS_3D["shape"]))
     parser.add_argument("--n-train", type=int, default=argparse.SUPPRESS, help="number of noisy training images (stacks with --3d; "
@@ -214,7 +214,9 @@ class _Trainer:
         mode = "n2v" if noise_model is None else "pn2v"
         print(f"\n=== training {name} ({self.args.epochs} epochs x {self.args.steps} steps) ===")
         keras.utils.set_random_seed(self.args.seed)  # same initial weights for all, reproducible runs
-        pn2v_only = dict(train_mean_weight=self.args.mean_weight, train_decouple_mean=self.args.decouple_mean)
+        pn2v_only = dict(train_decouple_mean=self.args.decouple_mean)
+        if self.args.mean_weight is not None:
+            pn2v_only["train_mean_weight"] = self.args.mean_weight
         config = PN2VConfig(self.X, mode=mode, n_samples=self.args.n_samples, **self.common,
                             **(pn2v_only if mode == "pn2v" else {}))
         model = PN2V(config, name, basedir=str(self.basedir), overwrite=self.args.overwrite, noise_model=noise_model)
