@@ -139,8 +139,8 @@ PLANES_3D, SIDE_3D, PATCH_PLANES_3D = 8, 32, 4
 
 def _argv_3d(outdir, *extra):
     return [*extra, "--3d", "--epochs", "1", "--steps", "1", "--n-samples", "8", "--n-first", "4",
-            "--shape", str(SIDE_3D), "--planes", str(PLANES_3D), "--patch-planes", str(PATCH_PLANES_3D), "--n-train", "2",
-            "--seed", str(SEED), "--outdir", str(outdir)]
+            "--shape", str(SIDE_3D), "--planes", str(PLANES_3D), "--patch-planes", str(PATCH_PLANES_3D),
+            "--n-train", "2", "--seed", str(SEED), "--outdir", str(outdir)]
 
 
 @pytest.fixture(scope="module")
