@@ -161,8 +161,8 @@ def main(argv=None):
     parser.add_argument("--datasets", nargs="+", default=["synthetic"])
     parser.add_argument("--steps", nargs="+", type=int, default=[400, 1600])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=["pn2v", "mean1", "independent_x10"],
-                        help=f"PN2V variants besides N2V: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", nargs="*", default=["pn2v", "mean1", "independent_x10"],
+                        help=f"PN2V variants besides N2V (none: N2V alone): {', '.join(VARIANTS)}")
     parser.add_argument("--learning-rate", type=float, default=NETWORK["train_learning_rate"],
                         help="Adam (default: %(default)s)")
     parser.add_argument("--no-n2v", action="store_true", help="leave N2V out (e.g. when added to an earlier run)")
