@@ -101,7 +101,7 @@ def make_config(X, args, mode, steps, axes="YXC", single_net=False):
 
 
 def pn2v_loss_options(args):
-    """PN2V's mean term as the options ask (``--mean-weight``, ``--no-decouple-mean``), else the package's."""
+    """PN2V's mean term as the options ask (``--mean-weight``, ``--decouple-mean``), else the package's."""
     options = dict(train_decouple_mean=args.decouple_mean)
     if args.mean_weight is not None:
         options["train_mean_weight"] = args.mean_weight
@@ -354,8 +354,8 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam (default: %(default)s)")
     parser.add_argument("--mean-weight", type=float, default=None,
                         help="PN2V's train_mean_weight, the samples' mean term (default: the package's)")
-    parser.add_argument("--no-decouple-mean", dest="decouple_mean", action="store_false",
-                        help="PN2V's train_decouple_mean=False: the likelihood pulls the samples' mean as well")
+    parser.add_argument("--decouple-mean", action="store_true",
+                        help="PN2V's train_decouple_mean: the samples' mean learns from the mean term alone")
     parser.add_argument("--val-patches", type=int, default=32, help="validation patches (default: %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="image side (default: %(default)s)")
     parser.add_argument("--n-train", type=int, default=4, help="training images (default: %(default)s)")

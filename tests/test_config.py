@@ -30,8 +30,8 @@ def test_defaults_follow_the_docstring(X):
     assert config.n_outputs == 800
     assert config.samples_init_spread == pytest.approx(0.01)
     assert config.samples_output_scale == pytest.approx(1.0)
-    assert config.train_mean_weight == 1.0
-    assert config.train_decouple_mean is True
+    assert config.train_mean_weight == 0.0
+    assert config.train_decouple_mean is False
     assert config.unet_n_depth == 3
     assert config.unet_n_first == 64
     assert config.unet_kern_size == 3
@@ -203,12 +203,3 @@ def test_json_round_trip_gives_equal_attributes(X, kwargs):
     assert type(restored.n2v_patch_shape) is tuple
     assert restored.n_outputs == config.n_outputs
 
-
-def test_loaded_config_without_the_mean_term_keeps_the_loss_it_was_trained_with(X):
-    """config.json files written before ``train_mean_weight`` existed trained on the likelihood alone."""
-    stored = vars(PN2VConfig(X))
-    old = {key: value for key, value in stored.items() if key != "train_mean_weight"}
-
-    assert PN2VConfig(**PN2VConfig.update_loaded_config(old)).train_mean_weight == 0.0
-    assert PN2VConfig(**PN2VConfig.update_loaded_config(dict(stored, train_mean_weight=0.3))).train_mean_weight == 0.3
-    assert PN2VConfig(X).train_mean_weight == 1.0
