@@ -91,6 +91,7 @@ def fit_noise_models(calibration, bins):
 def make_config(X, args, mode, steps, axes="YXC", single_net=False):
     """The benchmark's network and schedule for images X; ``steps`` optimiser steps in ``args.epochs`` epochs."""
     from pn2v_tf import PN2VConfig
+    from pn2v_tf.demo import pn2v_loss_options
 
     return PN2VConfig(X, axes=axes, mode=mode, n_samples=args.n_samples, unet_n_depth=args.depth,
                       unet_n_first=args.n_first, n2v_patch_shape=(args.patch, args.patch),
@@ -98,14 +99,6 @@ def make_config(X, args, mode, steps, axes="YXC", single_net=False):
                       train_steps_per_epoch=steps_per_epoch(steps, args.epochs), train_n_val_patches=args.val_patches,
                       train_tensorboard=False, single_net_per_channel=single_net, seed=args.seed,
                       **(pn2v_loss_options(args) if mode == "pn2v" else {}))
-
-
-def pn2v_loss_options(args):
-    """PN2V's mean term as the options ask (``--mean-weight``, ``--decouple-mean``), else the package's."""
-    options = dict(train_decouple_mean=args.decouple_mean)
-    if args.mean_weight is not None:
-        options["train_mean_weight"] = args.mean_weight
-    return options
 
 
 def steps_per_epoch(steps, epochs):

@@ -214,14 +214,20 @@ class _Trainer:
         mode = "n2v" if noise_model is None else "pn2v"
         print(f"\n=== training {name} ({self.args.epochs} epochs x {self.args.steps} steps) ===")
         keras.utils.set_random_seed(self.args.seed)  # same initial weights for all, reproducible runs
-        pn2v_only = dict(train_decouple_mean=self.args.decouple_mean)
-        if self.args.mean_weight is not None:
-            pn2v_only["train_mean_weight"] = self.args.mean_weight
         config = PN2VConfig(self.X, mode=mode, n_samples=self.args.n_samples, **self.common,
-                            **(pn2v_only if mode == "pn2v" else {}))
+                            **(pn2v_loss_options(self.args) if mode == "pn2v" else {}))
         model = PN2V(config, name, basedir=str(self.basedir), overwrite=self.args.overwrite, noise_model=noise_model)
         model.train(self.X, self.X_val)
         return model
+
+
+def pn2v_loss_options(args):
+    """PN2V's mean term as ``--mean-weight`` and ``--decouple-mean`` ask: config keywords (the package's
+    default weight when none is given)."""
+    options = dict(train_decouple_mean=args.decouple_mean)
+    if args.mean_weight is not None:
+        options["train_mean_weight"] = args.mean_weight
+    return options
 
 
 def _calibrated_noise_model(calibration):

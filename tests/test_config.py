@@ -202,4 +202,3 @@ def test_json_round_trip_gives_equal_attributes(X, kwargs):
     assert restored.is_valid(True) == (True, ())
     assert type(restored.n2v_patch_shape) is tuple
     assert restored.n_outputs == config.n_outputs
-
