@@ -16,7 +16,8 @@ One command measures, each measurement in its own subprocess (so its peak reside
   ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=10000000000`` ("tuned");
 - the prediction engine on one image (``--engine-sizes``, default 512): in one process, alternating
   rounds of the forward pass of the same network with one output (N2V's), ``predict``'s prior mean
-  and MMSE, and the exported SavedModel's MMSE, with the ratios per round;
+  and MMSE, and the exported SavedModel's MMSE, as exported by default (no XLA) and with
+  ``jit_compile=True``, with the ratios per round;
 - the original PyTorch PN2V (``../shared/anchors/pn2v_original/time_original.py``, when that folder
   and PyTorch are there) in the same run, for the speed-up of the MMSE;
 - the FLOP rate achieved by the network's forward pass (forward FLOPs per pixel x pixels / prior-mean
@@ -221,8 +222,9 @@ def measure_engine(net, size, noise_model_kind, rounds):
     """In one process, ``rounds`` alternating rounds (forward order in even rounds, reversed in odd
     ones) of: the forward pass of the same network with one output (N2V's; a ``tf.function`` of the
     Keras model on the whole image), ``predict`` prior mean, ``predict`` MMSE, and the exported
-    SavedModel's ``serving_default`` (MMSE, loaded with ``tf.saved_model.load``), on one size x size
-    image after one warm-up call each. Ratios are per round (median and range)."""
+    SavedModel's ``serving_default`` (MMSE, loaded with ``tf.saved_model.load``), exported by default
+    and with ``jit_compile=True``, on one size x size image after one warm-up call each. Ratios are
+    per round (median and range)."""
     import tensorflow as tf
 
     model, data = build_model(net, "pn2v", noise_model_kind, image_side=min(size, 512))
@@ -234,11 +236,14 @@ def measure_engine(net, size, noise_model_kind, rounds):
                           input_signature=[tf.TensorSpec((None, None, None, 1), tf.float32)])
     with tempfile.TemporaryDirectory() as tmp:
         model.export_SavedModel(os.path.join(tmp, "saved_model"))
+        model.export_SavedModel(os.path.join(tmp, "saved_model_xla"), jit_compile=True)
         serve = tf.saved_model.load(os.path.join(tmp, "saved_model")).signatures["serving_default"]
+        serve_xla = tf.saved_model.load(os.path.join(tmp, "saved_model_xla")).signatures["serving_default"]
         calls = {"forward_n2v": lambda: forward(x).numpy(),
                  "prior_mean": lambda: model.predict(image, estimator="prior_mean"),
                  "mmse": lambda: model.predict(image),
-                 "saved_model_mmse": lambda: serve(input=x)["output"].numpy()[0, ..., 0]}
+                 "saved_model_mmse": lambda: serve(input=x)["output"].numpy()[0, ..., 0],
+                 "saved_model_xla_mmse": lambda: serve_xla(input=x)["output"].numpy()[0, ..., 0]}
         outputs = {name: call() for name, call in calls.items()}  # warm-up: trace and compile
         times = {name: [] for name in calls}
         for round_index in range(rounds):
@@ -248,8 +253,10 @@ def measure_engine(net, size, noise_model_kind, rounds):
                 times[name].append(time.perf_counter() - start)
     per_round = {"mmse_over_prior_mean": np.divide(times["mmse"], times["prior_mean"]),
                  "prior_mean_over_forward_n2v": np.divide(times["prior_mean"], times["forward_n2v"]),
-                 "saved_model_over_predict": np.divide(times["saved_model_mmse"], times["mmse"])}
-    difference = np.abs(outputs["saved_model_mmse"] - outputs["mmse"]).max() / np.abs(outputs["mmse"]).max()
+                 "saved_model_over_predict": np.divide(times["saved_model_mmse"], times["mmse"]),
+                 "saved_model_xla_over_predict": np.divide(times["saved_model_xla_mmse"], times["mmse"])}
+    difference = max(np.abs(outputs[name] - outputs["mmse"]).max() / np.abs(outputs["mmse"]).max()
+                     for name in ("saved_model_mmse", "saved_model_xla_mmse"))
     return {"size": size, "rounds": rounds, "s": {name: float(np.median(t)) for name, t in times.items()},
             "s_all": times, "ratios": {name: [float(np.median(r)), float(r.min()), float(r.max())]
                                        for name, r in per_round.items()},
@@ -477,16 +484,19 @@ def format_markdown(results):
                   f"Target: {TARGETS['predict']}.", ""]
     if results.get("engine"):
         lines += ["| prediction engine (paper network), one process, alternated | image | N2V forward s | "
-                  "prior mean s | MMSE s | SavedModel MMSE s | MMSE/prior mean | prior mean/N2V forward | "
-                  "SavedModel/predict |", "|---|---|---|---|---|---|---|---|---|"]
+                  "prior mean s | MMSE s | SavedModel MMSE s | SavedModel (XLA) s | MMSE/prior mean | "
+                  "prior mean/N2V forward | SavedModel/predict | SavedModel (XLA)/predict |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for size, r in results["engine"].items():
             t, q = r["s"], r["ratios"]
             ratio = {name: f"{v[0]:.2f} ({v[1]:.2f}..{v[2]:.2f})" for name, v in q.items()}
             lines.append(f"| medians of {r['rounds']} rounds | {size}x{size} | {t['forward_n2v']:.2f} | "
                          f"{t['prior_mean']:.2f} | {t['mmse']:.2f} | {t['saved_model_mmse']:.2f} | "
-                         f"{ratio['mmse_over_prior_mean']} | {ratio['prior_mean_over_forward_n2v']} | "
-                         f"{ratio['saved_model_over_predict']} |")
-        lines += ["", "Ratios: median over the rounds (range). SavedModel and predict differ by at most "
+                         f"{t['saved_model_xla_mmse']:.2f} | {ratio['mmse_over_prior_mean']} | "
+                         f"{ratio['prior_mean_over_forward_n2v']} | {ratio['saved_model_over_predict']} | "
+                         f"{ratio['saved_model_xla_over_predict']} |")
+        lines += ["", "Ratios: median over the rounds (range). SavedModel (XLA): exported with "
+                  "`jit_compile=True`. Both SavedModels and predict differ by at most "
                   + ", ".join(f"{r['saved_model_max_relative_difference']:.1e}" for r in results["engine"].values())
                   + " (max |difference| / max |predict|).", "",
                   f"Target: {TARGETS['engine']}.", ""]

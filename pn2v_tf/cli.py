@@ -304,6 +304,10 @@ def _add_export(commands):
     parser.add_argument("--author", action="append", default=[], metavar="NAME",
                         help="bioimageio: an author's name; repeat for several (default: none)")
     parser.add_argument("--license", default="CC-BY-4.0", help="bioimageio: SPDX license of the weights")
+    parser.add_argument("--xla", action="store_true",
+                        help="savedmodel: compile the K samples' head and estimator with XLA, about twice as fast "
+                             "on a CPU in TensorFlow for Python; TensorFlow Java on a GPU cannot run it (default: "
+                             "without XLA; bioimage.io packages always are)")
     _add_common(parser, quiet=False)
 
 
@@ -1286,6 +1290,9 @@ def _export(args):
     output = Path(args.output)
     kind = args.format if args.format != "auto" else ("bioimageio" if output.suffix == ".zip" else "savedmodel")
     if kind == "bioimageio":
+        if args.xla:
+            raise UsageError("--xla is for --format savedmodel: a bioimage.io package runs without XLA, as "
+                             "deepImageJ needs")
         output = output if output.suffix == ".zip" else output.with_name(output.name + ".zip")
         if args.test_input is None and not (folder / EXAMPLE_INPUT_FILE).is_file():
             raise UsageError(f"a bioimage.io package needs --test-input TIFF (a raw noisy image for its test); "
@@ -1293,7 +1300,7 @@ def _export(args):
     _refuse_existing(output, args.overwrite)
     model = _load_model(folder)
     if kind == "savedmodel":
-        model.export_SavedModel(output, overwrite=args.overwrite)
+        model.export_SavedModel(output, overwrite=args.overwrite, jit_compile=args.xla)
     else:
         read = dict(n_dim=model.config.n_dim, n_channels=model.config.n_channels)
         test_input = (read_image(args.test_input, args.axes, **read) if args.test_input is not None

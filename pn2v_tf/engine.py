@@ -55,8 +55,8 @@ class PredictionEngine:
         Bound on chunk pixels x C x K; a chunk holds at least one pixel.
     jit_compile : bool
         Compile the per-chunk head and estimator with XLA (the head's matrix product stays outside,
-        where TensorFlow's own kernels are faster). The exported graph does not (TensorFlow Java
-        runs graphs without XLA).
+        where TensorFlow's own kernels are faster). The exported graph does so only when asked
+        (:func:`pn2v_tf.export.export_saved_model`): TensorFlow Java on a GPU cannot run XLA.
     """
 
     def __init__(self, network, noise_model=None, chunk_elements=DEFAULT_CHUNK_ELEMENTS, jit_compile=True):

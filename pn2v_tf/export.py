@@ -20,13 +20,13 @@ its own noise model):
 Each side may be any size from one network block (``unet_pool**(unet_n_depth-1)`` along its axis)
 up: the graph reflects the image to a multiple of the block and crops the result, as ``predict``
 does. It computes with the same engine as ``predict`` (:class:`pn2v_tf.engine.PredictionEngine`,
-here without XLA): the U-Net body on a piece of the image, then the head and the estimator on
-chunks of the kept pixels' features, so that only one chunk's K samples exist at a time. To bound
-the body's memory it cuts the image into strips along the first spatial axis, each strip into
-strips along the next axis and so on, overlapping by the network's receptive field, as long as a
-piece's features (batch x piece x the head's input features: ``unet_n_first``, times C for one
-network per channel) exceed ``max_tile_elements`` values; a piece within the bound stays whole. The
-samples of all channels count in a chunk's bound (the engine's ``chunk_elements``: pixels x C x K).
+without XLA unless told ``jit_compile=True``): the U-Net body on a piece of the image, then the
+head and the estimator on chunks of the kept pixels' features, so that only one chunk's K samples
+exist at a time. To bound the body's memory it cuts the image into strips along the first spatial
+axis, each strip into strips along the next axis and so on, overlapping by the network's receptive
+field, as long as a piece's features (batch x piece x the head's input features: ``unet_n_first``,
+times C for one network per channel) exceed ``max_tile_elements`` values; a piece within the bound
+stays whole. The samples of all channels count in a chunk's bound (the engine's ``chunk_elements``: pixels x C x K).
 The result equals the untiled one.
 """
 
@@ -123,19 +123,20 @@ def map_strips(function, image, rows, context, axis=1):
     return tf.transpose(kept.concat(), np.argsort(to_front))
 
 
-def _piece_engine(network, noise_model, max_tile_elements):
-    """The engine (without XLA) whose chunks hold no more pixels than a piece within the bound.
+def _piece_engine(network, noise_model, max_tile_elements, jit_compile=False):
+    """The engine whose chunks hold no more pixels than a piece within the bound (its chunks
+    compiled by XLA with ``jit_compile``).
 
     The engine pads the kept pixels to whole chunks, so a chunk much larger than the pieces (small
     ``max_tile_elements``) would compute its C x K samples mostly for padding; with the default
     bound a piece holds more pixels than the engine's default chunk, which stays.
     """
-    engine = PredictionEngine(network, noise_model, jit_compile=False)
+    engine = PredictionEngine(network, noise_model, jit_compile=jit_compile)
     piece_pixels = max(1, max_tile_elements // engine.n_features)
     if engine.chunk_pixels <= piece_pixels:
         return engine
     return PredictionEngine(network, noise_model, chunk_elements=piece_pixels * engine.n_channels * engine.n_outputs,
-                            jit_compile=False)
+                            jit_compile=jit_compile)
 
 
 class WholeImage:
@@ -155,6 +156,8 @@ class WholeImage:
     max_tile_elements : int
         Bound on the elements of the features of one piece (batch x piece with context x the
         head's input features, which count every channel's network).
+    jit_compile : bool
+        Compile the head and estimator of each chunk with XLA (see :func:`export_saved_model`).
 
     Attributes
     ----------
@@ -164,9 +167,10 @@ class WholeImage:
         The input's static shape: (None, *spatial as None, C).
     """
 
-    def __init__(self, network, noise_model, block, context, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
+    def __init__(self, network, noise_model, block, context, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS,
+                 jit_compile=False):
         self.max_tile_elements = int(max_tile_elements)
-        self.engine = _piece_engine(network, noise_model, self.max_tile_elements)
+        self.engine = _piece_engine(network, noise_model, self.max_tile_elements, jit_compile)
         self.network = network
         self.n_outputs = self.engine.n_outputs
         self.n_channels = self.engine.n_channels
@@ -220,7 +224,7 @@ class WholeImage:
         return self._crop_to(self.network(self._padded(image), training=False), image)
 
 
-def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS):
+def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS, jit_compile=False):
     """Write a TensorFlow SavedModel that maps raw noisy images to denoised ones.
 
     Parameters
@@ -235,6 +239,13 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
         Bound on batch x piece (with context) x the head's input features (``unet_n_first``, times
         C for one network per channel), the network's largest activations, as the default tiling of
         ``predict`` uses (the C x K samples are bounded per chunk of pixels).
+    jit_compile : bool
+        Mark the function that computes the head and the estimator of a chunk of pixels for XLA, as
+        ``predict`` compiles it: on a CPU the MMSE then takes about ``predict``'s time instead of
+        twice it (BENCHMARKS.md). TensorFlow for Python (2.7 and later) compiles it when the
+        graph first runs; a runtime without XLA's compiler for its device cannot run the graph
+        (TensorFlow Java on a GPU, TensorFlow Serving without its XLA flag), so the default graph, and
+        every bioimage.io package, runs without XLA.
 
     Returns
     -------
@@ -252,7 +263,10 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
     _refuse_existing(path, overwrite)
     if not is_int(max_tile_elements, 1):
         raise ValueError(f"max_tile_elements must be a positive integer, got {max_tile_elements!r}")
-    whole = WholeImage(model.keras_model, model.noise_model, *block_and_context(model.config), max_tile_elements)
+    if not isinstance(jit_compile, bool):
+        raise ValueError(f"jit_compile must be True or False, got {jit_compile!r}")
+    whole = WholeImage(model.keras_model, model.noise_model, *block_and_context(model.config), max_tile_elements,
+                       jit_compile)
     outputs = {"serve": lambda image: whole.estimate(image, "mmse")}
     if whole.n_outputs > 1:
         outputs["prior_mean"] = lambda image: whole.estimate(image, "prior_mean")

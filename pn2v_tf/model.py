@@ -550,7 +550,8 @@ class PN2V(BaseModel):
         path : str or os.PathLike
             Folder to create; an existing one raises ``FileExistsError`` unless ``overwrite``.
         kwargs : dict
-            ``max_tile_elements`` of :func:`pn2v_tf.export.export_saved_model`.
+            ``max_tile_elements`` and ``jit_compile`` (XLA in the graph, for TensorFlow in Python) of
+            :func:`pn2v_tf.export.export_saved_model`.
 
         Returns
         -------

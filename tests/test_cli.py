@@ -471,7 +471,12 @@ def test_export_savedmodel_and_bioimageio_needs_a_test_input(model_dir, tmp_path
     (old_model / "example_input.tif").unlink()
     code, _, err = run(["export", "--model", old_model, "-o", tmp_path / "package.zip"], capsys)
     assert code == 2 and "--test-input" in error_line(err, "export") and "example_input.tif" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "saved"]
+    code, _, err = run(["export", "--model", model_dir, "-o", tmp_path / "package.zip", "--xla"], capsys)
+    assert code == 2 and "--xla is for --format savedmodel" in error_line(err, "export")
+    code, out, _ = run(["export", "--model", model_dir, "-o", tmp_path / "fast", "--xla"], capsys)
+    assert code == 0 and b"_XlaMustCompile" in (tmp_path / "fast" / "saved_model.pb").read_bytes()
+    assert b"_XlaMustCompile" not in (tmp_path / "saved" / "saved_model.pb").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast", "models", "saved"]
 
 
 def test_a_package_exported_with_the_kept_example_denoises_like_its_model_folder(model_dir, files, tmp_path, capsys):

@@ -114,7 +114,8 @@ def exported(pn2v, pn2v_gmm, n2v, care, pn2v2, images, tmp_path_factory):
              "gmm": pn2v_gmm.export_SavedModel(folder / "gmm"),
              "n2v": n2v.export_SavedModel(folder / "n2v"),
              "care": care.export_SavedModel(folder / "care"),
-             "pn2v2": pn2v2.export_SavedModel(folder / "pn2v2")}
+             "pn2v2": pn2v2.export_SavedModel(folder / "pn2v2"),
+             "xla": pn2v.export_SavedModel(folder / "xla", jit_compile=True)}
     for name, image in images.items():
         stack = image if image.ndim == 3 else image[np.newaxis]
         np.save(folder / f"{name}.npy", stack[..., np.newaxis].astype(np.float32))
@@ -133,7 +134,8 @@ def test_saved_model_reproduces_predict_in_a_process_without_pn2v_tf(pn2v, pn2v_
     cases = [("pn2v", "even", "serving_default", "mmse"), ("pn2v", "odd", "serving_default", "mmse"),
              ("pn2v", "batch", "serving_default", "mmse"), ("pn2v", "odd", "prior_mean", "prior_mean"),
              ("strips", "tall", "serving_default", "mmse"), ("gmm", "odd", "serving_default", "mmse"),
-             ("n2v", "odd", "serving_default", "mmse")]
+             ("n2v", "odd", "serving_default", "mmse"), ("xla", "odd", "serving_default", "mmse"),
+             ("xla", "batch", "prior_mean", "prior_mean")]
     jobs = [_job(folder, paths, model, image, signature) for model, image, signature, _ in cases]
     jobs += [_job(folder, paths, "pn2v", "odd", "samples"), _job(folder, paths, "pn2v", "odd", how="tfsm"),
              _job(folder, paths, "pn2v", "odd", how="session")]
@@ -143,7 +145,7 @@ def test_saved_model_reproduces_predict_in_a_process_without_pn2v_tf(pn2v, pn2v_
     assert report["keys"] == [["input"], ["output"]]
     assert report["signatures"][paths["pn2v"]] == ["prior_mean", "samples", "serve", "serving_default"]
     assert report["signatures"][paths["n2v"]] == ["serve", "serving_default"]
-    models = {"pn2v": pn2v, "strips": pn2v, "gmm": pn2v_gmm, "n2v": n2v}
+    models = {"pn2v": pn2v, "strips": pn2v, "gmm": pn2v_gmm, "n2v": n2v, "xla": pn2v}
     for (model, image, _, estimator), out in zip(cases, outputs):
         axes = "SYX" if images[image].ndim == 3 else "YX"
         expected = _quiet(models[model].predict, images[image], axes=axes, estimator=estimator, n_tiles=(1, 1))
@@ -186,6 +188,27 @@ def test_each_signature_runs_only_its_own_part_of_the_graph(exported):
     assert kernels and kernels <= serve & prior_mean
 
 
+def _xla_functions(path):
+    """Names of the functions of a SavedModel's graph that are marked for XLA, and the ops that call them."""
+    with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as session:
+        tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
+        graph_def = graph.as_graph_def()
+    marked = {f.signature.name for f in graph_def.library.function
+              if "_XlaMustCompile" in f.attr and f.attr["_XlaMustCompile"].b}
+    callers = {node.op for node in graph_def.node if node.attr["f"].func.name in marked}
+    return marked, callers
+
+
+def test_only_the_export_asked_for_xla_holds_an_xla_function(exported):
+    """The default graph must run where XLA cannot (TensorFlow Java on a GPU); jit_compile=True marks
+    the chunk function (MMSE, prior mean), and its results equal predict's (other tests)."""
+    _, paths = exported
+    assert _xla_functions(paths["pn2v"]) == (set(), set())
+    marked, callers = _xla_functions(paths["xla"])
+    assert len(marked) == 2 and all("estimate_chunk" in name for name in marked)
+    assert callers == {"StatefulPartitionedCall"}
+
+
 def test_mmse_and_prior_mean_differ_so_the_comparison_can_tell_them_apart(pn2v, images):
     mmse = _quiet(pn2v.predict, images["odd"])
     prior_mean = pn2v.predict(images["odd"], estimator="prior_mean")
@@ -205,7 +228,7 @@ def test_the_graph_rejects_images_smaller_than_a_block(exported):
 def test_saved_model_loads_and_reproduces_predict_in_tensorflow_2_12(pn2v, images, exported, tmp_path):
     folder, paths = exported
     jobs = [_job(folder, paths, "pn2v", "odd"), _job(folder, paths, "pn2v", "odd", how="session"),
-            _job(folder, paths, "strips", "tall", how="session")]
+            _job(folder, paths, "strips", "tall", how="session"), _job(folder, paths, "xla", "odd", how="session")]
     outputs, report = run_saved_models(tensorflow_runtime(VENV_TENSORFLOW), jobs, tmp_path)
     assert report["tensorflow"].startswith(VENV_TENSORFLOW + ".")
     assert report["pn2v_tf_imported"] == []
@@ -213,6 +236,7 @@ def test_saved_model_loads_and_reproduces_predict_in_tensorflow_2_12(pn2v, image
     _close(outputs[0][0, ..., 0], odd)
     _close(outputs[1][0, ..., 0], odd)
     _close(outputs[2][0, ..., 0], _quiet(pn2v.predict, images["tall"], n_tiles=(1, 1)))
+    _close(outputs[3][0, ..., 0], odd)
 
 
 @pytest.mark.parametrize("version", DEEPIMAGEJ_TENSORFLOWS)
@@ -223,12 +247,13 @@ def test_saved_model_runs_in_deepimagej_tensorflow_as_tensorflow_java_loads_it(v
     cases = [("pn2v", "odd", "serving_default", "mmse"), ("pn2v", "batch", "serving_default", "mmse"),
              ("pn2v", "odd", "prior_mean", "prior_mean"), ("strips", "tall", "serving_default", "mmse"),
              ("gmm", "odd", "serving_default", "mmse"), ("n2v", "odd", "serving_default", "mmse"),
-             ("care", "odd", "serving_default", "mmse"), ("pn2v2", "odd", "serving_default", "mmse")]
+             ("care", "odd", "serving_default", "mmse"), ("pn2v2", "odd", "serving_default", "mmse"),
+             ("xla", "odd", "serving_default", "mmse")]
     jobs = [_job(folder, paths, model, image, signature, how="session") for model, image, signature, _ in cases]
     outputs, report = run_saved_models(tensorflow_runtime(version), jobs, tmp_path)
 
     assert report["tensorflow"] == version
-    models = {"pn2v": pn2v, "strips": pn2v, "gmm": pn2v_gmm, "n2v": n2v, "care": care, "pn2v2": pn2v2}
+    models = {"pn2v": pn2v, "strips": pn2v, "gmm": pn2v_gmm, "n2v": n2v, "care": care, "pn2v2": pn2v2, "xla": pn2v}
     for (model, image, _, estimator), out in zip(cases, outputs):
         axes = "SYX" if images[image].ndim == 3 else "YX"
         expected = _quiet(models[model].predict, images[image], axes=axes, estimator=estimator, n_tiles=(1, 1))
@@ -272,6 +297,8 @@ def test_failed_export_leaves_nothing_half_written(n2v, tmp_path, monkeypatch):
 def test_export_rejects_a_bad_tile_bound(n2v, tmp_path):
     with pytest.raises(ValueError, match="max_tile_elements"):
         n2v.export_SavedModel(tmp_path / "model", max_tile_elements=0)
+    with pytest.raises(ValueError, match="jit_compile must be True or False, got 'yes'"):
+        n2v.export_SavedModel(tmp_path / "model", jit_compile="yes")
 
 
 # -- bioimage.io -----------------------------------------------------------------------------------

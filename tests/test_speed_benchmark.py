@@ -88,3 +88,20 @@ def test_channel_prediction_runs_and_reports_every_estimator(tmp_path):
     assert set(result["s"]) == {f"{name}_c{c}" for name in ("forward_n2v", "prior_mean", "mmse") for c in (1, 2)}
     assert all(len(times) == 1 for times in result["s_all"].values())
     assert (tmp_path / "c.json").exists()
+
+
+def test_markdown_engine_row_has_both_saved_models():
+    speed = load_speed()
+    seconds = {"forward_n2v": 0.5, "prior_mean": 0.7, "mmse": 0.9, "saved_model_mmse": 2.0,
+               "saved_model_xla_mmse": 0.95}
+    ratios = {"mmse_over_prior_mean": [1.29, 1.2, 1.3], "prior_mean_over_forward_n2v": [1.4, 1.4, 1.5],
+              "saved_model_over_predict": [2.2, 2.1, 2.3], "saved_model_xla_over_predict": [1.06, 1.0, 1.1]}
+    results = {"date": "2026-01-01 00:00 UTC", "command": "python benchmarks/speed.py --configs --sizes",
+               "machine": {"cpu": "Test CPU", "cores": 2, "tensorflow": "2.x"}, "noise_model": "histogram",
+               "configs": {}, "train": {}, "predict": {},
+               "engine": {"512": {"size": 512, "rounds": 5, "s": seconds, "ratios": ratios,
+                                  "saved_model_max_relative_difference": 1e-6}}}
+    text = speed.format_markdown(results)
+    assert ("| medians of 5 rounds | 512x512 | 0.50 | 0.70 | 0.90 | 2.00 | 0.95 | 1.29 (1.20..1.30) | "
+            "1.40 (1.40..1.50) | 2.20 (2.10..2.30) | 1.06 (1.00..1.10) |") in text
+    assert "SavedModel (XLA)/predict" in text and "at most 1.0e-06" in text
