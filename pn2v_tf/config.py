@@ -130,9 +130,10 @@ class PN2VConfig(BaseConfig):
     train_decouple_mean : bool
         Mode ``'pn2v'`` with ``train_mean_weight > 0``: the samples' mean learns from that squared
         error alone, as N2V's output does, and the likelihood only shapes the samples about their
-        mean (``PN2VLoss(decouple_mean=True)``). The prior mean then keeps up with N2V's output; the
-        likelihood's weighting of pixels by their noise, which some images reward with a better mean,
-        is given up (README, "Details worth knowing"). Default: False.
+        mean (``PN2VLoss(decouple_mean=True)``; the error is then relative to the batch's mean
+        squared residual, which gives it the likelihood's scale). The prior mean then keeps up with
+        N2V's output; the likelihood's weighting of pixels by their noise, which some images reward
+        with a better mean, is given up (README, "Details worth knowing"). Default: False.
     train_calibrate_spread : bool
         Mode ``'pn2v'``: after training, move each channel's prior samples towards their mean by the
         factor (1 to 1/16) under which the validation images, predicted as ``predict`` sees them,

@@ -23,7 +23,8 @@ def pn2v_negative_log_likelihood(log_likelihoods):
 @keras.saving.register_keras_serializable(package="pn2v_tf")
 class PN2VLoss(keras.losses.Loss):
     """PN2V loss: mean over masked pixels (of all channels) of ``-log( (1/K) sum_k p(x_i | s_i^k) )``,
-    plus ``mean_weight`` times N2V's squared error of the samples' mean, ``((mean_k s_i^k - x_i) / std)^2``.
+    plus ``mean_weight`` times N2V's squared error of the samples' mean, ``((mean_k s_i^k - x_i) / std)^2``
+    (with ``decouple_mean``: relative to the batch's mean squared residual instead of ``std^2``).
 
     ``y_true`` (..., C) holds the observations, ``y_pred`` (..., C * K) each channel's K samples;
     the loss per pixel is (..., C), or (...) for one channel.
@@ -48,7 +49,14 @@ class PN2VLoss(keras.losses.Loss):
         likelihood only moves the samples about their mean (its gradient less its mean over the K
         samples). Without it the likelihood also pulls the mean, weighting each pixel by about the
         inverse of its noise variance plus the prior's, so that bright or uncertain pixels teach the
-        mean less than N2V's uniform weighting, which is what PSNR measures. Default: False.
+        mean less than N2V's uniform weighting, which is what PSNR measures. Decoupled, the squared
+        error is relative to the batch's mean squared residual per channel, ``(mean - x)^2 / v``
+        with ``v`` the mean of ``(mean - x)^2`` over the batch's pixels (held constant): its
+        gradient on the mean, ``2 w (mean - x) / v``, then has the likelihood's scale (about
+        ``(mean - x) / (noise variance + prior variance)``) with N2V's uniform weighting, whatever
+        the data's normalisation. (In normalised units it would be about (std / noise std)^2 times
+        weaker than the likelihood's pull on the spread, and the mean would learn too slowly.)
+        Default: False.
     scale : float or list of float
         Standard deviation of the data's normalisation, one or one per channel (the squared error is
         in normalised units, as N2V's). Default: 1.
@@ -76,9 +84,17 @@ class PN2VLoss(keras.losses.Loss):
             seen = tf.stop_gradient(mean) + (samples - mean) if self.mean_weight and self.decouple_mean else samples
             loss = pn2v_negative_log_likelihood(self.noise_model.log_likelihood(y_true[..., None], seen))
             if self.mean_weight:
-                error = (mean[..., 0] - y_true) / np.float32(self.scale)
-                loss = loss + np.float32(self.mean_weight) * ops.square(error)
+                loss = loss + np.float32(self.mean_weight) * self._squared_error(mean[..., 0] - y_true)
         return loss, tf.reshape(tape.gradient(loss, samples), tf.shape(y_pred))
+
+    def _squared_error(self, residual):
+        """The mean term's squared error per pixel: in normalised units, or, decoupled, relative to
+        the batch's mean squared residual per channel (held constant)."""
+        if not self.decouple_mean:
+            return ops.square(residual / np.float32(self.scale))
+        batch_axes = tuple(range(len(residual.shape) - 1))
+        reference = tf.stop_gradient(tf.reduce_mean(tf.square(residual), axis=batch_axes, keepdims=True))
+        return tf.square(residual) / tf.maximum(reference, np.float32(1e-12))
 
     @tf.custom_gradient
     def _fused(self, y_true, y_pred):

@@ -228,9 +228,11 @@ def test_pn2v_loss_mean_weight_adds_the_scaled_squared_error_of_the_samples_mean
 
 
 def test_pn2v_loss_decoupled_mean_learns_from_the_squared_error_alone(gaussian_model):
-    """With ``decouple_mean`` the loss is the same, but per pixel and channel the gradients of the K
-    samples sum to the squared error's alone, 2 w (mean - x) / std^2, and about their mean they are
-    the likelihood's (its gradient less its mean over the samples)."""
+    """With ``decouple_mean`` the squared error is relative to the batch's mean squared residual per
+    channel, v = mean over pixels of (mean - x)^2: loss = NLL + w (mean - x)^2 / v. Per pixel and
+    channel the gradients of the K samples sum to the squared error's alone, 2 w (mean - x) / v (v
+    held constant), and about their mean they are the likelihood's (its gradient less its mean over
+    the samples)."""
     rng = np.random.default_rng(12)
     y_true = rng.uniform(10, 50, (2, 4, 2)).astype(np.float32)
     samples = y_true[..., None] + rng.normal(3, 4, (2, 4, 2, 5)).astype(np.float32)
@@ -246,9 +248,12 @@ def test_pn2v_loss_decoupled_mean_learns_from_the_squared_error_alone(gaussian_m
         return value.numpy(), tape.gradient(total, y_pred).numpy().reshape(2, 4, 2, 5)
 
     (nll, nll_gradient), (added, _), (decoupled, gradient) = map(value_and_gradient, losses.values())
-    np.testing.assert_allclose(decoupled, added, rtol=1e-5)
-    error = (samples.mean(axis=-1) - y_true) / np.float32(scale)
-    np.testing.assert_allclose(gradient.sum(axis=-1), 2 * weight * error / np.float32(scale), rtol=1e-4, atol=1e-6)
+    residual = samples.mean(axis=-1) - y_true
+    reference = (residual ** 2).mean(axis=(0, 1))                              # one per channel
+    assert not np.allclose(reference, np.float32(scale) ** 2, rtol=0.1)         # unlike the coupled term's std^2
+    np.testing.assert_allclose(decoupled, nll + weight * residual ** 2 / reference, rtol=1e-5, atol=1e-6)
+    assert np.abs(decoupled - added).max() > 1e-2
+    np.testing.assert_allclose(gradient.sum(axis=-1), 2 * weight * residual / reference, rtol=1e-4, atol=1e-6)
     about_mean = nll_gradient - nll_gradient.mean(axis=-1, keepdims=True)
     assert np.abs(nll_gradient.sum(axis=-1)).max() > 1e-2        # the likelihood alone would move the mean
     np.testing.assert_allclose(gradient - gradient.mean(axis=-1, keepdims=True), about_mean, rtol=1e-4, atol=1e-6)
