@@ -63,6 +63,7 @@ VARIANTS = {
     "mean1": dict(train_mean_weight=1.0, train_decouple_mean=False),
     "mean01": dict(train_mean_weight=0.1, train_decouple_mean=False),
     "mean1_decoupled": dict(train_mean_weight=1.0, train_decouple_mean=True),
+    "mean05_decoupled": dict(train_mean_weight=0.5, train_decouple_mean=True),
     "independent_x10": dict(samples_init_spread=None, samples_output_scale=10.0, train_mean_weight=0.0),
     "independent_x10_mean1": dict(samples_init_spread=None, samples_output_scale=10.0),
     "independent_x1": dict(samples_init_spread=None, train_mean_weight=0.0),
