@@ -130,8 +130,8 @@ class PN2VConfig(BaseConfig):
     train_decouple_mean : bool
         Mode ``'pn2v'`` with ``train_mean_weight > 0``: the samples' mean learns from that squared
         error alone, as N2V's output does, and the likelihood only shapes the samples about their
-        mean (``PN2VLoss(decouple_mean=True)``; the error is then relative to the batch's mean
-        squared residual, which gives it the likelihood's scale). The prior mean then keeps up with
+        mean (``PN2VLoss(decouple_mean=True)``; the error is then in units of the noise's
+        variance, which gives it the likelihood's scale). The prior mean then keeps up with
         N2V's output; the likelihood's weighting of pixels by their noise, which some images reward
         with a better mean, is given up (README, "Details worth knowing"). Default: False.
     train_calibrate_spread : bool

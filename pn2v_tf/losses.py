@@ -24,7 +24,7 @@ def pn2v_negative_log_likelihood(log_likelihoods):
 class PN2VLoss(keras.losses.Loss):
     """PN2V loss: mean over masked pixels (of all channels) of ``-log( (1/K) sum_k p(x_i | s_i^k) )``,
     plus ``mean_weight`` times N2V's squared error of the samples' mean, ``((mean_k s_i^k - x_i) / std)^2``
-    (with ``decouple_mean``: relative to the batch's mean squared residual instead of ``std^2``).
+    (with ``decouple_mean``: in units of the noise's variance instead of ``std^2``).
 
     ``y_true`` (..., C) holds the observations, ``y_pred`` (..., C * K) each channel's K samples;
     the loss per pixel is (..., C), or (...) for one channel.
@@ -50,13 +50,14 @@ class PN2VLoss(keras.losses.Loss):
         samples). Without it the likelihood also pulls the mean, weighting each pixel by about the
         inverse of its noise variance plus the prior's, so that bright or uncertain pixels teach the
         mean less than N2V's uniform weighting, which is what PSNR measures. Decoupled, the squared
-        error is relative to the batch's mean squared residual per channel, ``(mean - x)^2 / v``
-        with ``v`` the mean of ``(mean - x)^2`` over the batch's pixels (held constant): its
+        error is in units of the noise's variance, ``(mean - x)^2 / v`` with ``v`` the noise
+        model's :meth:`~pn2v_tf.noise_models.NoiseModel.mean_noise_variance` (per channel): its
         gradient on the mean, ``2 w (mean - x) / v``, then has the likelihood's scale (about
         ``(mean - x) / (noise variance + prior variance)``) with N2V's uniform weighting, whatever
-        the data's normalisation. (In normalised units it would be about (std / noise std)^2 times
-        weaker than the likelihood's pull on the spread, and the mean would learn too slowly.)
-        Default: False.
+        the data's normalisation. In normalised units it would be about (std / noise std)^2 times
+        weaker than the likelihood's pull on the spread, and the mean would learn too slowly; relative
+        to the batch's own squared residual it would not grow with the residual, and the
+        likelihood's spreading of the samples could run away from a mean left behind. Default: False.
     scale : float or list of float
         Standard deviation of the data's normalisation, one or one per channel (the squared error is
         in normalised units, as N2V's). Default: 1.
@@ -70,6 +71,7 @@ class PN2VLoss(keras.losses.Loss):
         self.mean_weight = float(mean_weight)
         self.decouple_mean = bool(decouple_mean)
         self.scale = float(scale) if np.ndim(scale) == 0 else [float(v) for v in scale]
+        self.noise_variance = _noise_variances(noise_model) if self.mean_weight and self.decouple_mean else None
         self._loss_and_gradient = tf.function(self._per_pixel_loss_and_gradient, jit_compile=True)
 
     def call(self, y_true, y_pred):
@@ -88,13 +90,11 @@ class PN2VLoss(keras.losses.Loss):
         return loss, tf.reshape(tape.gradient(loss, samples), tf.shape(y_pred))
 
     def _squared_error(self, residual):
-        """The mean term's squared error per pixel: in normalised units, or, decoupled, relative to
-        the batch's mean squared residual per channel (held constant)."""
-        if not self.decouple_mean:
+        """The mean term's squared error per pixel: in normalised units, or, decoupled, in units of
+        each channel's noise variance."""
+        if self.noise_variance is None:
             return ops.square(residual / np.float32(self.scale))
-        batch_axes = tuple(range(len(residual.shape) - 1))
-        reference = tf.stop_gradient(tf.reduce_mean(tf.square(residual), axis=batch_axes, keepdims=True))
-        return tf.square(residual) / tf.maximum(reference, np.float32(1e-12))
+        return ops.square(residual) / self.noise_variance
 
     @tf.custom_gradient
     def _fused(self, y_true, y_pred):
@@ -119,6 +119,13 @@ class PN2VLoss(keras.losses.Loss):
         config.update(noise_model=self.noise_model.to_dict(), mean_weight=self.mean_weight, scale=self.scale,
                       decouple_mean=self.decouple_mean)
         return config
+
+
+def _noise_variances(noise_model):
+    """Each channel's :meth:`~pn2v_tf.noise_models.NoiseModel.mean_noise_variance` (C,) as float32, or one
+    for a single model."""
+    models = getattr(noise_model, "models", None) or [noise_model]
+    return np.array([model.mean_noise_variance() for model in models], dtype=np.float32)
 
 
 @keras.saving.register_keras_serializable(package="pn2v_tf")

@@ -228,11 +228,10 @@ def test_pn2v_loss_mean_weight_adds_the_scaled_squared_error_of_the_samples_mean
 
 
 def test_pn2v_loss_decoupled_mean_learns_from_the_squared_error_alone(gaussian_model):
-    """With ``decouple_mean`` the squared error is relative to the batch's mean squared residual per
-    channel, v = mean over pixels of (mean - x)^2: loss = NLL + w (mean - x)^2 / v. Per pixel and
-    channel the gradients of the K samples sum to the squared error's alone, 2 w (mean - x) / v (v
-    held constant), and about their mean they are the likelihood's (its gradient less its mean over
-    the samples)."""
+    """With ``decouple_mean`` the squared error is in units of the noise's variance v (the noise
+    model's mean_noise_variance): loss = NLL + w (mean - x)^2 / v. Per pixel and channel the
+    gradients of the K samples sum to the squared error's alone, 2 w (mean - x) / v, and about
+    their mean they are the likelihood's (its gradient less its mean over the samples)."""
     rng = np.random.default_rng(12)
     y_true = rng.uniform(10, 50, (2, 4, 2)).astype(np.float32)
     samples = y_true[..., None] + rng.normal(3, 4, (2, 4, 2, 5)).astype(np.float32)
@@ -249,8 +248,8 @@ def test_pn2v_loss_decoupled_mean_learns_from_the_squared_error_alone(gaussian_m
 
     (nll, nll_gradient), (added, _), (decoupled, gradient) = map(value_and_gradient, losses.values())
     residual = samples.mean(axis=-1) - y_true
-    reference = (residual ** 2).mean(axis=(0, 1))                              # one per channel
-    assert not np.allclose(reference, np.float32(scale) ** 2, rtol=0.1)         # unlike the coupled term's std^2
+    reference = gaussian_model.mean_noise_variance()
+    assert losses["decoupled"].noise_variance.tolist() == [np.float32(reference)]
     np.testing.assert_allclose(decoupled, nll + weight * residual ** 2 / reference, rtol=1e-5, atol=1e-6)
     assert np.abs(decoupled - added).max() > 1e-2
     np.testing.assert_allclose(gradient.sum(axis=-1), 2 * weight * residual / reference, rtol=1e-4, atol=1e-6)

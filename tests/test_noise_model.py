@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from pn2v_tf.noise_models import HistogramNoiseModel, NoiseModel, load_noise_model
+from pn2v_tf.noise_models import GMMNoiseModel, HistogramNoiseModel, NoiseModel, load_noise_model
 from pn2v_tf.noise_models.histogram import MIN_PROBABILITY
 
 RANGE_WARNING = "ignore:.*exceed the noise model's range:UserWarning"
@@ -628,3 +628,19 @@ def test_check_range_errors_only_beyond_the_margin(tiny_model):
         tiny_model.check_range(np.array([1.0, 8.5]), "pixel", error_margin=0.05)
     with pytest.raises(ValueError, match="by more than 5% of its width"):
         tiny_model.check_range(np.array([-0.5, 1.0]), "pixel", error_margin=0.05)
+
+
+def test_mean_noise_variance_is_the_noise_variance_averaged_over_signals():
+    """Gaussian noise of sigma 3: the histogram's estimate is 9 plus the blur of its bins (width 0.5
+    here), a GMM's 9; Poisson-like noise of variance 2 s over signals 10..50: the mean of 2 s, 60."""
+    rng = np.random.default_rng(3)
+    signal = rng.uniform(4, 60, 200_000)
+    observation = signal + rng.normal(0, 3, signal.size)
+    histogram = HistogramNoiseModel.from_pairs(signal, observation, bins=128, value_range=(-8, 72))
+    assert histogram.mean_noise_variance() == pytest.approx(9, rel=0.03)
+    gmm = GMMNoiseModel.fit(signal[:50_000], observation[:50_000], n_gaussians=1, n_coeff=2)
+    assert gmm.mean_noise_variance() == pytest.approx(9, rel=0.05)
+    signal = rng.uniform(10, 50, 400_000)
+    observation = signal + rng.normal(0, 1, signal.size) * np.sqrt(2 * signal)
+    poisson_like = HistogramNoiseModel.from_pairs(signal, observation, bins=256, value_range=(-20, 90))
+    assert poisson_like.mean_noise_variance() == pytest.approx(60, rel=0.05)

@@ -92,6 +92,18 @@ class NoiseModel(keras.layers.Layer):
         Default: unchanged."""
         return signal
 
+    def mean_noise_variance(self, n_signals=32, n_observations=2048):
+        """The variance of x given s, averaged over ``n_signals`` signals evenly spread over
+        ``signal_range``: each from ``log p(x|s)`` on ``n_observations`` values evenly spread over
+        ``value_range``, normalised to sum to 1 there. Any kind of model; a float."""
+        signals = np.linspace(*self.signal_range, n_signals, dtype=np.float32)
+        observations = np.linspace(*self.value_range, n_observations, dtype=np.float32)
+        log_p = keras.ops.convert_to_numpy(self._log_likelihood(observations[:, None], signals[None, :]))
+        p = np.exp(log_p.astype(np.float64) - log_p.max(axis=0))
+        p /= p.sum(axis=0)
+        mean = (p * observations[:, None]).sum(axis=0)
+        return float(np.mean((p * (observations[:, None] - mean) ** 2).sum(axis=0)))
+
     @property
     def value_range(self):
         """(low, high) of observations the model describes (subclasses set ``_value_range``)."""
