@@ -347,8 +347,8 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=2e-3, help="Adam (default: %(default)s)")
     parser.add_argument("--mean-weight", type=float, default=None,
                         help="PN2V's train_mean_weight, the samples' mean term (default: the package's)")
-    parser.add_argument("--decouple-mean", action="store_true",
-                        help="PN2V's train_decouple_mean: the samples' mean learns from the mean term alone")
+    parser.add_argument("--no-decouple-mean", dest="decouple_mean", action="store_false",
+                        help="PN2V's train_decouple_mean=False: the likelihood pulls the samples' mean as well")
     parser.add_argument("--val-patches", type=int, default=32, help="validation patches (default: %(default)s)")
     parser.add_argument("--size", type=int, default=256, help="image side (default: %(default)s)")
     parser.add_argument("--n-train", type=int, default=4, help="training images (default: %(default)s)")

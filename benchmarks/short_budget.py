@@ -13,12 +13,14 @@ and prints the PSNR of N2V, and of each PN2V's prior mean and MMSE, on held-out 
 
 PN2V variants (``--variants``; each a set of configuration values over the package's defaults,
 which are a head whose K columns start as one shared column plus 1% (``samples_init_spread=0.01``),
-outputs not scaled (``samples_output_scale=1``) and the paper's loss alone (``train_mean_weight=0``)):
+outputs not scaled (``samples_output_scale=1``) and N2V's squared error of the samples' mean in the loss
+with weight 0.5, in units of the noise's variance, from which alone the mean learns
+(``train_mean_weight=0.5``, ``train_decouple_mean=True``)):
 
-- ``pn2v``: the defaults; ``no_mean``: weight 0 written out;
-- ``mean1``, ``mean01``: N2V's squared error of the samples' mean added with weight 1 or 0.1, the
-  likelihood pulling the mean as well (``train_decouple_mean=False``);
-- ``mean1_decoupled``: weight 1, the mean learning from that squared error alone (``train_decouple_mean=True``);
+- ``pn2v``: the defaults; ``mean05_decoupled``: the same written out; ``mean1_decoupled``: weight 1;
+- ``no_mean``: the paper's loss alone (``train_mean_weight=0``, the default before 2026-12-01);
+- ``mean1``, ``mean01``: the squared error added with weight 1 or 0.1, the likelihood pulling the mean
+  as well (``train_decouple_mean=False``);
 - ``independent_x10``: the PN2V reference: independent columns (``samples_init_spread=None``),
   outputs scaled by 10, no mean term; ``independent_x10_mean1`` with the mean term;
 - ``independent_x1``, ``shared_x10``: one of the reference's two head choices only (no mean term);

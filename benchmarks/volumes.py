@@ -52,7 +52,7 @@ def demo_argv(args, seed, outdir):
             "--n-samples", str(args.n_samples), "--max-photons", str(args.max_photons), "--z-step", str(args.z_step),
             "--learning-rate", str(args.learning_rate)] + (
                 [] if args.mean_weight is None else ["--mean-weight", str(args.mean_weight)]) + (
-                ["--decouple-mean"] if args.decouple_mean else [])
+                [] if args.decouple_mean else ["--no-decouple-mean"])
 
 
 def run_seeds(args, outdir):
@@ -127,8 +127,8 @@ def main(argv=None):
     parser.add_argument("--n-samples", type=int, default=800)
     parser.add_argument("--mean-weight", type=float, default=None,
                         help="3-D and 2-D PN2V's train_mean_weight (default: the package's)")
-    parser.add_argument("--decouple-mean", action="store_true",
-                        help="PN2V's train_decouple_mean: the samples' mean learns from the mean term alone")
+    parser.add_argument("--no-decouple-mean", dest="decouple_mean", action="store_false",
+                        help="3-D and 2-D PN2V's train_decouple_mean=False")
     parser.add_argument("--shape", type=int, default=128, help="Y and X of the stacks")
     parser.add_argument("--planes", type=int, default=32, help="Z of the stacks")
     parser.add_argument("--n-train", type=int, default=3, help="noisy stacks (a quarter, at least one, validate)")

@@ -126,14 +126,15 @@ class PN2VConfig(BaseConfig):
         Mode ``'pn2v'``: weight (>= 0) of N2V's squared error of the samples' mean, added to the
         likelihood loss (:class:`pn2v_tf.losses.PN2VLoss`): it moves every sample, also those the
         likelihood does not see yet, towards the prior mean, which the true prior also has. 0: the
-        paper's loss alone. Default: 0.0.
+        paper's loss alone. Default: 0.5 (with ``train_decouple_mean``, the mean then learns at the
+        likelihood's own scale).
     train_decouple_mean : bool
         Mode ``'pn2v'`` with ``train_mean_weight > 0``: the samples' mean learns from that squared
         error alone, as N2V's output does, and the likelihood only shapes the samples about their
         mean (``PN2VLoss(decouple_mean=True)``; the error is then in units of the noise's
         variance, which gives it the likelihood's scale). The prior mean then keeps up with
         N2V's output; the likelihood's weighting of pixels by their noise, which some images reward
-        with a better mean, is given up (README, "Details worth knowing"). Default: False.
+        with a better mean, is given up (README, "Details worth knowing"). Default: True.
     train_calibrate_spread : bool
         Mode ``'pn2v'``: after training, move each channel's prior samples towards their mean by the
         factor (1 to 1/16) under which the validation images, predicted as ``predict`` sees them,
@@ -197,8 +198,8 @@ class PN2VConfig(BaseConfig):
         self.train_batch_size = 16
         self.train_learning_rate = 4e-4
         self.train_loss = "mse"
-        self.train_mean_weight = 0.0
-        self.train_decouple_mean = False
+        self.train_mean_weight = 0.5
+        self.train_decouple_mean = True
         self.train_calibrate_spread = True
         self.train_reduce_lr = {"factor": 0.5, "patience": 10}
         self.train_tensorboard = True
@@ -213,6 +214,13 @@ class PN2VConfig(BaseConfig):
             self.unet_upsampling = "nearest" if self.skip_skipone is True else "transpose"
         if isinstance(self.structN2Vmask, np.ndarray):
             self.structN2Vmask = self.structN2Vmask.tolist()
+
+    @classmethod
+    def update_loaded_config(cls, config):
+        """A loaded config.json with the keys it lacks (written before they existed) set to the values
+        its model was trained with, where those differ from today's defaults (``train_mean_weight=0``,
+        ``train_decouple_mean=False``)."""
+        return {**_LEGACY_VALUES, **super().update_loaded_config(config)}
 
     @property
     def n_outputs(self):
@@ -323,6 +331,10 @@ def _training_images(X, axes, n_dim):
         raise ValueError(f"X has shape {X.shape}: {X.shape[-1]} channels need axes='{spatial}C' "
                          f"(X with axes S{spatial}C)")
     return as_image_stack(X, n_dim, "X")[..., np.newaxis]
+
+
+#: Values a config.json written before the key existed was trained with (its defaults then differ from today's).
+_LEGACY_VALUES = {"train_mean_weight": 0.0, "train_decouple_mean": False}
 
 
 def _pop_base_keys(kwargs):

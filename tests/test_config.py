@@ -30,8 +30,8 @@ def test_defaults_follow_the_docstring(X):
     assert config.n_outputs == 800
     assert config.samples_init_spread == pytest.approx(0.01)
     assert config.samples_output_scale == pytest.approx(1.0)
-    assert config.train_mean_weight == 0.0
-    assert config.train_decouple_mean is False
+    assert config.train_mean_weight == 0.5
+    assert config.train_decouple_mean is True
     assert config.unet_n_depth == 3
     assert config.unet_n_first == 64
     assert config.unet_kern_size == 3
@@ -202,3 +202,17 @@ def test_json_round_trip_gives_equal_attributes(X, kwargs):
     assert restored.is_valid(True) == (True, ())
     assert type(restored.n2v_patch_shape) is tuple
     assert restored.n_outputs == config.n_outputs
+
+
+def test_loaded_config_without_the_mean_term_keeps_the_loss_it_was_trained_with(X):
+    """config.json files written before ``train_mean_weight`` existed trained on the likelihood alone,
+    those written before ``train_decouple_mean`` existed with the likelihood pulling the mean too."""
+    stored = vars(PN2VConfig(X))
+    old = {key: value for key, value in stored.items() if key not in ("train_mean_weight", "train_decouple_mean")}
+    loaded = PN2VConfig(**PN2VConfig.update_loaded_config(old))
+    assert (loaded.train_mean_weight, loaded.train_decouple_mean) == (0.0, False)
+    coupled = dict(old, train_mean_weight=0.3)
+    loaded = PN2VConfig(**PN2VConfig.update_loaded_config(coupled))
+    assert (loaded.train_mean_weight, loaded.train_decouple_mean) == (0.3, False)
+    assert PN2VConfig(**PN2VConfig.update_loaded_config(stored)).train_decouple_mean is True
+    assert (PN2VConfig(X).train_mean_weight, PN2VConfig(X).train_decouple_mean) == (0.5, True)

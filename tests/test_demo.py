@@ -48,7 +48,7 @@ def test_parse_args_reads_the_options(tmp_path):
     assert args.outdir == str(tmp_path / "x")
     defaults = demo.parse_args([])
     assert defaults.overwrite is False and defaults.n_samples == 800
-    assert defaults.mean_weight is None and defaults.decouple_mean is False   # the package's defaults
+    assert defaults.mean_weight is None and defaults.decouple_mean is True   # the package's defaults
 
 
 def test_table_has_the_four_rows_with_finite_values(demo_run):
@@ -147,7 +147,7 @@ def _argv_3d(outdir, *extra):
 def demo_3d_run(tmp_path_factory):
     """Run the z-stack demo once (three tiny models, one step each): (outdir, returned table)."""
     outdir = tmp_path_factory.mktemp("demo3d") / "out"
-    table = demo.run(demo.parse_args(_argv_3d(outdir, "--mean-weight", "0.5", "--decouple-mean")))
+    table = demo.run(demo.parse_args(_argv_3d(outdir, "--mean-weight", "0.5", "--no-decouple-mean")))
     return outdir, table
 
 
@@ -198,8 +198,8 @@ def test_3d_demo_models_train_at_the_same_budget(demo_3d_run):
     three_d, two_d = configs["pn2v_3d"], configs["pn2v_2d"]
     assert configs["n2v_3d"]["mode"] == "n2v" and three_d["mode"] == two_d["mode"] == "pn2v"
     assert three_d["train_mean_weight"] == two_d["train_mean_weight"] == 0.5
-    assert three_d["train_decouple_mean"] is two_d["train_decouple_mean"] is True
-    assert configs["n2v_3d"]["train_decouple_mean"] is False      # the PN2V loss's options only
+    assert three_d["train_decouple_mean"] is two_d["train_decouple_mean"] is False
+    assert configs["n2v_3d"]["train_decouple_mean"] is True      # the PN2V loss's options only
     assert three_d["axes"].startswith("ZYX") and two_d["axes"].startswith("YX")
     assert list(three_d["n2v_patch_shape"]) == [PATCH_PLANES_3D, SIDE_3D, SIDE_3D]
     assert list(three_d["unet_pool"]) == list(demo.POOL_3D)
