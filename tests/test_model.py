@@ -361,9 +361,10 @@ def test_training_loss_is_eq7_plus_the_mean_term_over_the_masked_pixels(trained,
     inputs, targets = batches[0]
     samples = keras.ops.convert_to_numpy(model.keras_model_masked(inputs))  # (B, M, K)
     log_p = _log_likelihoods(model.noise_model, targets, samples).astype(np.float64)
-    error = (samples.mean(axis=-1, dtype=np.float64) - targets[..., 0]) / model.config.stds[0]
-    assert model.config.train_mean_weight == 0.5
-    expected = np.mean(np.log(K) - logsumexp(log_p, axis=-1) + 0.5 * error ** 2)
+    # decoupled (the default): the squared error in units of the noise model's mean variance
+    assert model.config.train_mean_weight == 0.5 and model.config.train_decouple_mean
+    squared = (samples.mean(axis=-1, dtype=np.float64) - targets[..., 0]) ** 2 / model.noise_model.mean_noise_variance()
+    expected = np.mean(np.log(K) - logsumexp(log_p, axis=-1) + 0.5 * squared)
     loss = model.keras_model_masked.evaluate(inputs, targets, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(expected, rel=1e-4)
 
