@@ -222,8 +222,8 @@ class _Trainer:
 
 
 def pn2v_loss_options(args):
-    """PN2V's mean term as ``--mean-weight`` and ``--decouple-mean`` ask: config keywords (the package's
-    default weight when none is given)."""
+    """PN2V's mean term as ``--mean-weight`` and ``--no-decouple-mean`` ask: config keywords (the
+    package's default weight when none is given)."""
     options = dict(train_decouple_mean=args.decouple_mean)
     if args.mean_weight is not None:
         options["train_mean_weight"] = args.mean_weight
