@@ -4,11 +4,19 @@ At prediction the network sees every pixel, its own value included, so the K sam
 a pixel already lean towards the pixel's noisy value x; the MMSE then weighs them by p(x|s_k) once
 more. A prior that is also wider than its errors (short training leaves the samples' spread slow to
 shrink) pulls the MMSE further towards x. One factor per channel moves every sample towards the
-samples' mean, ``s_k -> m + f (s_k - m)`` with ``f <= 1``, and is chosen by the evidence
-``log (1/K) sum_k p(x|s_k)`` of the validation pixels under exactly these predictions (an empirical-Bayes
-choice of the prior's scale). ``f = 1`` keeps the spread as trained; as ``f`` falls the MMSE moves
-towards the prior mean, which it equals in the limit. Factors above 1 are not offered: they would only
-add weight to x, which the samples already hold.
+samples' mean, ``s_k -> m + f (s_k - m)`` with ``f <= 1``; as ``f`` falls the MMSE moves towards the
+prior mean, which it equals in the limit. Factors above 1 are not offered: they would only add weight
+to x, which the samples already hold.
+
+Two criteria read the factor from the same validation pixels under exactly these predictions:
+
+- the evidence ``log (1/K) sum_k p(x|s_k)`` (:class:`SpreadEvidence`), an empirical-Bayes choice of
+  the prior's scale. When the prior is much narrower than the noise it hardly changes with ``f``,
+  and it rewards samples that lean towards x;
+- Stein's unbiased estimate of the MMSE's squared error (:class:`SpreadRisk`), which measures what
+  the factor is for but takes the noise as locally Gaussian with the noise model's variance.
+
+:func:`choose_spread_factors` takes the smaller of their factors.
 
 The factor is folded into the head's weights (:func:`scale_head_spread`), so prediction and exported
 models cost nothing more.
@@ -16,6 +24,8 @@ models cost nothing more.
 
 import numpy as np
 import tensorflow as tf
+
+from .inference import mmse
 
 #: Candidate factors: 2^(-k/3) from 1 down to 1/16.
 SPREAD_FACTORS = tuple(float(2.0 ** (-k / 3)) for k in range(13))
@@ -57,7 +67,7 @@ class SpreadEvidence:
             if count < CHUNK_PIXELS:  # padded to one compiled shape; the padding is not counted
                 chunk = np.pad(chunk, ((0, CHUNK_PIXELS - count), (0, 0), (0, 0)), mode="edge")
                 observed = np.pad(observed, ((0, CHUNK_PIXELS - count), (0, 0)), mode="edge")
-            self.totals += self._evidence(chunk, observed, count).numpy()
+            self.totals += self._evidence(chunk, observed, np.int32(count)).numpy()
         return self
 
     def _chunk_evidence(self, samples, observations, count):
@@ -72,9 +82,105 @@ class SpreadEvidence:
         return tf.stack(rows)
 
 
+class SpreadRisk:
+    """Stein's unbiased estimate of the MMSE's squared error (SURE) of pixels added batch by batch,
+    per factor and channel (``totals``, (len(factors), C), float64, summed over ``pixels`` pixels),
+    up to a constant per channel.
+
+    For an estimate u(x) of s from x = s + n, with noise n of variance v(s) and mean 0 that is
+    locally Gaussian, ``E (u - s)^2 = E [(u - x)^2 + 2 v du/dx] - E v``. The MMSE at each factor is
+    computed as ``predict`` computes it, from the samples of the noisy patch, and once more from
+    those of the patch with every pixel moved by ``step`` times a random sign b; ``b (u' - u) /
+    step`` estimates du/dx (the signs of other pixels average out: Monte-Carlo SURE). ``v`` is the
+    noise model's variance at the samples' mean (:meth:`~pn2v_tf.noise_models.NoiseModel.noise_variance`).
+
+    Parameters
+    ----------
+    noise_model : NoiseModel
+        One for all channels, or a :class:`~pn2v_tf.noise_models.ChannelNoiseModels`.
+    factors : sequence of float
+    """
+
+    def __init__(self, noise_model, factors=SPREAD_FACTORS):
+        self.models = list(getattr(noise_model, "models", None) or [noise_model])
+        self.factors = tuple(float(factor) for factor in factors)
+        self.curves = [_variance_curve(model) for model in self.models]
+        #: per channel: the size of the move, a tenth of the noise's standard deviation
+        self.steps = np.array([0.1 * np.sqrt(np.mean(variances)) for _, variances in self.curves], np.float32)
+        self.totals = None
+        self.pixels = 0
+        self._risk = tf.function(self._chunk_risk, jit_compile=True, autograph=False)
+
+    def add(self, samples, moved_samples, observations, signs):
+        """Add pixels: ``samples`` (N, C, K) of the noisy patch, ``moved_samples`` (N, C, K) of the patch
+        moved by ``steps * signs``, raw units; ``observations`` (N, C) noisy values; ``signs`` (N, C) of +-1."""
+        samples, moved_samples, observations, signs = (np.asarray(a, dtype=np.float32) for a in
+                                                       (samples, moved_samples, observations, signs))
+        if samples.ndim != 3 or moved_samples.shape != samples.shape or observations.shape != samples.shape[:2] \
+                or signs.shape != observations.shape:
+            raise ValueError(f"samples and moved_samples must be (N, C, K), observations and signs (N, C), got "
+                             f"{samples.shape}, {moved_samples.shape}, {observations.shape} and {signs.shape}")
+        if samples.shape[1] != len(self.models) and len(self.models) > 1:
+            raise ValueError(f"{samples.shape[1]} channels, but {len(self.models)} noise models")
+        if self.totals is None:
+            self.totals = np.zeros((len(self.factors), samples.shape[1]))
+        variances = np.stack([np.interp(samples[:, c].mean(axis=-1), *self.curves[min(c, len(self.curves) - 1)])
+                              for c in range(samples.shape[1])], axis=1).astype(np.float32)
+        self.pixels += len(samples)
+        for start in range(0, len(samples), CHUNK_PIXELS):
+            chunk = [a[start:start + CHUNK_PIXELS] for a in (samples, moved_samples, observations, signs, variances)]
+            count = len(chunk[0])
+            if count < CHUNK_PIXELS:  # padded to one compiled shape; the padding is not counted
+                chunk = [np.pad(a, ((0, CHUNK_PIXELS - count),) + ((0, 0),) * (a.ndim - 1), mode="edge")
+                         for a in chunk]
+            self.totals += self._risk(*chunk, np.int32(count)).numpy()
+        return self
+
+    def _chunk_risk(self, samples, moved_samples, observations, signs, variances, count):
+        counted = tf.cast(tf.range(tf.shape(samples)[0]) < count, tf.float64)
+        columns = []
+        for c in range(samples.shape[1]):
+            model = self.models[min(c, len(self.models) - 1)]
+            step = self.steps[min(c, len(self.steps) - 1)]
+            x, moved_x = observations[:, c:c + 1], observations[:, c:c + 1] + step * signs[:, c:c + 1]
+            s, moved_s = samples[:, c], moved_samples[:, c]
+            mean, moved_mean = (tf.reduce_mean(a, axis=-1, keepdims=True) for a in (s, moved_s))
+            rows = []
+            for factor in self.factors:
+                u = mmse(x, mean + np.float32(factor) * (s - mean), model)
+                moved_u = mmse(moved_x, moved_mean + np.float32(factor) * (moved_s - moved_mean), model)
+                slope = signs[:, c:c + 1] * (moved_u - u) / step
+                risk = tf.square(u - x) + 2 * variances[:, c:c + 1] * slope
+                rows.append(tf.reduce_sum(tf.cast(risk[:, 0], tf.float64) * counted))
+            columns.append(tf.stack(rows))
+        return tf.stack(columns, axis=1)
+
+
+def _variance_curve(noise_model, n_signals=64):
+    """(signals, variances of x given them) over the model's signal range, for interpolation."""
+    signals = np.linspace(*noise_model.signal_range, n_signals)
+    return signals, noise_model.noise_variance(signals)
+
+
 def best_spread_factors(evidence):
     """The factor with the highest summed log evidence of a :class:`SpreadEvidence`, per channel: (C,) floats."""
     return np.asarray(evidence.factors, dtype=np.float64)[np.argmax(evidence.totals, axis=0)]
+
+
+def lowest_risk_factors(risk):
+    """The factor with the lowest summed risk of a :class:`SpreadRisk`, per channel: (C,) floats."""
+    return np.asarray(risk.factors, dtype=np.float64)[np.argmin(risk.totals, axis=0)]
+
+
+def choose_spread_factors(evidence, risk):
+    """Each channel's factor from the evidence and the risk of the same pixels: the smaller of the
+    likeliest factor and the factor of lowest risk, (C,) floats.
+
+    Both criteria err towards too wide a spread: the evidence barely changes with the spread
+    when the prior is much narrower than the noise, and the risk's noise variance is the model's.
+    A factor that either finds too wide moves the MMSE towards the prior mean, the safer side.
+    """
+    return np.minimum(best_spread_factors(evidence), lowest_risk_factors(risk))
 
 
 def calibration_message(factors):

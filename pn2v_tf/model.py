@@ -11,7 +11,7 @@ from csbdeep.models import BaseModel
 
 from ._checks import is_int
 from .arrays import as_image_stack, channel_extremes, is_chunked, spatial_axes, stack_from_axes
-from .calibration import (SPREAD_FACTORS, SpreadEvidence, best_spread_factors, calibration_message,
+from .calibration import (SPREAD_FACTORS, SpreadEvidence, SpreadRisk, calibration_message, choose_spread_factors,
                           scale_head_spread)
 from .config import PN2VConfig
 from .data import _DIHEDRAL, MaskedPatches, SupervisedPatches, _dihedral, random_patches, undo_dihedral
@@ -248,8 +248,9 @@ class PN2V(BaseModel):
         return history
 
     def calibrate_spread(self, validation_X):
-        """Move each channel's prior samples towards their mean by the factor (1 to 1/16) under which
-        ``validation_X`` is likeliest as ``predict`` sees it (:mod:`pn2v_tf.calibration`).
+        """Move each channel's prior samples towards their mean by a factor (1 to 1/16) read from
+        ``validation_X`` as ``predict`` sees it: the smaller of the factor under which the images are
+        likeliest and the factor of the lowest estimated MMSE error (:mod:`pn2v_tf.calibration`).
 
         The factor multiplies every sample's distance from the samples' mean, so the prior mean stays
         as it is and the MMSE moves towards it. The head's weights change; with a model folder the
@@ -283,7 +284,19 @@ class PN2V(BaseModel):
         pn2v_tf.calibration.SpreadEvidence
             ``totals`` (len(factors), C) and ``factors``.
         """
-        return self._spread_evidence(self._calibration_images(validation_X, "spread_evidence"), factors)
+        return self._spread_statistics(self._calibration_images(validation_X, "spread_evidence"), factors)[0]
+
+    def spread_risk(self, validation_X, factors=None):
+        """Stein's unbiased estimate of the MMSE's squared error, up to a constant, on the pixels that
+        :meth:`calibrate_spread` reads, for each of ``factors`` (default:
+        ``pn2v_tf.calibration.SPREAD_FACTORS``), without changing the model.
+
+        Returns
+        -------
+        pn2v_tf.calibration.SpreadRisk
+            ``totals`` (len(factors), C) and ``factors``.
+        """
+        return self._spread_statistics(self._calibration_images(validation_X, "spread_risk"), factors)[1]
 
     def _calibration_images(self, validation_X, method):
         cfg = self.config
@@ -291,24 +304,34 @@ class PN2V(BaseModel):
             raise ValueError(f"{method} needs a model of mode 'pn2v', this one has mode {cfg.mode!r}")
         return as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
 
-    def _spread_evidence(self, validation_X, factors=None):
+    def _spread_statistics(self, validation_X, factors=None):
+        """(SpreadEvidence, SpreadRisk) of the same validation pixels: the central pixels of
+        ``config.train_n_val_patches`` random patches, at most :data:`CALIBRATION_PIXELS` in all."""
         cfg = self.config
         rng = np.random.default_rng(0 if cfg.seed is None else cfg.seed + 2)
+        sign_rng = np.random.default_rng(0 if cfg.seed is None else cfg.seed + 3)
         patches = random_patches(rng, validation_X, cfg.n2v_patch_shape, cfg.train_n_val_patches)
         patches = patches.reshape(patches.shape[:1 + cfg.n_dim] + (cfg.n_channels,))
         centre = (slice(None),) + tuple(slice(size // 4, size - size // 4) for size in cfg.n2v_patch_shape)
         per_patch = -(-CALIBRATION_PIXELS // len(patches))
-        evidence = SpreadEvidence(self.noise_model, SPREAD_FACTORS if factors is None else factors)
+        factors = SPREAD_FACTORS if factors is None else factors
+        evidence, risk = SpreadEvidence(self.noise_model, factors), SpreadRisk(self.noise_model, factors)
+        by_pixel = (-1, cfg.n_channels, cfg.n_samples)
         for patch in patches:
-            samples = keras.ops.convert_to_numpy(self.keras_model(patch[np.newaxis], training=False))[centre]
-            samples = samples.reshape(-1, cfg.n_channels, samples.shape[-1] // cfg.n_channels)
-            observations = patch[np.newaxis][centre].reshape(-1, cfg.n_channels)
+            patch = patch[np.newaxis]
+            signs = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patch.shape)
+            moved = patch + risk.steps * signs
+            samples, moved_samples = (keras.ops.convert_to_numpy(self.keras_model(a, training=False))[centre]
+                                      .reshape(by_pixel) for a in (patch, moved))
+            observations = patch[centre].reshape(-1, cfg.n_channels)
             keep = rng.permutation(len(samples))[:per_patch]
+            signs = signs[centre].reshape(-1, cfg.n_channels)
             evidence.add(samples[keep], observations[keep])
-        return evidence
+            risk.add(samples[keep], moved_samples[keep], observations[keep], signs[keep])
+        return evidence, risk
 
     def _calibrate_spread(self, validation_X):
-        factors = best_spread_factors(self._spread_evidence(validation_X))
+        factors = choose_spread_factors(*self._spread_statistics(validation_X))
         scale_head_spread(self.keras_model.get_layer("head"), factors)
         self.spread_factors = factors
         self._save_calibrated_weights()

@@ -9,7 +9,9 @@ import pytest
 from conftest import SMALL_NET, noisy, small_histogram, tiny
 
 from pn2v_tf import PN2V, PN2VConfig
-from pn2v_tf.calibration import CHUNK_PIXELS, SPREAD_FACTORS, SpreadEvidence, best_spread_factors, scale_head_spread
+from pn2v_tf.calibration import (CHUNK_PIXELS, SPREAD_FACTORS, SpreadEvidence, SpreadRisk, best_spread_factors,
+                                 lowest_risk_factors, scale_head_spread)
+from pn2v_tf.inference import mmse
 from pn2v_tf.data import random_patches
 from pn2v_tf.model import CALIBRATION_PIXELS
 from pn2v_tf.nets import build_networks
@@ -95,6 +97,62 @@ def test_the_evidence_is_the_log_mean_likelihood_of_the_moved_samples_summed_ove
     assert evidence.pixels == n
 
 
+def _pixels_whose_samples_see_x(n, lean, spread, step, sigma=8.0, prior_sd=12.0, k=200, seed=6):
+    """Signals s ~ N(mu, prior_sd^2), x = s + N(0, sigma^2), and samples ``mu + lean (x - mu) + spread z``
+    of x and of x moved by ``step`` times random signs (the same z), as a network that sees x gives them."""
+    rng = np.random.default_rng(seed)
+    mu = rng.uniform(60, 140, (n, 1))
+    signal = mu + rng.normal(0, prior_sd, (n, 1))
+    x = signal + rng.normal(0, sigma, (n, 1))
+    signs = rng.choice([-1.0, 1.0], (n, 1))
+    z = spread * rng.standard_normal((n, 1, k))
+    samples, moved = (mu[..., None] + lean * (v[..., None] - mu[..., None]) + z for v in (x, x + step * signs))
+    return [a.astype(np.float32) for a in (samples, moved, x, signs, signal)]
+
+
+def _mmse_error(noise_model, samples, x, signal, factor):
+    mean = samples.mean(-1, keepdims=True)
+    estimate = mmse(x[..., None], mean + np.float32(factor) * (samples - mean), noise_model).numpy()[..., 0]
+    return float(np.mean((estimate - signal) ** 2))
+
+
+@pytest.mark.parametrize("lean, spread", [(0.0, 30.0), (0.3, 12.0)])
+def test_the_risk_is_the_mmse_error_up_to_the_mean_noise_variance(lean, spread):
+    noise_model = _gaussian_noise_model(sigma=8.0)
+    risk = SpreadRisk(noise_model)
+    samples, moved, x, signs, signal = _pixels_whose_samples_see_x(20000, lean, spread, risk.steps[0])
+
+    risk.add(samples, moved, x, signs)
+
+    errors = np.array([_mmse_error(noise_model, samples, x, signal, f) for f in risk.factors])
+    estimated = risk.totals[:, 0] / risk.pixels - noise_model.noise_variance([100.0])[0]
+    np.testing.assert_allclose(estimated, errors, rtol=0.08)
+    best = int(np.argmin(errors))
+    assert abs(int(np.argmin(risk.totals[:, 0])) - best) <= 1
+    assert lowest_risk_factors(risk) == pytest.approx([risk.factors[int(np.argmin(risk.totals[:, 0]))]])
+
+
+def test_each_channel_risk_uses_its_own_noise_model():
+    models = ChannelNoiseModels([_gaussian_noise_model(sigma=8.0), _gaussian_noise_model(sigma=3.0, seed=2)])
+    risk = SpreadRisk(models, factors=(1.0, 0.5))
+    first = _pixels_whose_samples_see_x(CHUNK_PIXELS + 11, 0.2, 20.0, risk.steps[0], seed=7)[:4]
+    second = _pixels_whose_samples_see_x(CHUNK_PIXELS + 11, 0.2, 20.0, risk.steps[1], sigma=3.0, seed=8)[:4]
+
+    risk.add(*[np.concatenate(pair, axis=1) for pair in zip(first, second)])
+
+    assert risk.steps == pytest.approx([0.8, 0.3], rel=0.05)
+    for channel, (model, pixels) in enumerate(zip(models.models, (first, second))):
+        single = SpreadRisk(model, factors=(1.0, 0.5)).add(*pixels)
+        np.testing.assert_allclose(risk.totals[:, channel], single.totals[:, 0], rtol=1e-5)
+    assert risk.pixels == CHUNK_PIXELS + 11
+
+
+def test_bad_risk_shapes_raise():
+    risk = SpreadRisk(small_histogram())
+    with pytest.raises(ValueError, match=r"samples and moved_samples must be \(N, C, K\)"):
+        risk.add(np.zeros((4, 1, 8)), np.zeros((4, 1, 7)), np.zeros((4, 1)), np.ones((4, 1)))
+
+
 def test_bad_shapes_raise():
     with pytest.raises(ValueError, match=r"samples must be \(N, C, K\) and observations \(N, C\)"):
         SpreadEvidence(small_histogram()).add(np.zeros((4, 8), np.float32), np.zeros((4, 1), np.float32))
@@ -149,21 +207,44 @@ def _uncalibrated(X, X_val):
                   X, X_val)
 
 
+def _mmse_by_hand(noise_model, x, samples):
+    samples = np.clip(samples, *noise_model.signal_range)
+    log_p = np.asarray(noise_model.log_likelihood(x[..., None], samples), dtype=np.float64)
+    weights = np.exp(log_p - log_p.max(-1, keepdims=True))
+    return (weights * samples).sum(-1) / weights.sum(-1)
+
+
 def _factor_by_hand(model, X_val):
-    """The factor by a second path: the same patches and pixels, the evidence in NumPy."""
-    cfg = model.config
-    rng = np.random.default_rng(cfg.seed + 2)
+    """The factor by a second path: the same patches, pixels and signs; evidence and risk in NumPy;
+    the smaller of the likeliest factor and the factor of lowest risk."""
+    cfg, noise_model = model.config, model.noise_model
+    rng, sign_rng = np.random.default_rng(cfg.seed + 2), np.random.default_rng(cfg.seed + 3)
     patches = random_patches(rng, X_val, cfg.n2v_patch_shape, cfg.train_n_val_patches)
     per_patch = -(-CALIBRATION_PIXELS // len(patches))
-    samples, observations = [], []
+    signals = np.linspace(*noise_model.signal_range, 64)
+    variances = noise_model.noise_variance(signals)
+    step = np.float32(0.1 * np.sqrt(variances.mean()))
+    centre = (0, slice(4, 12), slice(4, 12))
+    samples, moved, observations, signs = [], [], [], []
     for patch in patches:
-        out = np.asarray(model.keras_model(patch[None, ..., None]))[0, 4:12, 4:12].reshape(-1, 1, K)
+        patch = patch[None, ..., None]
+        sign = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patch.shape)
+        out, out_moved = (np.asarray(model.keras_model(p))[centre].reshape(-1, K) for p in (patch, patch + step * sign))
         keep = rng.permutation(len(out))[:per_patch]
         samples.append(out[keep])
-        observations.append(patch[4:12, 4:12].reshape(-1, 1)[keep])
-    samples, observations = np.concatenate(samples), np.concatenate(observations)
-    totals = [_log_evidence_by_hand(model.noise_model, samples, observations, f)[0] for f in SPREAD_FACTORS]
-    return SPREAD_FACTORS[int(np.argmax(totals))]
+        moved.append(out_moved[keep])
+        observations.append(patch[centre].reshape(-1)[keep])
+        signs.append(sign[centre].reshape(-1)[keep])
+    samples, moved, x, signs = (np.concatenate(a) for a in (samples, moved, observations, signs))
+    variance = np.interp(samples.mean(-1), signals, variances)
+    evidence, risk = [], []
+    for f in SPREAD_FACTORS:
+        shrunk, shrunk_moved = (s.mean(-1, keepdims=True) + np.float32(f) * (s - s.mean(-1, keepdims=True))
+                                for s in (samples, moved))
+        evidence.append(_log_evidence_by_hand(noise_model, shrunk[:, None], x[:, None], 1.0)[0])
+        u, u_moved = _mmse_by_hand(noise_model, x, shrunk), _mmse_by_hand(noise_model, x + step * signs, shrunk_moved)
+        risk.append(np.sum((u - x) ** 2 + 2 * variance * signs * (u_moved - u) / step))
+    return min(SPREAD_FACTORS[int(np.argmax(evidence))], SPREAD_FACTORS[int(np.argmin(risk))])
 
 
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
@@ -205,7 +286,7 @@ def test_training_calibrates_by_default_and_a_reload_reads_the_calibrated_weight
     assert not np.allclose(model.predict(X_val[0]), plain.predict(X_val[0]), rtol=1e-4)
 
 
-@pytest.mark.parametrize("method", ["calibrate_spread", "spread_evidence"])
+@pytest.mark.parametrize("method", ["calibrate_spread", "spread_evidence", "spread_risk"])
 def test_calibration_needs_mode_pn2v(images, method):
     X, X_val = images
     model = PN2V(PN2VConfig(X, mode="n2v", **tiny(SMALL_NET)), "n", basedir=None)
@@ -223,4 +304,6 @@ def test_spread_evidence_reads_the_pixels_of_the_calibration_and_changes_nothing
 
     np.testing.assert_array_equal(model.predict(X_val[0]), before)
     assert evidence.factors == (2.0, 1.0, 0.5) and evidence.totals.shape == (3, 1)
-    assert SPREAD_FACTORS[int(np.argmax(model.spread_evidence(X_val).totals[:, 0]))] == model.calibrate_spread(X_val)[0]
+    likeliest = SPREAD_FACTORS[int(np.argmax(model.spread_evidence(X_val).totals[:, 0]))]
+    safest = SPREAD_FACTORS[int(np.argmin(model.spread_risk(X_val).totals[:, 0]))]
+    assert min(likeliest, safest) == model.calibrate_spread(X_val)[0]

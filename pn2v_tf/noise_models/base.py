@@ -92,17 +92,23 @@ class NoiseModel(keras.layers.Layer):
         Default: unchanged."""
         return signal
 
-    def mean_noise_variance(self, n_signals=32, n_observations=2048):
-        """The variance of x given s, averaged over ``n_signals`` signals evenly spread over
-        ``signal_range``: each from ``log p(x|s)`` on ``n_observations`` values evenly spread over
-        ``value_range``, normalised to sum to 1 there. Any kind of model; a float."""
-        signals = np.linspace(*self.signal_range, n_signals, dtype=np.float32)
+    def noise_variance(self, signals, n_observations=2048):
+        """The variance of x given s for each of ``signals`` (1-D array): from ``log p(x|s)`` on
+        ``n_observations`` values evenly spread over ``value_range``, normalised to sum to 1 there.
+        Any kind of model; a float64 array like ``signals``."""
+        signals = np.asarray(signals, dtype=np.float32).reshape(-1)
         observations = np.linspace(*self.value_range, n_observations, dtype=np.float32)
         log_p = keras.ops.convert_to_numpy(self._log_likelihood(observations[:, None], signals[None, :]))
         p = np.exp(log_p.astype(np.float64) - log_p.max(axis=0))
         p /= p.sum(axis=0)
         mean = (p * observations[:, None]).sum(axis=0)
-        return float(np.mean((p * (observations[:, None] - mean) ** 2).sum(axis=0)))
+        return (p * (observations[:, None] - mean) ** 2).sum(axis=0)
+
+    def mean_noise_variance(self, n_signals=32, n_observations=2048):
+        """The variance of x given s (:meth:`noise_variance`), averaged over ``n_signals`` signals
+        evenly spread over ``signal_range``. Any kind of model; a float."""
+        signals = np.linspace(*self.signal_range, n_signals, dtype=np.float32)
+        return float(np.mean(self.noise_variance(signals, n_observations)))
 
     @property
     def value_range(self):
