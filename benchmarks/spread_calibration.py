@@ -2,11 +2,13 @@
 
 For PN2V trained without the calibration (``train_calibrate_spread=False``; the network, data and
 schedule of ``short_budget.py``), every factor f of a grid from 1/16 to 2 moves the samples towards
-(or away from) their mean, ``s_k -> m + f (s_k - m)``, and the script prints per factor the
-validation evidence that ``train_calibrate_spread`` maximises (``PN2V.spread_evidence``, mean log
-evidence per pixel) and the PSNR of the MMSE on the held-out test images; then the factor that the
-calibration picks (the likeliest of 1 to 1/16), the factor with the best PSNR, and the prior mean's
-PSNR (which every factor leaves as it is).
+(or away from) their mean, ``s_k -> m + f (s_k - m)``, and the script prints per factor the two
+criteria of ``train_calibrate_spread`` on the validation images, the evidence (``PN2V.spread_evidence``,
+mean log evidence per pixel, higher is better) and Stein's estimate of the MMSE's squared error
+(``PN2V.spread_risk``, per pixel, up to a constant; lower is better), and the PSNR of the MMSE on the
+held-out test images; then the factor that the calibration picks (the smaller of the likeliest and
+the lowest-risk factor of 1 to 1/16), the factor with the best PSNR, and the prior mean's PSNR (which
+every factor leaves as it is).
 
     python benchmarks/spread_calibration.py --steps 400 --seeds 0 1 2
     python benchmarks/spread_calibration.py --datasets Confocal_FISH --steps 1600 --seeds 0   # needs ../shared
@@ -29,8 +31,8 @@ FACTORS = tuple(float(2.0 ** (k / 3)) for k in range(3, -13, -1))
 
 
 def scan(name, steps, seed):
-    """Train one PN2V without calibration; return rows (factor, evidence per pixel, PSNR), the prior
-    mean's PSNR and the calibration's factor."""
+    """Train one PN2V without calibration; return rows (factor, evidence per pixel, risk per pixel,
+    PSNR), the prior mean's PSNR and the calibration's factor."""
     import keras
 
     import short_budget
@@ -49,6 +51,7 @@ def scan(name, steps, seed):
         model = PN2V(config, "pn2v", basedir=folder, noise_model=noise_model)
         model.train(X, X_val, verbose=0)
         evidence = model.spread_evidence(X_val, FACTORS)
+        risk = model.spread_risk(X_val, FACTORS)
         head = model.keras_model.get_layer("head")
         trained = [w.numpy() for w in head.weights]
 
@@ -61,11 +64,12 @@ def scan(name, steps, seed):
             for weight, value in zip(head.weights, trained):
                 weight.assign(value)
             scale_head_spread(head, [factor])
-            rows.append((factor, evidence.totals[row, 0], score()))
+            rows.append((factor, evidence.totals[row, 0] / evidence.pixels, risk.totals[row, 0] / risk.pixels,
+                         score()))
         prior_mean = score("prior_mean")
-    rows = [(f, total / evidence.pixels, p) for f, total, p in rows]
     offered = [r for r in rows if min(SPREAD_FACTORS) - 1e-9 <= r[0] <= 1 + 1e-9]
-    return rows, prior_mean, max(offered, key=lambda r: r[1])[0]
+    likeliest, safest = max(offered, key=lambda r: r[1])[0], min(offered, key=lambda r: r[2])[0]
+    return rows, prior_mean, min(likeliest, safest)
 
 
 def main(argv=None):
@@ -78,16 +82,16 @@ def main(argv=None):
     for name in args.datasets:
         for seed in args.seeds:
             rows, prior_mean, chosen = scan(name, args.steps, seed)
-            best = max(rows, key=lambda r: r[2])
+            best = max(rows, key=lambda r: r[3])
             print(f"\n{name}, {args.steps} steps, seed {seed}: prior mean {prior_mean:.2f} dB")
-            print("| factor | evidence (nats / pixel) | MMSE PSNR (dB) |\n|---|---|---|")
-            for factor, evidence, value in rows:
+            print("| factor | evidence (nats / pixel) | risk (per pixel) | MMSE PSNR (dB) |\n|---|---|---|---|")
+            for factor, evidence, risk, value in rows:
                 marks = (" (calibration)" if factor == chosen else "") + (" (best PSNR)" if factor == best[0] else "")
-                print(f"| {factor:.3g}{marks} | {evidence:.5f} | {value:.2f} |")
-            at_one = next(r for r in rows if r[0] == 1.0)[2]
-            chosen_psnr = next(r for r in rows if r[0] == chosen)[2]
+                print(f"| {factor:.3g}{marks} | {evidence:.5f} | {risk:.4f} | {value:.2f} |")
+            at_one = next(r for r in rows if r[0] == 1.0)[3]
+            chosen_psnr = next(r for r in rows if r[0] == chosen)[3]
             print(f"calibrated: factor {chosen:.3g}, {chosen_psnr:.2f} dB ({chosen_psnr - at_one:+.2f} against "
-                  f"factor 1, {chosen_psnr - best[2]:+.2f} against the best factor {best[0]:.3g})", flush=True)
+                  f"factor 1, {chosen_psnr - best[3]:+.2f} against the best factor {best[0]:.3g})", flush=True)
 
 
 if __name__ == "__main__":
