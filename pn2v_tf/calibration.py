@@ -29,8 +29,8 @@ from .inference import mmse
 
 #: Candidate factors: 2^(-k/3) from 1 down to 1/16.
 SPREAD_FACTORS = tuple(float(2.0 ** (-k / 3)) for k in range(13))
-#: Pixels whose likelihood is evaluated at once (times K samples times the factors).
-CHUNK_PIXELS = 4096
+#: Pixels whose evidence or risk is evaluated at once (times K samples times all factors).
+CHUNK_PIXELS = 1024
 
 
 class SpreadEvidence:
@@ -74,12 +74,10 @@ class SpreadEvidence:
         mean = tf.reduce_mean(samples, axis=-1, keepdims=True)
         counted = tf.cast(tf.range(tf.shape(samples)[0]) < count, tf.float64)[:, None]
         log_k = np.float32(np.log(samples.shape[-1]))
-        rows = []
-        for factor in self.factors:
-            moved = mean + np.float32(factor) * (samples - mean)
-            log_mean = tf.reduce_logsumexp(self.noise_model.log_likelihood(observations[..., None], moved), axis=-1)
-            rows.append(tf.reduce_sum(tf.cast(log_mean - log_k, tf.float64) * counted, axis=0))
-        return tf.stack(rows)
+        factors = tf.constant(self.factors, tf.float32)[:, None, None, None]
+        moved = mean[None] + factors * (samples - mean)[None]         # (factors, pixels, C, K)
+        log_mean = tf.reduce_logsumexp(self.noise_model.log_likelihood(observations[None, ..., None], moved), axis=-1)
+        return tf.reduce_sum(tf.cast(log_mean - log_k, tf.float64) * counted[None], axis=1)
 
 
 class SpreadRisk:
@@ -144,15 +142,15 @@ class SpreadRisk:
             step = self.steps[min(c, len(self.steps) - 1)]
             x, moved_x = observations[:, c:c + 1], observations[:, c:c + 1] + step * signs[:, c:c + 1]
             s, moved_s = samples[:, c], moved_samples[:, c]
-            mean, moved_mean = (tf.reduce_mean(a, axis=-1, keepdims=True) for a in (s, moved_s))
-            rows = []
-            for factor in self.factors:
-                u = mmse(x, mean + np.float32(factor) * (s - mean), model)
-                moved_u = mmse(moved_x, moved_mean + np.float32(factor) * (moved_s - moved_mean), model)
-                slope = signs[:, c:c + 1] * (moved_u - u) / step
-                risk = tf.square(u - x) + 2 * variances[:, c:c + 1] * slope
-                rows.append(tf.reduce_sum(tf.cast(risk[:, 0], tf.float64) * counted))
-            columns.append(tf.stack(rows))
+            factors = tf.constant(self.factors, tf.float32)[:, None, None]
+            # all factors at once, (factors, pixels, K): one likelihood in the compiled graph
+            u, moved_u = (mmse(value[None], mean[None] + factors * (v - mean)[None], model)
+                          for value, v, mean in ((x, s, tf.reduce_mean(s, axis=-1, keepdims=True)),
+                                                 (moved_x, moved_s, tf.reduce_mean(moved_s, axis=-1, keepdims=True))))
+            slope = signs[None, :, c:c + 1] * (moved_u - u) / step
+            risk = tf.square(u - x[None]) + 2 * variances[None, :, c:c + 1] * slope
+            rows = tf.reduce_sum(tf.cast(risk[..., 0], tf.float64) * counted[None], axis=1)
+            columns.append(rows)
         return tf.stack(columns, axis=1)
 
 
