@@ -29,6 +29,8 @@ EXAMPLE_INPUT_FILE = "example_input.tif"
 EXAMPLE_INPUT_SIDE = 256
 #: Validation pixels at most whose likelihood calibrates the prior's spread after training.
 CALIBRATION_PIXELS = 2 ** 17
+#: Samples (patch pixels x K) the network returns per call while calibrating.
+CALIBRATION_BATCH_ELEMENTS = 2 ** 24
 _NEEDS_NOISE_MODEL = ("mode 'pn2v' needs a noise model: pass noise_model=... "
                       "(e.g. HistogramNoiseModel.from_calibration_stack(stack))")
 
@@ -305,30 +307,34 @@ class PN2V(BaseModel):
         return as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
 
     def _spread_statistics(self, validation_X, factors=None):
-        """(SpreadEvidence, SpreadRisk) of the same validation pixels: the central pixels of
-        ``config.train_n_val_patches`` random patches, at most :data:`CALIBRATION_PIXELS` in all."""
+        """(SpreadEvidence, SpreadRisk) of the same validation pixels: the central pixels of random
+        patches, :func:`calibration_patches` of them, at most :data:`CALIBRATION_PIXELS` in all."""
         cfg = self.config
         rng = np.random.default_rng(0 if cfg.seed is None else cfg.seed + 2)
         sign_rng = np.random.default_rng(0 if cfg.seed is None else cfg.seed + 3)
-        patches = random_patches(rng, validation_X, cfg.n2v_patch_shape, cfg.train_n_val_patches)
+        patches = random_patches(rng, validation_X, cfg.n2v_patch_shape, calibration_patches(cfg))
         patches = patches.reshape(patches.shape[:1 + cfg.n_dim] + (cfg.n_channels,))
         centre = (slice(None),) + tuple(slice(size // 4, size - size // 4) for size in cfg.n2v_patch_shape)
         per_patch = -(-CALIBRATION_PIXELS // len(patches))
         factors = SPREAD_FACTORS if factors is None else factors
         evidence, risk = SpreadEvidence(self.noise_model, factors), SpreadRisk(self.noise_model, factors)
-        by_pixel = (-1, cfg.n_channels, cfg.n_samples)
-        for patch in patches:
-            patch = patch[np.newaxis]
-            signs = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patch.shape)
-            moved = patch + risk.steps * signs
-            samples, moved_samples = (keras.ops.convert_to_numpy(self.keras_model(a, training=False))[centre]
-                                      .reshape(by_pixel) for a in (patch, moved))
-            observations = patch[centre].reshape(-1, cfg.n_channels)
-            keep = rng.permutation(len(samples))[:per_patch]
-            signs = signs[centre].reshape(-1, cfg.n_channels)
-            evidence.add(samples[keep], observations[keep])
-            risk.add(samples[keep], moved_samples[keep], observations[keep], signs[keep])
+        by_pixel = (len(patches), -1, cfg.n_channels, cfg.n_samples)
+        signs = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patches.shape)
+        samples, moved_samples = (self._central_samples(images, centre).reshape(by_pixel)
+                                  for images in (patches, patches + risk.steps * signs))
+        observations, signs = (a[centre].reshape(len(patches), -1, cfg.n_channels) for a in (patches, signs))
+        for index in range(len(patches)):
+            keep = rng.permutation(samples.shape[1])[:per_patch]
+            evidence.add(samples[index, keep], observations[index, keep])
+            risk.add(samples[index, keep], moved_samples[index, keep], observations[index, keep], signs[index, keep])
         return evidence, risk
+
+    def _central_samples(self, patches, centre):
+        """The network's samples of ``patches`` at ``centre``, a few patches per call."""
+        per_call = max(1, CALIBRATION_BATCH_ELEMENTS // (int(np.prod(patches.shape[1:])) * self.config.n_samples))
+        return np.concatenate([keras.ops.convert_to_numpy(self.keras_model(patches[start:start + per_call],
+                                                                           training=False))[centre]
+                               for start in range(0, len(patches), per_call)])
 
     def _calibrate_spread(self, validation_X):
         factors = choose_spread_factors(*self._spread_statistics(validation_X))
@@ -645,6 +651,14 @@ class PN2V(BaseModel):
         with tifffile.TiffFile(example) as tif:
             image, axes = tif.asarray(), tif.series[0].axes
         return np.moveaxis(image, axes.index("C"), -1) if "C" in axes else image
+
+
+def calibration_patches(config):
+    """How many random validation patches the spread's calibration reads: ``train_n_val_patches``, or
+    more, up to 4 times as many, until their central halves (per axis) hold :data:`CALIBRATION_PIXELS`."""
+    central = int(np.prod([size - 2 * (size // 4) for size in config.n2v_patch_shape]))
+    needed = -(-CALIBRATION_PIXELS // central)
+    return min(4 * config.train_n_val_patches, max(config.train_n_val_patches, needed))
 
 
 def _range_values(images, n_channels):

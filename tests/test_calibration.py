@@ -13,7 +13,7 @@ from pn2v_tf.calibration import (CHUNK_PIXELS, SPREAD_FACTORS, SpreadEvidence, S
                                  lowest_risk_factors, scale_head_spread)
 from pn2v_tf.inference import mmse
 from pn2v_tf.data import random_patches
-from pn2v_tf.model import CALIBRATION_PIXELS
+from pn2v_tf.model import CALIBRATION_PIXELS, calibration_patches
 from pn2v_tf.nets import build_networks
 from pn2v_tf.noise_models import ChannelNoiseModels, HistogramNoiseModel
 
@@ -219,16 +219,16 @@ def _factor_by_hand(model, X_val):
     the smaller of the likeliest factor and the factor of lowest risk."""
     cfg, noise_model = model.config, model.noise_model
     rng, sign_rng = np.random.default_rng(cfg.seed + 2), np.random.default_rng(cfg.seed + 3)
-    patches = random_patches(rng, X_val, cfg.n2v_patch_shape, cfg.train_n_val_patches)
+    patches = random_patches(rng, X_val, cfg.n2v_patch_shape, calibration_patches(cfg))
     per_patch = -(-CALIBRATION_PIXELS // len(patches))
+    all_signs = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patches.shape + (1,))
     signals = np.linspace(*noise_model.signal_range, 64)
     variances = noise_model.noise_variance(signals)
     step = np.float32(0.1 * np.sqrt(variances.mean()))
     centre = (0, slice(4, 12), slice(4, 12))
     samples, moved, observations, signs = [], [], [], []
-    for patch in patches:
-        patch = patch[None, ..., None]
-        sign = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patch.shape)
+    for patch, sign in zip(patches, all_signs):
+        patch, sign = patch[None, ..., None], sign[None]
         out, out_moved = (np.asarray(model.keras_model(p))[centre].reshape(-1, K) for p in (patch, patch + step * sign))
         keep = rng.permutation(len(out))[:per_patch]
         samples.append(out[keep])
@@ -295,6 +295,19 @@ def test_calibration_needs_mode_pn2v(images, method):
 
 
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
+def test_the_calibration_reads_more_patches_than_validation_until_it_has_enough_pixels():
+    X = np.zeros((2, 64, 64), np.float32)
+    central = 32 * 32                                    # the central half of a 64 x 64 patch per axis
+
+    assert calibration_patches(PN2VConfig(X, n2v_patch_shape=(64, 64), train_n_val_patches=64)) == \
+        CALIBRATION_PIXELS // central
+    assert calibration_patches(PN2VConfig(X, n2v_patch_shape=(64, 64), train_n_val_patches=200)) == 200
+    assert calibration_patches(PN2VConfig(X, n2v_patch_shape=(64, 64), train_n_val_patches=8)) == 32   # 4x at most
+    volumes = np.zeros((2, 16, 64, 64), np.float32)
+    assert calibration_patches(PN2VConfig(volumes, axes="ZYX", n2v_patch_shape=(16, 64, 64),
+                                          train_n_val_patches=4)) == CALIBRATION_PIXELS // (8 * central)
+
+
 def test_spread_evidence_reads_the_pixels_of_the_calibration_and_changes_nothing(images):
     X, X_val = images
     model = _uncalibrated(X, X_val)
