@@ -14,10 +14,11 @@ and prints the PSNR of N2V, and of each PN2V's prior mean and MMSE, on held-out 
 PN2V variants (``--variants``; each a set of configuration values over the package's defaults,
 which are a head whose K columns start as one shared column plus 1% (``samples_init_spread=0.01``),
 outputs not scaled (``samples_output_scale=1``) and N2V's squared error of the samples' mean in the loss
-with weight 0.5, in units of the noise's variance, from which alone the mean learns
-(``train_mean_weight=0.5``, ``train_decouple_mean=True``)):
+with weight 1, in units of the noise's variance, from which alone the mean learns
+(``train_mean_weight=1``, ``train_decouple_mean=True``)):
 
-- ``pn2v``: the defaults; ``mean05_decoupled``: the same written out; ``mean1_decoupled``: weight 1;
+- ``pn2v``: the defaults; ``mean1_decoupled``: the same written out; ``mean05_decoupled``: weight 0.5
+  (the default from aebf65d until weight 1 replaced it);
 - ``no_mean``: the paper's loss alone (``train_mean_weight=0``, the default before 2026-12-01);
 - ``mean1``, ``mean01``: the squared error added with weight 1 or 0.1, the likelihood pulling the mean
   as well (``train_decouple_mean=False``);

@@ -126,8 +126,8 @@ class PN2VConfig(BaseConfig):
         Mode ``'pn2v'``: weight (>= 0) of N2V's squared error of the samples' mean, added to the
         likelihood loss (:class:`pn2v_tf.losses.PN2VLoss`): it moves every sample, also those the
         likelihood does not see yet, towards the prior mean, which the true prior also has. 0: the
-        paper's loss alone. Default: 0.5 (with ``train_decouple_mean``, the mean then learns at the
-        likelihood's own scale).
+        paper's loss alone. Default: 1 (with ``train_decouple_mean``, the error is in units of the
+        noise's variance: weight 0.5 would pull the mean at the likelihood's own scale, 1 twice as hard).
     train_decouple_mean : bool
         Mode ``'pn2v'`` with ``train_mean_weight > 0``: the samples' mean learns from that squared
         error alone, as N2V's output does, and the likelihood only shapes the samples about their
@@ -198,7 +198,7 @@ class PN2VConfig(BaseConfig):
         self.train_batch_size = 16
         self.train_learning_rate = 4e-4
         self.train_loss = "mse"
-        self.train_mean_weight = 0.5
+        self.train_mean_weight = 1.0
         self.train_decouple_mean = True
         self.train_calibrate_spread = True
         self.train_reduce_lr = {"factor": 0.5, "patience": 10}

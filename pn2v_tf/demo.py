@@ -50,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument("--n-first", type=int, default=16, help="features of the U-Net's first level")
     parser.add_argument("--mean-weight", type=float, default=None,
                         help="PN2V's train_mean_weight, N2V's squared error of the samples' mean in its loss "
-                             "(default: the package's, 0.5; 0: the paper's loss alone)")
+                             "(default: the package's, 1; 0: the paper's loss alone)")
     parser.add_argument("--no-decouple-mean", dest="decouple_mean", action="store_false",
                         help="PN2V's train_decouple_mean=False: the likelihood pulls the samples' mean as well")
     parser.add_argument("--shape", type=int, default=argparse.SUPPRESS, help="side (Y and X) of the synthetic images" + both % (

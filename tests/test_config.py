@@ -30,7 +30,7 @@ def test_defaults_follow_the_docstring(X):
     assert config.n_outputs == 800
     assert config.samples_init_spread == pytest.approx(0.01)
     assert config.samples_output_scale == pytest.approx(1.0)
-    assert config.train_mean_weight == 0.5
+    assert config.train_mean_weight == 1.0
     assert config.train_decouple_mean is True
     assert config.unet_n_depth == 3
     assert config.unet_n_first == 64
@@ -215,4 +215,4 @@ def test_loaded_config_without_the_mean_term_keeps_the_loss_it_was_trained_with(
     loaded = PN2VConfig(**PN2VConfig.update_loaded_config(coupled))
     assert (loaded.train_mean_weight, loaded.train_decouple_mean) == (0.3, False)
     assert PN2VConfig(**PN2VConfig.update_loaded_config(stored)).train_decouple_mean is True
-    assert (PN2VConfig(X).train_mean_weight, PN2VConfig(X).train_decouple_mean) == (0.5, True)
+    assert (PN2VConfig(X).train_mean_weight, PN2VConfig(X).train_decouple_mean) == (1.0, True)

@@ -41,8 +41,9 @@ def test_variants_change_only_what_they_name(short_budget):
     defaults = vars(PN2VConfig(None))
     for name, values in short_budget.VARIANTS.items():
         assert all(key in defaults for key in values), name
-    assert short_budget.VARIANTS["no_mean"] == {"train_mean_weight": 0.0} and defaults["train_mean_weight"] == 0.5
-    assert all(defaults[key] == value for key, value in short_budget.VARIANTS["mean05_decoupled"].items())
+    assert short_budget.VARIANTS["no_mean"] == {"train_mean_weight": 0.0} and defaults["train_mean_weight"] == 1.0
+    assert all(defaults[key] == value for key, value in short_budget.VARIANTS["mean1_decoupled"].items())
+    assert short_budget.VARIANTS["mean05_decoupled"]["train_mean_weight"] != defaults["train_mean_weight"]
     assert short_budget.VARIANTS["mean1"]["train_decouple_mean"] is not defaults["train_decouple_mean"]
     assert short_budget.VARIANTS["independent_x10"]["samples_init_spread"] is None
 
