@@ -8,15 +8,16 @@ samples' mean, ``s_k -> m + f (s_k - m)`` with ``f <= 1``; as ``f`` falls the MM
 prior mean, which it equals in the limit. Factors above 1 are not offered: they would only add weight
 to x, which the samples already hold.
 
-Two criteria read the factor from the same validation pixels under exactly these predictions:
+The factor is the one under which the validation pixels, predicted exactly so, are likeliest: the
+evidence ``log (1/K) sum_k p(x|s_k)`` (:class:`SpreadEvidence`), an empirical-Bayes choice of the
+prior's scale. When the prior is much narrower than the noise it changes little with ``f``, so the
+calibration reads many pixels.
 
-- the evidence ``log (1/K) sum_k p(x|s_k)`` (:class:`SpreadEvidence`), an empirical-Bayes choice of
-  the prior's scale. When the prior is much narrower than the noise it hardly changes with ``f``,
-  and it rewards samples that lean towards x;
-- Stein's unbiased estimate of the MMSE's squared error (:class:`SpreadRisk`), which measures what
-  the factor is for but takes the noise as locally Gaussian with the noise model's variance.
-
-:func:`choose_spread_factors` takes the smaller of their factors.
+:class:`SpreadRisk`, Stein's unbiased estimate of the MMSE's squared error, is a second view for
+diagnosis (``PN2V.spread_risk``, ``benchmarks/spread_calibration.py``): it measures what the factor is
+for, but takes the noise as locally Gaussian with the noise model's variance, and when the noise is
+much wider than the prior's errors its sampling error swamps the differences between factors (on
+real two-photon data it picked a factor that cost 0.4 dB), so the calibration does not use it.
 
 The factor is folded into the head's weights (:func:`scale_head_spread`), so prediction and exported
 models cost nothing more.
@@ -168,17 +169,6 @@ def best_spread_factors(evidence):
 def lowest_risk_factors(risk):
     """The factor with the lowest summed risk of a :class:`SpreadRisk`, per channel: (C,) floats."""
     return np.asarray(risk.factors, dtype=np.float64)[np.argmin(risk.totals, axis=0)]
-
-
-def choose_spread_factors(evidence, risk):
-    """Each channel's factor from the evidence and the risk of the same pixels: the smaller of the
-    likeliest factor and the factor of lowest risk, (C,) floats.
-
-    Both criteria err towards too wide a spread: the evidence barely changes with the spread
-    when the prior is much narrower than the noise, and the risk's noise variance is the model's.
-    A factor that either finds too wide moves the MMSE towards the prior mean, the safer side.
-    """
-    return np.minimum(best_spread_factors(evidence), lowest_risk_factors(risk))
 
 
 def calibration_message(factors):

@@ -11,7 +11,7 @@ from csbdeep.models import BaseModel
 
 from ._checks import is_int
 from .arrays import as_image_stack, channel_extremes, is_chunked, spatial_axes, stack_from_axes
-from .calibration import (SPREAD_FACTORS, SpreadEvidence, SpreadRisk, calibration_message, choose_spread_factors,
+from .calibration import (SPREAD_FACTORS, SpreadEvidence, SpreadRisk, best_spread_factors, calibration_message,
                           scale_head_spread)
 from .config import PN2VConfig
 from .data import _DIHEDRAL, MaskedPatches, SupervisedPatches, _dihedral, random_patches, undo_dihedral
@@ -250,9 +250,8 @@ class PN2V(BaseModel):
         return history
 
     def calibrate_spread(self, validation_X):
-        """Move each channel's prior samples towards their mean by a factor (1 to 1/16) read from
-        ``validation_X`` as ``predict`` sees it: the smaller of the factor under which the images are
-        likeliest and the factor of the lowest estimated MMSE error (:mod:`pn2v_tf.calibration`).
+        """Move each channel's prior samples towards their mean by the factor (1 to 1/16) under which
+        ``validation_X`` is likeliest as ``predict`` sees it (:mod:`pn2v_tf.calibration`).
 
         The factor multiplies every sample's distance from the samples' mean, so the prior mean stays
         as it is and the MMSE moves towards it. The head's weights change; with a model folder the
@@ -298,7 +297,8 @@ class PN2V(BaseModel):
         pn2v_tf.calibration.SpreadRisk
             ``totals`` (len(factors), C) and ``factors``.
         """
-        return self._spread_statistics(self._calibration_images(validation_X, "spread_risk"), factors)[1]
+        images = self._calibration_images(validation_X, "spread_risk")
+        return self._spread_statistics(images, factors, with_risk=True)[1]
 
     def _calibration_images(self, validation_X, method):
         cfg = self.config
@@ -306,9 +306,10 @@ class PN2V(BaseModel):
             raise ValueError(f"{method} needs a model of mode 'pn2v', this one has mode {cfg.mode!r}")
         return as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
 
-    def _spread_statistics(self, validation_X, factors=None):
-        """(SpreadEvidence, SpreadRisk) of the same validation pixels: the central pixels of random
-        patches, :func:`calibration_patches` of them, at most :data:`CALIBRATION_PIXELS` in all."""
+    def _spread_statistics(self, validation_X, factors=None, with_risk=False):
+        """(SpreadEvidence, SpreadRisk or None) of the same validation pixels: the central pixels of
+        random patches, :func:`calibration_patches` of them, at most :data:`CALIBRATION_PIXELS` in all.
+        The risk needs a second prediction of the patches (``with_risk``)."""
         cfg = self.config
         rng = np.random.default_rng(0 if cfg.seed is None else cfg.seed + 2)
         sign_rng = np.random.default_rng(0 if cfg.seed is None else cfg.seed + 3)
@@ -317,16 +318,21 @@ class PN2V(BaseModel):
         centre = (slice(None),) + tuple(slice(size // 4, size - size // 4) for size in cfg.n2v_patch_shape)
         per_patch = -(-CALIBRATION_PIXELS // len(patches))
         factors = SPREAD_FACTORS if factors is None else factors
-        evidence, risk = SpreadEvidence(self.noise_model, factors), SpreadRisk(self.noise_model, factors)
+        evidence = SpreadEvidence(self.noise_model, factors)
+        risk = SpreadRisk(self.noise_model, factors) if with_risk else None
         by_pixel = (len(patches), -1, cfg.n_channels, cfg.n_samples)
-        signs = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patches.shape)
-        samples, moved_samples = (self._central_samples(images, centre).reshape(by_pixel)
-                                  for images in (patches, patches + risk.steps * signs))
-        observations, signs = (a[centre].reshape(len(patches), -1, cfg.n_channels) for a in (patches, signs))
+        samples = self._central_samples(patches, centre).reshape(by_pixel)
+        observations = patches[centre].reshape(len(patches), -1, cfg.n_channels)
+        if with_risk:
+            signs = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patches.shape)
+            moved_samples = self._central_samples(patches + risk.steps * signs, centre).reshape(by_pixel)
+            signs = signs[centre].reshape(len(patches), -1, cfg.n_channels)
         for index in range(len(patches)):
             keep = rng.permutation(samples.shape[1])[:per_patch]
             evidence.add(samples[index, keep], observations[index, keep])
-            risk.add(samples[index, keep], moved_samples[index, keep], observations[index, keep], signs[index, keep])
+            if with_risk:
+                risk.add(samples[index, keep], moved_samples[index, keep], observations[index, keep],
+                         signs[index, keep])
         return evidence, risk
 
     def _central_samples(self, patches, centre):
@@ -337,7 +343,7 @@ class PN2V(BaseModel):
                                for start in range(0, len(patches), per_call)])
 
     def _calibrate_spread(self, validation_X):
-        factors = choose_spread_factors(*self._spread_statistics(validation_X))
+        factors = best_spread_factors(self._spread_statistics(validation_X)[0])
         scale_head_spread(self.keras_model.get_layer("head"), factors)
         self.spread_factors = factors
         self._save_calibrated_weights()
