@@ -16,8 +16,8 @@ calibration reads many pixels.
 :class:`SpreadRisk`, Stein's unbiased estimate of the MMSE's squared error, is a second view for
 diagnosis (``PN2V.spread_risk``, ``benchmarks/spread_calibration.py``): it measures what the factor is
 for, but takes the noise as locally Gaussian with the noise model's variance, and when the noise is
-much wider than the prior's errors its sampling error swamps the differences between factors (on
-real two-photon data it picked a factor that cost 0.4 dB), so the calibration does not use it.
+much wider than the prior's errors its sampling error can swamp the differences between factors, so
+the calibration does not use it (BENCHMARKS.md has the runs).
 
 The factor is folded into the head's weights (:func:`scale_head_spread`), so prediction and exported
 models cost nothing more.
