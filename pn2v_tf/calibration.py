@@ -62,13 +62,8 @@ class SpreadEvidence:
         if self.totals is None:
             self.totals = np.zeros((len(self.factors), samples.shape[1]))
         self.pixels += len(samples)
-        for start in range(0, len(samples), CHUNK_PIXELS):
-            chunk, observed = samples[start:start + CHUNK_PIXELS], observations[start:start + CHUNK_PIXELS]
-            count = len(chunk)
-            if count < CHUNK_PIXELS:  # padded to one compiled shape; the padding is not counted
-                chunk = np.pad(chunk, ((0, CHUNK_PIXELS - count), (0, 0), (0, 0)), mode="edge")
-                observed = np.pad(observed, ((0, CHUNK_PIXELS - count), (0, 0)), mode="edge")
-            self.totals += self._evidence(chunk, observed, np.int32(count)).numpy()
+        for chunk, count in _padded_chunks(samples, observations):
+            self.totals += self._evidence(*chunk, count).numpy()
         return self
 
     def _chunk_evidence(self, samples, observations, count):
@@ -126,24 +121,19 @@ class SpreadRisk:
         variances = np.stack([np.interp(samples[:, c].mean(axis=-1), *self.curves[min(c, len(self.curves) - 1)])
                               for c in range(samples.shape[1])], axis=1).astype(np.float32)
         self.pixels += len(samples)
-        for start in range(0, len(samples), CHUNK_PIXELS):
-            chunk = [a[start:start + CHUNK_PIXELS] for a in (samples, moved_samples, observations, signs, variances)]
-            count = len(chunk[0])
-            if count < CHUNK_PIXELS:  # padded to one compiled shape; the padding is not counted
-                chunk = [np.pad(a, ((0, CHUNK_PIXELS - count),) + ((0, 0),) * (a.ndim - 1), mode="edge")
-                         for a in chunk]
-            self.totals += self._risk(*chunk, np.int32(count)).numpy()
+        for chunk, count in _padded_chunks(samples, moved_samples, observations, signs, variances):
+            self.totals += self._risk(*chunk, count).numpy()
         return self
 
     def _chunk_risk(self, samples, moved_samples, observations, signs, variances, count):
         counted = tf.cast(tf.range(tf.shape(samples)[0]) < count, tf.float64)
+        factors = tf.constant(self.factors, tf.float32)[:, None, None]
         columns = []
         for c in range(samples.shape[1]):
             model = self.models[min(c, len(self.models) - 1)]
             step = self.steps[min(c, len(self.steps) - 1)]
             x, moved_x = observations[:, c:c + 1], observations[:, c:c + 1] + step * signs[:, c:c + 1]
             s, moved_s = samples[:, c], moved_samples[:, c]
-            factors = tf.constant(self.factors, tf.float32)[:, None, None]
             # all factors at once, (factors, pixels, K): one likelihood in the compiled graph
             u, moved_u = (mmse(value[None], mean[None] + factors * (v - mean)[None], model)
                           for value, v, mean in ((x, s, tf.reduce_mean(s, axis=-1, keepdims=True)),
@@ -155,6 +145,17 @@ class SpreadRisk:
         return tf.stack(columns, axis=1)
 
 
+def _padded_chunks(*arrays):
+    """(chunk of each array, pixels counted) for :data:`CHUNK_PIXELS` rows at a time; the last chunk is
+    padded with its edge rows to one compiled shape, and the padding is not counted."""
+    for start in range(0, len(arrays[0]), CHUNK_PIXELS):
+        chunk = [a[start:start + CHUNK_PIXELS] for a in arrays]
+        count = len(chunk[0])
+        if count < CHUNK_PIXELS:
+            chunk = [np.pad(a, ((0, CHUNK_PIXELS - count),) + ((0, 0),) * (a.ndim - 1), mode="edge") for a in chunk]
+        yield chunk, np.int32(count)   # a tensor-like count: one trace for every chunk
+
+
 def _variance_curve(noise_model, n_signals=64):
     """(signals, variances of x given them) over the model's signal range, for interpolation."""
     signals = np.linspace(*noise_model.signal_range, n_signals)
@@ -164,11 +165,6 @@ def _variance_curve(noise_model, n_signals=64):
 def best_spread_factors(evidence):
     """The factor with the highest summed log evidence of a :class:`SpreadEvidence`, per channel: (C,) floats."""
     return np.asarray(evidence.factors, dtype=np.float64)[np.argmax(evidence.totals, axis=0)]
-
-
-def lowest_risk_factors(risk):
-    """The factor with the lowest summed risk of a :class:`SpreadRisk`, per channel: (C,) floats."""
-    return np.asarray(risk.factors, dtype=np.float64)[np.argmin(risk.totals, axis=0)]
 
 
 def calibration_message(factors):

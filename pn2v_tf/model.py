@@ -320,27 +320,29 @@ class PN2V(BaseModel):
         factors = SPREAD_FACTORS if factors is None else factors
         evidence = SpreadEvidence(self.noise_model, factors)
         risk = SpreadRisk(self.noise_model, factors) if with_risk else None
-        by_pixel = (len(patches), -1, cfg.n_channels, cfg.n_samples)
-        samples = self._central_samples(patches, centre).reshape(by_pixel)
-        observations = patches[centre].reshape(len(patches), -1, cfg.n_channels)
-        if with_risk:
-            signs = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patches.shape)
-            moved_samples = self._central_samples(patches + risk.steps * signs, centre).reshape(by_pixel)
-            signs = signs[centre].reshape(len(patches), -1, cfg.n_channels)
-        for index in range(len(patches)):
-            keep = rng.permutation(samples.shape[1])[:per_patch]
-            evidence.add(samples[index, keep], observations[index, keep])
+        signs = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patches.shape) if with_risk else None
+        by_pixel = (-1, cfg.n_channels, cfg.n_samples)
+        # a few patches per network call, their samples added before the next call: memory stays bounded
+        per_call = max(1, CALIBRATION_BATCH_ELEMENTS // (int(np.prod(patches.shape[1:])) * cfg.n_samples))
+        for start in range(0, len(patches), per_call):
+            group = patches[start:start + per_call]
+            samples = self._central_samples(group, centre)
             if with_risk:
-                risk.add(samples[index, keep], moved_samples[index, keep], observations[index, keep],
-                         signs[index, keep])
+                moved_samples = self._central_samples(group + risk.steps * signs[start:start + per_call], centre)
+            for index in range(len(group)):
+                patch_samples = samples[index].reshape(by_pixel)
+                observations = group[index][centre[1:]].reshape(-1, cfg.n_channels)
+                keep = rng.permutation(len(patch_samples))[:per_patch]
+                evidence.add(patch_samples[keep], observations[keep])
+                if with_risk:
+                    patch_signs = signs[start + index][centre[1:]].reshape(-1, cfg.n_channels)
+                    risk.add(patch_samples[keep], moved_samples[index].reshape(by_pixel)[keep], observations[keep],
+                             patch_signs[keep])
         return evidence, risk
 
     def _central_samples(self, patches, centre):
-        """The network's samples of ``patches`` at ``centre``, a few patches per call."""
-        per_call = max(1, CALIBRATION_BATCH_ELEMENTS // (int(np.prod(patches.shape[1:])) * self.config.n_samples))
-        return np.concatenate([keras.ops.convert_to_numpy(self.keras_model(patches[start:start + per_call],
-                                                                           training=False))[centre]
-                               for start in range(0, len(patches), per_call)])
+        """The network's samples of ``patches`` at ``centre`` (one call)."""
+        return keras.ops.convert_to_numpy(self.keras_model(patches, training=False))[centre]
 
     def _calibrate_spread(self, validation_X):
         factors = best_spread_factors(self._spread_statistics(validation_X)[0])
