@@ -3,6 +3,9 @@
 import math
 import numbers
 
+#: Keras dtype policies of the U-Net body (``PN2VConfig.unet_dtype_policy``); everything else is float32.
+DTYPE_POLICIES = ("float32", "mixed_bfloat16")
+
 
 def is_int(value, low=None):
     """True for an integer (not a bool) that is at least ``low`` when given."""

@@ -211,10 +211,11 @@ def _model(handle):
 
 # -- tasks ---------------------------------------------------------------------------------------
 
-def predict_region(model, region, axes, keep, estimator, tta=False):
+def predict_region(model, region, axes, keep, estimator, tta=False, dtype_policy=None):
     """Denoise a region read with context and return the block's part of it (float32); ``model`` is
     a PN2V model or a :class:`ModelHandle`."""
-    result = _model(model).predict(np.asarray(region), axes=axes, estimator=estimator, tta=tta)
+    result = _model(model).predict(np.asarray(region), axes=axes, estimator=estimator, tta=tta,
+                                   dtype_policy=dtype_policy)
     return result[keep]
 
 
@@ -225,12 +226,13 @@ def _is_complete(target, where):
         return False
 
 
-def _write_block(handle, data, target, plan, number, estimator, progress=None, region_given=False, tta=False):
+def _write_block(handle, data, target, plan, number, estimator, progress=None, region_given=False, tta=False,
+                 dtype_policy=None):
     """Predict block ``number`` and write it: ``data`` is the source, or (``region_given``) the block's
     region already read (a Dask source's region, computed by Dask as the task's input)."""
     read, keep = plan.read(number)
     region = data if region_given else data[read]
-    target[plan.output_slices(number)] = predict_region(handle, region, plan.axes, keep, estimator, tta)
+    target[plan.output_slices(number)] = predict_region(handle, region, plan.axes, keep, estimator, tta, dtype_policy)
     if progress is not None:
         progress()
     return 1
@@ -305,7 +307,7 @@ def check_values(model, source, axes, estimator, name="array", error_margin=None
 
 
 def predict_dask(model, source, axes=None, estimator="mmse", chunks=None, max_block_elements=DEFAULT_BLOCK_ELEMENTS,
-                 tta=False):
+                 tta=False, dtype_policy=None):
     """The prediction of ``source`` as a lazy Dask array (float32, the source's shape and axes).
 
     Its chunks are the blocks (whole chunks of ``chunks``, default the source's); computing it, or
@@ -326,6 +328,8 @@ def predict_dask(model, source, axes=None, estimator="mmse", chunks=None, max_bl
         Bound on a block's input values, context included.
     tta : bool
         Test-time augmentation (:meth:`PN2V.predict`), about 8 times the cost.
+    dtype_policy : str or None
+        The U-Net body's dtype policy (:meth:`PN2V.predict`); default the model's.
     """
     import dask
     import dask.array as da
@@ -337,7 +341,7 @@ def predict_dask(model, source, axes=None, estimator="mmse", chunks=None, max_bl
     for number in plan:
         read, keep = plan.read(number)
         region = source[read] if _is_dask(source) else dask.delayed(_slice, pure=True)(source, read)
-        result = dask.delayed(predict_region, pure=True)(handle, region, plan.axes, keep, estimator, tta)
+        result = dask.delayed(predict_region, pure=True)(handle, region, plan.axes, keep, estimator, tta, dtype_policy)
         pieces[plan.block_index(number)] = da.from_delayed(result, plan.block_shape(number), dtype=np.float32)
     return da.block(pieces.tolist())
 
@@ -348,7 +352,7 @@ def _slice(source, where):
 
 def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=None, scheduler=None, workers=1,
                     max_block_elements=DEFAULT_BLOCK_ELEMENTS, overwrite=False, progress=None, check=True,
-                    error_margin=None, zarr_format=None, tta=False):
+                    error_margin=None, zarr_format=None, tta=False, dtype_policy=None):
     """Predict ``source`` block by block into the zarr array ``target``; return the zarr array.
 
     Parameters
@@ -363,7 +367,7 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
         the same model, estimator and source shape). An existing path holding an unfinished prediction
         of the same model, estimator and source shape is resumed (its complete blocks are
         skipped); anything else there is refused unless ``overwrite``.
-    axes, estimator, chunks, max_block_elements, tta
+    axes, estimator, chunks, max_block_elements, tta, dtype_policy
         As in :func:`predict_dask`; ``chunks`` default to the source's (the output gets the same).
     scheduler : str, dask.distributed.Client or None
         Dask's scheduler (``'threads'``, ``'synchronous'``, a client); default: Dask's current one
@@ -392,7 +396,7 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
     plan = plan_blocks(model, source, axes, chunks, max_block_elements)
     if check:
         check_values(model, source, plan.axes, estimator, error_margin=error_margin)
-    target, resume = _output_array(model, target, plan, estimator, overwrite, zarr_format, tta)
+    target, resume = _output_array(model, target, plan, estimator, overwrite, zarr_format, tta, dtype_policy)
     todo = [number for number in plan if not (resume and _is_complete(target, plan.output_slices(number)))]
     done, total = len(plan) - len(todo), len(plan)
     lock = threading.Lock()
@@ -412,7 +416,7 @@ def predict_to_zarr(model, source, target, axes=None, estimator="mmse", chunks=N
         region_given = _is_dask(source)
         data = source[plan.read(number)[0]] if region_given else source
         tasks.append(dask.delayed(_write_block, pure=False)(handle, data, target, plan, number, estimator, report,
-                                                             region_given, tta))
+                                                             region_given, tta, dtype_policy))
     if client is not None:
         _run_on_cluster(client, tasks, advance if progress is not None else None)
     elif scheduler in (None, "threads"):
@@ -449,15 +453,16 @@ def _run_on_cluster(client, tasks, advance):
             advance()
 
 
-def _prediction_record(model, estimator, shape, tta):
+def _prediction_record(model, estimator, shape, tta, dtype_policy=None):
     folder = None if getattr(model, "basedir", None) is None else str(Path(model.basedir, model.name).resolve())
-    return {"model": folder, "estimator": estimator, "tta": bool(tta), "source_shape": list(shape)}
+    record = {"model": folder, "estimator": estimator, "tta": bool(tta), "source_shape": list(shape)}
+    return record if dtype_policy is None else {**record, "dtype_policy": dtype_policy}
 
 
-def _output_array(model, target, plan, estimator, overwrite, zarr_format, tta):
+def _output_array(model, target, plan, estimator, overwrite, zarr_format, tta, dtype_policy=None):
     import zarr
 
-    record = _prediction_record(model, estimator, plan.shape, tta)
+    record = _prediction_record(model, estimator, plan.shape, tta, dtype_policy)
     if not isinstance(target, (str, os.PathLike)):
         if tuple(target.shape) != plan.shape:
             raise ValueError(f"the output array has shape {tuple(target.shape)}, the source {plan.shape}")

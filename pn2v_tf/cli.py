@@ -21,6 +21,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from ._checks import DTYPE_POLICIES
 from .io import IMAGEJ_DTYPES, InputError, channels_text, find_tiffs, read_image
 
 #: pn2v_tf.masking.MANIPULATORS, without importing NumPy
@@ -34,16 +35,16 @@ EXIT_DIVERGED = 1
 TRAINING_DEFAULTS = dict(epochs=200, steps_per_epoch=100, batch_size=16, patch_size=None, n_samples=800,
                          unet_depth=3, unet_n_first=64, unet_pool=None, learning_rate=4e-4, seed=0,
                          single_net_per_channel=False, n2v2=False, blurpool=False, skip_skipone=False,
-                         manipulator=None, struct_mask=None)
+                         manipulator=None, struct_mask=None, dtype_policy="float32")
 #: PN2VConfig attribute -> training option.
 CONFIG_OPTIONS = dict(n_samples="n_samples", unet_n_depth="unet_depth", unet_n_first="unet_n_first",
                       unet_pool="unet_pool", n2v_patch_shape="patch_size", train_epochs="epochs",
                       train_steps_per_epoch="steps_per_epoch", train_batch_size="batch_size",
-                      train_learning_rate="learning_rate", seed="seed")
+                      train_learning_rate="learning_rate", seed="seed", unet_dtype_policy="dtype_policy")
 #: Options a resumed training takes from its model instead.
 _FIXED_ON_RESUME = ("mode", "noise_model", "batch_size", "patch_size", "n_samples", "unet_depth",
                     "unet_n_first", "unet_pool", "learning_rate", "seed", "single_net_per_channel", "n2v2",
-                    "blurpool", "skip_skipone", "manipulator", "struct_mask")
+                    "blurpool", "skip_skipone", "manipulator", "struct_mask", "dtype_policy")
 #: Options a resumed training may change; without them it uses the interrupted run's.
 _RUN_SETTINGS = ("inputs", "axes", "validation", "validation_fraction", "epochs", "steps_per_epoch",
                  "allow_out_of_range")
@@ -145,6 +146,10 @@ def _add_training_options(parser, on_resume, n_samples=True, title="training", d
                        help=f"N2V2's max-blur pooling instead of max pooling (off{fixed})")
     group.add_argument("--skip-skipone", action="store_true", default=None,
                        help=f"N2V2: no skip connection at the U-Net's top level (off{fixed})")
+    group.add_argument("--dtype-policy", choices=DTYPE_POLICIES,
+                       help="the U-Net body's Keras dtype policy: mixed_bfloat16 computes it in bfloat16, faster on "
+                            "GPUs and on CPUs with bfloat16 units (e.g. Intel AMX); head, noise model and loss stay "
+                            f"float32 (default: float32{fixed})")
     group.add_argument("--manipulator", choices=MANIPULATOR_CHOICES,
                        help="replacement of a blind spot: a random neighbour (uniform_withoutCP), the median of "
                             "its neighbours (median, N2V2) or one of n2v's other variants (default: "
@@ -273,6 +278,10 @@ def _add_predict(commands):
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: the average of the predictions under the 8 rotations and "
                              "flips in YX (never into Z); costs about 8 times as long (model folders only)")
+    parser.add_argument("--dtype-policy", choices=DTYPE_POLICIES,
+                        help="the U-Net body's dtype policy for this prediction (mixed_bfloat16: faster on GPUs and "
+                             "CPUs with bfloat16 units, results within about 1e-3 of float32's; model folders only) "
+                             "(default: the model's)")
     parser.add_argument("--n-posterior", type=int, default=10, help="samples per image with --estimator posterior")
     parser.add_argument("--seed", type=int, default=0, help="seed of the posterior samples")
     parser.add_argument("--n-tiles", nargs="+", type=int, metavar="N",
@@ -1056,6 +1065,8 @@ def _predict(args):
     if args.tta and (package or args.estimator == "posterior"):
         raise UsageError("--tta averages mmse or prior_mean predictions of a model folder (not posterior samples, "
                          "not a bioimage.io package)")
+    if package and args.dtype_policy:
+        raise UsageError("--dtype-policy is for model folders; a bioimage.io package's graph has its own")
     if package and args.n_tiles:
         raise UsageError("--n-tiles is for model folders; a bioimage.io package's graph bounds its memory itself")
     from .zarr_io import is_zarr
@@ -1145,7 +1156,7 @@ def _predict_large_image(model, image, output, args):
     try:
         predict_to_zarr(model, image.data, level, axes=image.axes, estimator=args.estimator, chunks=image.chunks,
                         scheduler=_scheduler(args.scheduler), progress=blocks, check=False,
-                        zarr_format=image.zarr_format, tta=args.tta)
+                        zarr_format=image.zarr_format, tta=args.tta, dtype_policy=args.dtype_policy)
     finally:
         blocks.close()
     if image.multiscales is not None:
@@ -1265,9 +1276,10 @@ def _estimate(model, image, args, progress):
     n_tiles = tuple(args.n_tiles) if args.n_tiles else None
     if args.estimator == "posterior":
         samples = model.sample_posterior(image.data, n_samples=args.n_posterior, axes=image.axes, n_tiles=n_tiles,
-                                         seed=args.seed, progress=progress)
+                                         seed=args.seed, progress=progress, dtype_policy=args.dtype_policy)
         return samples, _result_axes(image, "posterior")
-    options = ({} if n_tiles is None else {"n_tiles": n_tiles}) | ({"tta": True} if args.tta else {})
+    options = (({} if n_tiles is None else {"n_tiles": n_tiles}) | ({"tta": True} if args.tta else {})
+               | ({} if args.dtype_policy is None else {"dtype_policy": args.dtype_policy}))
     return model.predict(image.data, axes=image.axes, estimator=args.estimator, progress=progress,
                          **options), image.axes
 

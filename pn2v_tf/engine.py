@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ._checks import DTYPE_POLICIES
 from .inference import ESTIMATORS, mmse, posterior_samples, prior_mean
 
 #: Default bound on the elements (pixels x K) of the samples of one chunk: 8 MB of float32 (2621
@@ -40,6 +41,30 @@ class _EngineRetracingFilter(logging.Filter):
 tf.get_logger().addFilter(_EngineRetracingFilter())
 
 
+#: Layers of a prediction network that are not part of the U-Net body: they stay float32.
+_NOT_BODY = ("image", "standardize", "features")
+
+
+def _features_model(features, dtype_policy=None):
+    """``features`` (the network from its input to the head's input) with the body's layers in
+    ``dtype_policy`` (None: ``features`` itself): a copy whose weights are set from ``features``."""
+    if dtype_policy not in (None,) + DTYPE_POLICIES:
+        raise ValueError(f"dtype_policy must be one of {DTYPE_POLICIES}, got {dtype_policy!r}")
+    body = [layer for layer in features.layers if layer.name not in _NOT_BODY]
+    if dtype_policy is None or all(layer.dtype_policy.name == dtype_policy for layer in body):
+        return features
+
+    def with_policy(layer):
+        config = layer.get_config()
+        if layer.name not in _NOT_BODY:
+            config["dtype"] = dtype_policy
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(features, clone_function=with_policy)
+    copy.set_weights(features.get_weights())
+    return copy
+
+
 class PredictionEngine:
     """U-Net body per tile, head and estimator per chunk of pixels, for 2-D and 3-D networks.
 
@@ -57,9 +82,14 @@ class PredictionEngine:
         Compile the per-chunk head and estimator with XLA (the head's matrix product stays outside,
         where TensorFlow's own kernels are faster). The exported graph does so only when asked
         (:func:`pn2v_tf.export.export_saved_model`): TensorFlow Java on a GPU cannot run XLA.
+    dtype_policy : str or None
+        Keras dtype policy of the U-Net body for this engine (``'float32'`` or ``'mixed_bfloat16'``,
+        ``pn2v_tf._checks.DTYPE_POLICIES``); None: the network's own. Another policy runs a copy of
+        the body with the same weights. The features enter the head as float32 either way.
     """
 
-    def __init__(self, network, noise_model=None, chunk_elements=DEFAULT_CHUNK_ELEMENTS, jit_compile=True):
+    def __init__(self, network, noise_model=None, chunk_elements=DEFAULT_CHUNK_ELEMENTS, jit_compile=True,
+                 dtype_policy=None):
         try:
             self.head = network.get_layer("head")
             standardize = network.get_layer("standardize")
@@ -74,13 +104,19 @@ class PredictionEngine:
         self.n_features = int(self.head.input.shape[-1])
         self.groups = int(getattr(self.head, "groups", 1))
         self.mean, self.std = standardize.per_value(self.n_channels * self.n_outputs, inverse=True)
-        self.features = keras.Model(network.input, self.head.input, name="pn2v_features")
+        self._network_features = keras.Model(network.input, self.head.input, name="pn2v_features")
+        self.features = _features_model(self._network_features, dtype_policy)
         residual = [layer for layer in network.layers if layer.name == "residual"]
         self.residual_mean = np.float32(residual[0].mean).reshape(-1, 1) if residual else None
         self.chunk_pixels = max(1, int(chunk_elements) // (self.n_channels * self.n_outputs))
         self.jit_compile = bool(jit_compile)
         self._chunk_functions = {}
         self._tile_functions = {}
+
+    def sync_weights(self):
+        """Copy the network's current weights into the body of another dtype policy (after training)."""
+        if self.features is not self._network_features:
+            self.features.set_weights(self._network_features.get_weights())
 
     # -- graph building ------------------------------------------------------------------------
     def check_estimator(self, estimator):
@@ -117,7 +153,7 @@ class PredictionEngine:
         n_out = int(n_posterior) if estimator == "posterior" else 1
         full_begin = tf.concat([[0], begin, [0]], axis=0)
         full_size = tf.concat([[-1], size, [-1]], axis=0)
-        features = tf.slice(self.features(tile, training=False), full_begin, full_size)
+        features = tf.slice(tf.cast(self.features(tile, training=False), tf.float32), full_begin, full_size)
         observation = tf.slice(tile, full_begin, full_size)
         out_shape = tf.concat([tf.shape(observation)[:-1], [self.n_channels * n_out]], axis=0)
         flat_features = tf.reshape(features, (-1, self.n_features))
@@ -131,6 +167,13 @@ class PredictionEngine:
             out = self._in_chunks(flat_observation, flat_features, estimator, n_out, seed,
                                   min(chunk_pixels or self.chunk_pixels, self.chunk_pixels))
         return tf.reshape(out, out_shape)
+
+    def samples(self, image):
+        """Graph of the K samples of every pixel of ``image`` (B, *spatial, C) at once: (B, *spatial, C * K)
+        in raw units, channel-major, as the network gives them (its body in this engine's policy)."""
+        features = tf.cast(self.features(image, training=False), tf.float32)
+        samples = self._samples(self._product(tf.reshape(features, (-1, self.n_features))))
+        return tf.reshape(samples, tf.concat([tf.shape(features)[:-1], [self.n_channels * self.n_outputs]], axis=0))
 
     def _kernel(self):
         """The head's kernel (G, F, C * K / G) with the output normalisation folded in: ``kernel * std``."""

@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 import tifffile
 
-from ._checks import is_int
+from ._checks import DTYPE_POLICIES, is_int
 from .arrays import as_image_stack, spatial_axes
 from .engine import PredictionEngine
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, tile_context
@@ -123,20 +123,20 @@ def map_strips(function, image, rows, context, axis=1):
     return tf.transpose(kept.concat(), np.argsort(to_front))
 
 
-def _piece_engine(network, noise_model, max_tile_elements, jit_compile=False):
+def _piece_engine(network, noise_model, max_tile_elements, jit_compile=False, dtype_policy=None):
     """The engine whose chunks hold no more pixels than a piece within the bound (its chunks
-    compiled by XLA with ``jit_compile``).
+    compiled by XLA with ``jit_compile``, its body in ``dtype_policy``).
 
     The engine pads the kept pixels to whole chunks, so a chunk much larger than the pieces (small
     ``max_tile_elements``) would compute its C x K samples mostly for padding; with the default
     bound a piece holds more pixels than the engine's default chunk, which stays.
     """
-    engine = PredictionEngine(network, noise_model, jit_compile=jit_compile)
+    engine = PredictionEngine(network, noise_model, jit_compile=jit_compile, dtype_policy=dtype_policy)
     piece_pixels = max(1, max_tile_elements // engine.n_features)
     if engine.chunk_pixels <= piece_pixels:
         return engine
     return PredictionEngine(network, noise_model, chunk_elements=piece_pixels * engine.n_channels * engine.n_outputs,
-                            jit_compile=jit_compile)
+                            jit_compile=jit_compile, dtype_policy=dtype_policy)
 
 
 class WholeImage:
@@ -158,6 +158,8 @@ class WholeImage:
         head's input features, which count every channel's network).
     jit_compile : bool
         Compile the head and estimator of each chunk with XLA (see :func:`export_saved_model`).
+    dtype_policy : str or None
+        The U-Net body's Keras dtype policy (None: the network's; see :func:`export_saved_model`).
 
     Attributes
     ----------
@@ -168,10 +170,9 @@ class WholeImage:
     """
 
     def __init__(self, network, noise_model, block, context, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS,
-                 jit_compile=False):
+                 jit_compile=False, dtype_policy=None):
         self.max_tile_elements = int(max_tile_elements)
-        self.engine = _piece_engine(network, noise_model, self.max_tile_elements, jit_compile)
-        self.network = network
+        self.engine = _piece_engine(network, noise_model, self.max_tile_elements, jit_compile, dtype_policy)
         self.n_outputs = self.engine.n_outputs
         self.n_channels = self.engine.n_channels
         self.block, self.context = tuple(int(b) for b in block), tuple(int(c) for c in context)
@@ -220,11 +221,12 @@ class WholeImage:
 
     def samples(self, image):
         """The network's K samples per channel (B, *spatial, C * K), channel-major, for the whole
-        image at once."""
-        return self._crop_to(self.network(self._padded(image), training=False), image)
+        image at once (the body in the engine's dtype policy)."""
+        return self._crop_to(self.engine.samples(self._padded(image)), image)
 
 
-def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS, jit_compile=False):
+def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_MAX_TILE_ELEMENTS, jit_compile=False,
+                       dtype_policy="float32"):
     """Write a TensorFlow SavedModel that maps raw noisy images to denoised ones.
 
     Parameters
@@ -246,6 +248,10 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
         graph first runs; a runtime without XLA's compiler for its device cannot run the graph
         (TensorFlow Java on a GPU, TensorFlow Serving without its XLA flag), so the default graph, and
         every bioimage.io package, runs without XLA.
+    dtype_policy : str
+        Keras dtype policy of the exported U-Net body, whatever the model was trained with:
+        ``'float32'`` (default), which every runtime runs, or ``'mixed_bfloat16'`` for runtimes with
+        bfloat16 convolutions (GPUs, recent CPUs); the head and the estimator stay float32.
 
     Returns
     -------
@@ -265,8 +271,10 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
         raise ValueError(f"max_tile_elements must be a positive integer, got {max_tile_elements!r}")
     if not isinstance(jit_compile, bool):
         raise ValueError(f"jit_compile must be True or False, got {jit_compile!r}")
+    if dtype_policy not in DTYPE_POLICIES:
+        raise ValueError(f"dtype_policy must be one of {DTYPE_POLICIES}, got {dtype_policy!r}")
     whole = WholeImage(model.keras_model, model.noise_model, *block_and_context(model.config), max_tile_elements,
-                       jit_compile)
+                       jit_compile, dtype_policy)
     outputs = {"serve": lambda image: whole.estimate(image, "mmse")}
     if whole.n_outputs > 1:
         outputs["prior_mean"] = lambda image: whole.estimate(image, "prior_mean")

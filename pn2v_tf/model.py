@@ -70,7 +70,7 @@ class PN2V(BaseModel):
         if config is not None and getattr(config, "mode", None) == "pn2v" and noise_model is None:
             raise ValueError(_NEEDS_NOISE_MODEL)
         self._loading = config is None
-        self._engine = None
+        self._engines = {}
         self._noise_model = noise_model
         #: The factors of the last calibration of the prior's spread in this session (``None``: none).
         self.spread_factors = None
@@ -89,7 +89,7 @@ class PN2V(BaseModel):
     @noise_model.setter
     def noise_model(self, noise_model):
         self._noise_model = per_channel_noise_model(_read_noise_models(noise_model), self.config.n_channels)
-        self._engine = None
+        self._engines = {}
         self._model_prepared = False
 
     @property
@@ -426,7 +426,7 @@ class PN2V(BaseModel):
 
     # -- prediction --------------------------------------------------------------------------
     def predict(self, img, axes=None, n_tiles=None, estimator="mmse", progress=None, tta=False, normalizer=None,
-                resizer=None):
+                resizer=None, dtype_policy=None):
         """Denoise an image (2-D model) or a volume (3-D model).
 
         Parameters
@@ -462,6 +462,10 @@ class PN2V(BaseModel):
             CSBDeep's resizer (e.g. ``PadAndCropResizer``): the image is padded to multiples of the
             network's block before and cropped after. Without one, images of any size are padded
             and cropped inside.
+        dtype_policy : str or None
+            Keras dtype policy of the U-Net body for this prediction: ``'float32'`` or
+            ``'mixed_bfloat16'`` (faster on GPUs and CPUs with bfloat16 units; the head and the
+            estimator stay float32). Default: the model's ``unet_dtype_policy``.
 
         Returns
         -------
@@ -472,13 +476,15 @@ class PN2V(BaseModel):
             raise ValueError(f"estimator must be 'mmse' or 'prior_mean', got {estimator!r} "
                              "(posterior samples: use sample_posterior)")
         if normalizer is None and resizer is None:
-            return self._predict_with(img, axes, n_tiles, progress, estimator, tta=bool(tta))[0]
+            return self._predict_with(img, axes, n_tiles, progress, estimator, tta=bool(tta),
+                                      dtype_policy=dtype_policy)[0]
         axes = self._default_axes() if axes is None else axes.upper()
         if normalizer is not None:
             img = normalizer.before(img, axes)
         if resizer is not None:
             img = resizer.before(img, axes, self._axes_div_by(axes))
-        result = self._predict_with(img, axes, n_tiles, progress, estimator, tta=bool(tta))[0]
+        result = self._predict_with(img, axes, n_tiles, progress, estimator, tta=bool(tta),
+                                    dtype_policy=dtype_policy)[0]
         if resizer is not None:
             result = resizer.after(result, axes)
         if normalizer is not None and normalizer.do_after:
@@ -493,12 +499,12 @@ class PN2V(BaseModel):
         block = dict(zip(spatial_axes(self.config.n_dim), self.config.block_shape))
         return tuple(block.get(axis, 1) for axis in axes)
 
-    def sample_posterior(self, img, n_samples=10, axes=None, n_tiles=None, seed=0, progress=None):
+    def sample_posterior(self, img, n_samples=10, axes=None, n_tiles=None, seed=0, progress=None, dtype_policy=None):
         """Draw samples of the clean image from the posterior p(s|x), for uncertainty.
 
         Each pixel's K prior samples are resampled with weights p(x|s_k) (mode 'pn2v' only).
-        ``seed`` (int, or ``None`` for a random one) makes the draws reproducible; ``progress`` as
-        in :meth:`predict`.
+        ``seed`` (int, or ``None`` for a random one) makes the draws reproducible; ``progress`` and
+        ``dtype_policy`` as in :meth:`predict`.
 
         Returns
         -------
@@ -513,19 +519,33 @@ class PN2V(BaseModel):
             seed = int(np.random.default_rng().integers(2 ** 31))
         if not is_int(seed, 0) or seed >= 2 ** 31:
             raise ValueError(f"seed must be an integer in [0, 2**31) or None, got {seed!r}")
-        return np.stack(self._predict_with(img, axes, n_tiles, progress, "posterior", n_posterior=n_samples, seed=seed))
+        return np.stack(self._predict_with(img, axes, n_tiles, progress, "posterior", n_posterior=n_samples, seed=seed,
+                                           dtype_policy=dtype_policy))
 
     @property
     def engine(self):
         """The :class:`~pn2v_tf.engine.PredictionEngine` of this model's network and noise model."""
-        if self._engine is None or self._engine.network is not self.keras_model:
-            self._engine = PredictionEngine(self.keras_model, self.noise_model)
-        return self._engine
+        return self._engine_for(None)
 
-    def _predict_with(self, img, axes, n_tiles, progress, estimator, n_posterior=1, seed=0, tta=False):
+    def _engine_for(self, dtype_policy):
+        """The engine whose U-Net body runs in ``dtype_policy`` (None: the model's), with the network's
+        current weights."""
+        if dtype_policy == self.config.unet_dtype_policy:
+            dtype_policy = None
+        engine = self._engines.get(dtype_policy)
+        if engine is None or engine.network is not self.keras_model:
+            engine = PredictionEngine(self.keras_model, self.noise_model, dtype_policy=dtype_policy)
+            self._engines = {key: e for key, e in self._engines.items() if e.network is self.keras_model}
+            self._engines[dtype_policy] = engine
+        engine.sync_weights()
+        return engine
+
+    def _predict_with(self, img, axes, n_tiles, progress, estimator, n_posterior=1, seed=0, tta=False,
+                      dtype_policy=None):
         """The estimate in the layout of ``img``: a list of ``n_posterior`` (posterior) or one array."""
         cfg = self.config
-        self.engine.check_estimator(estimator)
+        engine = self._engine_for(dtype_policy)
+        engine.check_estimator(estimator)
         if axes is None:
             axes = self._default_axes()
         images, restore = stack_from_axes(img, axes, cfg.n_dim, n_channels=cfg.n_channels)
@@ -539,7 +559,7 @@ class PN2V(BaseModel):
             self._count_tiles(_view_shape(images, view, cfg.n_dim), _view_tiles(n_tiles, view)) for view in views))
         total = None
         for view in views:  # a running sum: one result in memory besides the total
-            estimate = self._estimate_view(images, view, n_tiles, counted, estimator, n_posterior, seed)
+            estimate = self._estimate_view(engine, images, view, n_tiles, counted, estimator, n_posterior, seed)
             total = estimate if total is None else total + estimate
         per_draw = (total / len(views)).reshape(images.shape + (n_out,))
         return [restore(per_draw[..., draw]) for draw in range(n_out)]
@@ -553,10 +573,10 @@ class PN2V(BaseModel):
         block, overlap = network_geometry(self.config)
         return count_tiles(spatial_shape, self._tiles_for(spatial_shape, n_tiles), block, overlap)
 
-    def _estimate_view(self, images, view, n_tiles, counted, estimator, n_posterior, seed):
+    def _estimate_view(self, engine, images, view, n_tiles, counted, estimator, n_posterior, seed):
         """The estimate (N, *spatial, C * n) of ``images`` seen under the dihedral transform ``view``
         (None: as they are), mapped back to the images' orientation."""
-        cfg, engine = self.config, self.engine
+        cfg = self.config
         if view is not None:
             images = _dihedral(images, view, cfg.n_dim)
         spatial_shape = images.shape[1:1 + cfg.n_dim]
@@ -587,7 +607,8 @@ class PN2V(BaseModel):
         path : str or os.PathLike
             Folder to create; an existing one raises ``FileExistsError`` unless ``overwrite``.
         kwargs : dict
-            ``max_tile_elements`` and ``jit_compile`` (XLA in the graph, for TensorFlow in Python) of
+            ``max_tile_elements``, ``jit_compile`` (XLA in the graph, for TensorFlow in Python) and
+            ``dtype_policy`` (of the U-Net body; float32 by default) of
             :func:`pn2v_tf.export.export_saved_model`.
 
         Returns

@@ -21,6 +21,8 @@ them all and the head predicts C * K values; with ``single_net_per_channel`` eac
 U-Net and head (:class:`GroupedDense`), whose features are concatenated.
 """
 
+import functools
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -305,22 +307,24 @@ class UNetLayers:
     ``blurpool`` downsamples with :class:`MaxBlurPool`; ``skip_skipone`` leaves out the skip
     connection of the top level; ``batch_norm`` puts a batch normalisation between each convolution
     and its ReLU; ``upsampling='nearest'`` goes up by copying each pixel into p per axis and a
-    (linear) convolution instead of a transposed convolution.
+    (linear) convolution instead of a transposed convolution. ``dtype`` is every layer's Keras dtype
+    policy (None: the global one).
     """
 
     def __init__(self, n_depth, n_first, kern_size, pool=(2, 2), prefix="", blurpool=False, skip_skipone=False,
-                 batch_norm=False, upsampling="transpose"):
+                 batch_norm=False, upsampling="transpose", dtype=None):
         pool = tuple(int(p) for p in pool)
-        conv_class, pool_class, transpose_class = LAYERS[len(pool)]
+        conv_class, pool_class, transpose_class = (functools.partial(cls, dtype=dtype) for cls in LAYERS[len(pool)])
         if blurpool:
-            pool_class = MaxBlurPool
+            pool_class = functools.partial(MaxBlurPool, dtype=dtype)
         self.skip_skipone = skip_skipone
 
         def conv_block(n_features, name):
             if not batch_norm:
                 return [conv_class(n_features, kern_size, padding="same", activation="relu", name=name)]
             return [conv_class(n_features, kern_size, padding="same", name=name),
-                    layers.BatchNormalization(name=f"{name}_bn"), layers.Activation("relu", name=f"{name}_relu")]
+                    layers.BatchNormalization(name=f"{name}_bn", dtype=dtype),
+                    layers.Activation("relu", name=f"{name}_relu", dtype=dtype)]
 
         self.down = [
             [conv_block(n_first * 2 ** level, f"{prefix}down{level}_conv{i}") for i in (1, 2)]
@@ -328,7 +332,7 @@ class UNetLayers:
         ]
         self.pool = [pool_class(pool, name=f"{prefix}down{level}_pool") for level in range(n_depth - 1)]
         if upsampling == "nearest":
-            upsample_class = UPSAMPLING[len(pool)]
+            upsample_class = functools.partial(UPSAMPLING[len(pool)], dtype=dtype)
             self.up = [[upsample_class(pool, name=f"{prefix}up{level}_upsample"),
                         conv_class(n_first * 2 ** level, kern_size, padding="same", name=f"{prefix}up{level}_upconv")]
                        for level in range(n_depth - 1)]
@@ -339,7 +343,7 @@ class UNetLayers:
             [conv_block(n_first * 2 ** level, f"{prefix}up{level}_conv{i}") for i in (1, 2)]
             for level in range(n_depth - 1)
         ]
-        self.merge = [layers.Add(name=f"{prefix}up{level}_merge") for level in range(n_depth - 1)]
+        self.merge = [layers.Add(name=f"{prefix}up{level}_merge", dtype=dtype) for level in range(n_depth - 1)]
 
     def features(self, x):
         """Normalised image (B, *spatial, C) -> last-level features (B, *spatial, n_first)."""
@@ -384,7 +388,8 @@ class PN2VNetwork:
         geometry = (config.unet_n_depth, config.unet_n_first, config.unet_kern_size, config.unet_pool)
         n2v2 = dict(blurpool=config.blurpool, skip_skipone=config.skip_skipone, batch_norm=config.batch_norm,
                     upsampling=config.unet_upsampling)
-        self.bodies = [UNetLayers(*geometry, prefix="" if self.groups == 1 else f"c{g}_", **n2v2)
+        policy = getattr(config, "unet_dtype_policy", "float32")
+        self.bodies = [UNetLayers(*geometry, prefix="" if self.groups == 1 else f"c{g}_", dtype=policy, **n2v2)
                        for g in range(self.groups)]
         if n_outputs == 1 or config.samples_init_spread is None:
             init = "glorot_uniform"
