@@ -18,7 +18,8 @@ with weight 1, in units of the noise's variance, from which alone the mean learn
 (``train_mean_weight=1``, ``train_decouple_mean=True``)):
 
 - ``pn2v``: the defaults; ``mean1_decoupled``: the same written out; ``mean05_decoupled``: weight 0.5
-  (the default from aebf65d until weight 1 replaced it);
+  (the default from aebf65d until weight 1 replaced it); ``mean2_decoupled``, ``mean4_decoupled``:
+  weight 2 or 4;
 - ``no_mean``: the paper's loss alone (``train_mean_weight=0``, the default before 2026-12-01);
 - ``mean1``, ``mean01``: the squared error added with weight 1 or 0.1, the likelihood pulling the mean
   as well (``train_decouple_mean=False``);
@@ -67,6 +68,8 @@ VARIANTS = {
     "mean01": dict(train_mean_weight=0.1, train_decouple_mean=False),
     "mean1_decoupled": dict(train_mean_weight=1.0, train_decouple_mean=True),
     "mean05_decoupled": dict(train_mean_weight=0.5, train_decouple_mean=True),
+    "mean2_decoupled": dict(train_mean_weight=2.0, train_decouple_mean=True),
+    "mean4_decoupled": dict(train_mean_weight=4.0, train_decouple_mean=True),
     "independent_x10": dict(samples_init_spread=None, samples_output_scale=10.0, train_mean_weight=0.0),
     "independent_x10_mean1": dict(samples_init_spread=None, samples_output_scale=10.0),
     "independent_x1": dict(samples_init_spread=None, train_mean_weight=0.0),
