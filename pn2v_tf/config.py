@@ -147,6 +147,13 @@ class PN2VConfig(BaseConfig):
         factor (1 to 1/16) under which the validation images, predicted as ``predict`` sees them,
         are likeliest (:mod:`pn2v_tf.calibration`, :meth:`pn2v_tf.PN2V.calibrate_spread`).
         Default: True.
+    train_ema_momentum : float
+        In [0, 1): validation, the checkpoints and the trained model use an exponential moving average
+        of the weights over the optimiser's steps with this momentum (:mod:`pn2v_tf.averaging`;
+        0.99 averages about the last 100 steps); 0 uses the weights as they are. Default: 0.99 in
+        mode ``'pn2v'``, whose validation loss hardly sees the steps' noise in the samples' mean, and
+        0 in modes ``'n2v'`` and ``'care'``, whose validation loss (the squared error) picks a good
+        epoch without it.
     train_reduce_lr : dict or None
         Arguments of ``keras.callbacks.ReduceLROnPlateau`` on the validation loss; ``None`` disables it.
         Default: ``{'factor': 0.5, 'patience': 10}``.
@@ -209,6 +216,7 @@ class PN2VConfig(BaseConfig):
         self.train_mean_weight = 1.0
         self.train_decouple_mean = True
         self.train_calibrate_spread = True
+        self.train_ema_momentum = None
         self.train_reduce_lr = {"factor": 0.5, "patience": 10}
         self.train_tensorboard = True
         self.train_n_val_patches = 64
@@ -218,6 +226,8 @@ class PN2VConfig(BaseConfig):
         for name in ("n2v_patch_shape", "unet_pool"):
             if isinstance(getattr(self, name), list):
                 setattr(self, name, tuple(getattr(self, name)))
+        if self.train_ema_momentum is None:
+            self.train_ema_momentum = 0.99 if self.mode == "pn2v" else 0.0
         if self.unet_upsampling is None:
             self.unet_upsampling = "nearest" if self.skip_skipone is True else "transpose"
         if isinstance(self.structN2Vmask, np.ndarray):
@@ -227,7 +237,7 @@ class PN2VConfig(BaseConfig):
     def update_loaded_config(cls, config):
         """A loaded config.json with the keys it lacks (written before they existed) set to the values
         its model was trained with, where those differ from today's defaults (``train_mean_weight=0``,
-        ``train_decouple_mean=False``)."""
+        ``train_decouple_mean=False``, ``train_ema_momentum=0``)."""
         return {**_LEGACY_VALUES, **super().update_loaded_config(config)}
 
     @property
@@ -269,6 +279,7 @@ class PN2VConfig(BaseConfig):
             "train_mean_weight": _is_number(self.train_mean_weight, 0),
             "train_decouple_mean": isinstance(self.train_decouple_mean, bool),
             "train_calibrate_spread": isinstance(self.train_calibrate_spread, bool),
+            "train_ema_momentum": _is_number(self.train_ema_momentum, 0) and self.train_ema_momentum < 1,
             "n_channel_in": _is_int(self.n_channel_in, 1),
             "n_channel_out": self.n_channel_out == self.n_channel_in,
             "single_net_per_channel": isinstance(self.single_net_per_channel, bool),
@@ -343,7 +354,7 @@ def _training_images(X, axes, n_dim):
 
 
 #: Values a config.json written before the key existed was trained with (its defaults then differ from today's).
-_LEGACY_VALUES = {"train_mean_weight": 0.0, "train_decouple_mean": False}
+_LEGACY_VALUES = {"train_mean_weight": 0.0, "train_decouple_mean": False, "train_ema_momentum": 0.0}
 
 
 def _pop_base_keys(kwargs):

@@ -15,6 +15,7 @@ from .calibration import (SPREAD_FACTORS, SpreadEvidence, SpreadRisk, best_sprea
                           scale_head_spread)
 from .config import PN2VConfig
 from .data import _DIHEDRAL, MaskedPatches, SupervisedPatches, _dihedral, random_patches, undo_dihedral
+from .averaging import WeightAveraging
 from .engine import PredictionEngine
 from .inference import DEFAULT_MAX_TILE_ELEMENTS, auto_n_tiles, count_tiles, predict_tiled, tile_context
 from .io import atomic_path
@@ -152,6 +153,8 @@ class PN2V(BaseModel):
         if self.config.train_reduce_lr is not None:
             self.callbacks.insert(0, keras.callbacks.ReduceLROnPlateau(
                 **{"monitor": "val_loss", "verbose": 1, **self.config.train_reduce_lr}))
+        if self.config.train_ema_momentum > 0:  # first: the callbacks after it see the averaged weights
+            self.callbacks.insert(0, WeightAveraging(self.config.train_ema_momentum))
         if self.basedir is not None:
             self.callbacks += self._checkpoint_callbacks()
             if self.config.train_tensorboard:

@@ -5,8 +5,9 @@ whose losses and weights are finite three files into the model folder, each to a
 that is renamed when complete, so that a kill at any moment leaves the previous complete version:
 
 - ``weights_last.h5``: the prediction network after the last completed epoch;
-- ``training_state.npz``: the training graph's weights, the optimiser's variables (Adam's moments,
-  step count, learning rate), the number of completed epochs, the memory of the model's callbacks
+- ``training_state.npz``: the training graph's weights (as trained, not averaged), the optimiser's
+  variables (Adam's moments, step count, learning rate), the weights' running averages
+  (:mod:`pn2v_tf.averaging`), the number of completed epochs, the memory of the model's callbacks
   (ReduceLROnPlateau's counters, the best validation loss so far), the history and the run's
   settings (a JSON-compatible dict of the caller's);
 - ``training_log.csv``: one row per completed epoch (:data:`LOG_COLUMNS`).
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from .averaging import WeightAveraging
 from .io import atomic_path
 from .model import _all_weights_finite
 from .progress import learning_rate
@@ -56,15 +58,23 @@ class TrainingState:
     callbacks: list
     weights: list = field(repr=False)
     optimizer: list = field(repr=False)
+    averages: list = field(default_factory=list, repr=False)
+    averaging_steps: int = 0
 
 
 def save_state(path, model, epoch, history, settings):
     """Write the training state of ``model`` (a :class:`PN2V` being trained) atomically."""
     training_model = model._training_model
+    averaging = _averaging(model)
     meta = dict(format=FORMAT, epoch=int(epoch), history=history, settings=settings,
-                callbacks=_callback_memory(model.callbacks))
-    arrays = {f"weight_{i}": w.numpy() for i, w in enumerate(training_model.weights)}
+                callbacks=_callback_memory(model.callbacks),
+                averaging_steps=0 if averaging is None else averaging.steps)
+    trained = {} if averaging is None else dict(zip((w.path for w in training_model.trainable_weights),
+                                                    averaging.trained_weights()))
+    arrays = {f"weight_{i}": trained.get(w.path, w.numpy()) for i, w in enumerate(training_model.weights)}
     arrays.update({f"optimizer_{i}": v.numpy() for i, v in enumerate(training_model.optimizer.variables)})
+    if averaging is not None:
+        arrays.update({f"average_{i}": a for i, a in enumerate(averaging.averages())})
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
 
@@ -76,10 +86,11 @@ def load_state(path):
             meta = json.loads(str(data["meta"]))
             weights = _numbered(data, "weight_")
             optimizer = _numbered(data, "optimizer_")
+            averages = _numbered(data, "average_")
         if meta.get("format") != FORMAT:
             raise ValueError(f"unknown format {meta.get('format')!r}")
         return TrainingState(int(meta["epoch"]), meta["history"], meta["settings"], meta["callbacks"],
-                             weights, optimizer)
+                             weights, optimizer, averages, int(meta.get("averaging_steps", 0)))
     except (OSError, ValueError, KeyError, EOFError) as error:
         raise ValueError(f"cannot read the training state {path}: {error}") from None
 
@@ -99,6 +110,14 @@ def restore(model, state):
     if not optimizer.built:
         optimizer.build(training_model.trainable_variables)
     _assign(optimizer.variables, state.optimizer, "optimiser variables")
+    averaging = _averaging(model)
+    if averaging is not None and state.averages:
+        averaging.restore(state.averages, state.averaging_steps)
+
+
+def _averaging(model):
+    """The model's :class:`~pn2v_tf.averaging.WeightAveraging` callback, or None."""
+    return next((c for c in model.callbacks if isinstance(c, WeightAveraging)), None)
 
 
 def _assign(variables, values, what):
