@@ -30,7 +30,9 @@ with weight 1, in units of the noise's variance, from which alone the mean learn
   Glorot kernel (``samples_init_spread``), between the default's near copies and independent columns;
 - ``cosine``: the defaults with a cosine decay of the learning rate to 0 over the budget, instead of
   halving it on a plateau of the validation loss;
-- ``no_best``: the defaults, keeping the last weights instead of those with the best validation loss.
+- ``no_best``: the defaults, keeping the last weights instead of those with the best validation loss;
+- ``no_ema``: the defaults without the weights' moving average (``train_ema_momentum=0``, the default
+  before 4072333); ``n2v_ema``: N2V with it (``train_ema_momentum=0.99``; N2V's default is 0).
 
 Network and schedule: U-Net depth 2, 32 features, K = 400, 64x64 patches, batch 8, Adam 4e-4,
 epochs of 40 steps, learning rate halved after 10 epochs without a lower validation loss on 64 fixed
@@ -79,6 +81,8 @@ VARIANTS = {
     "spread1": dict(samples_init_spread=1.0),
     "cosine": dict(train_reduce_lr=None),
     "no_best": {},
+    "no_ema": dict(train_ema_momentum=0.0),
+    "n2v_ema": dict(train_ema_momentum=0.99),
 }
 
 
@@ -105,8 +109,28 @@ def split(train):
     return split_validation(train, fraction=0.25, min_rows=64)
 
 
-def train_and_score(name, variant, steps, seed, data):
-    """Train one model, return a dict of PSNRs on the test images and the training time."""
+def epoch_scores(model, test, clean, data_range, label):
+    """A Keras callback printing, after every epoch, the PSNR of the prior mean (N2V: the output) on
+    the test images with the weights as they stand then (averaged, when the model averages them),
+    and the validation loss, as one JSON line."""
+    import keras
+
+    from pn2v_tf.metrics import psnr
+
+    class EpochScores(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            estimator = {} if model.config.mode == "n2v" else {"estimator": "prior_mean"}
+            predicted = model.predict(test, axes="SYX", **estimator)
+            score = float(np.mean([psnr(c, p, data_range) for c, p in zip(clean, predicted)]))
+            print(json.dumps({**label, "epoch": epoch + 1, "psnr": round(score, 3),
+                              "val_loss": round(float((logs or {}).get("val_loss", np.nan)), 5)}), flush=True)
+
+    return EpochScores()
+
+
+def train_and_score(name, variant, steps, seed, data, track=False):
+    """Train one model, return a dict of PSNRs on the test images and the training time; with ``track``
+    print the PSNR after every epoch (:func:`epoch_scores`)."""
     import keras
 
     from pn2v_tf import PN2V, PN2VConfig
@@ -114,7 +138,7 @@ def train_and_score(name, variant, steps, seed, data):
 
     train, test, clean, noise_model, data_range = data
     X, X_val = split(train)
-    mode = "n2v" if variant == "n2v" else "pn2v"
+    mode = "n2v" if variant.startswith("n2v") else "pn2v"
     epochs = max(1, steps // STEPS_PER_EPOCH)
     keras.utils.set_random_seed(seed)
     config = PN2VConfig(X, mode=mode, seed=seed, train_epochs=epochs, **NETWORK, **VARIANTS.get(variant, {}))
@@ -125,8 +149,10 @@ def train_and_score(name, variant, steps, seed, data):
         if variant == "cosine":
             schedule = keras.optimizers.schedules.CosineDecay(config.train_learning_rate, epochs * STEPS_PER_EPOCH)
             model.prepare_for_training(keras.optimizers.Adam(learning_rate=schedule))
+        callbacks = [epoch_scores(model, test, clean, data_range, dict(dataset=name, variant=variant, seed=seed))
+                     ] if track else []
         started = time.time()
-        model.train(X, X_val, verbose=0)
+        model.train(X, X_val, verbose=0, callbacks=callbacks)
         seconds = time.time() - started
         scores = {}
         estimators = ("n2v",) if mode == "n2v" else ("prior_mean", "mmse")
@@ -153,8 +179,9 @@ def table(rows, dataset):
         for variant in dict.fromkeys(r["variant"] for r in rows if r["steps"] == steps):
             chosen = [r for r in rows if r["steps"] == steps and r["variant"] == variant]
             seeds = " ".join(str(r["seed"]) for r in chosen)
-            if variant == "n2v":
-                lines.append(f"| {steps} | N2V | {seeds} | | {spread([r['n2v'] for r in chosen])} | |")
+            if variant.startswith("n2v"):
+                label = "N2V" if variant == "n2v" else variant
+                lines.append(f"| {steps} | {label} | {seeds} | | {spread([r['n2v'] for r in chosen])} | |")
                 continue
             lead = [r["mmse"] - n2v[(steps, r["seed"])] for r in chosen if (steps, r["seed"]) in n2v]
             lines.append(f"| {steps} | {variant} | {seeds} | {spread([r['prior_mean'] for r in chosen])} | "
@@ -172,6 +199,8 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=NETWORK["train_learning_rate"],
                         help="Adam (default: %(default)s)")
     parser.add_argument("--no-n2v", action="store_true", help="leave N2V out (e.g. when added to an earlier run)")
+    parser.add_argument("--track", action="store_true",
+                        help="print the PSNR of the prior mean (N2V: the output) after every epoch")
     args = parser.parse_args(argv)
     NETWORK["train_learning_rate"] = args.learning_rate
     unknown = [v for v in args.variants if v not in VARIANTS]
@@ -187,7 +216,7 @@ def main(argv=None):
             for seed in args.seeds:
                 data = load_dataset(name, seed)
                 for variant in ([] if args.no_n2v else ["n2v"]) + args.variants:
-                    rows.append(train_and_score(name, variant, steps, seed, data))
+                    rows.append(train_and_score(name, variant, steps, seed, data, args.track))
                     print(json.dumps(rows[-1]), flush=True)
     for name in args.datasets:
         print(table(rows, name))
