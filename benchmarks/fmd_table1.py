@@ -240,7 +240,8 @@ class Runner:
                           train_reduce_lr={"factor": 0.5, "patience": b.reduce_lr_patience},
                           train_n_val_patches=b.n_val_patches, train_tensorboard=False, seed=self.seed,
                           train_mean_weight=b.pn2v_mean_weight if mode == "pn2v" else 0.0,
-                          train_decouple_mean=False)  # as measured: the paper's loss, or it plus the mean term
+                          # as measured: the paper's loss, or it plus the mean term; the last weights
+                          train_decouple_mean=False, train_ema_momentum=0.0)
 
     def new_model(self, name, mode, epochs, X, noise_model=None):
         import keras
