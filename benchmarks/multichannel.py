@@ -6,6 +6,7 @@ its calibration stack) the script trains, all with the same network and the same
 ``--steps`` x ``--batch`` patches:
 
 - ``n2v``          (a) multichannel Noise2Void, one U-Net for all channels;
+- ``n2v_single``   (a') multichannel Noise2Void with one U-Net per channel (n2v's default);
 - ``pn2v``         (b) multichannel PN2V, one shared U-Net whose head predicts K samples per channel;
 - ``pn2v_single``  (c) multichannel PN2V with ``single_net_per_channel=True`` (one U-Net per channel);
 - ``pn2v_alone``   (d) one single-channel PN2V model per channel, each trained for ``--steps / C``
@@ -43,8 +44,8 @@ import numpy as np  # noqa: E402
 
 from speed import machine_info  # noqa: E402
 
-METHODS = ("n2v", "pn2v", "pn2v_single", "pn2v_alone")
-ROW_NAMES = {"input": "input", "n2v": "(a) N2V, multichannel",
+METHODS = ("n2v", "n2v_single", "pn2v", "pn2v_single", "pn2v_alone")
+ROW_NAMES = {"input": "input", "n2v": "(a) N2V, multichannel", "n2v_single": "(a') N2V, one U-Net per channel",
              "pn2v": "(b) PN2V, multichannel, shared U-Net",
              "pn2v_prior_mean": "(b) prior mean",
              "pn2v_single": "(c) PN2V, one U-Net per channel",
@@ -133,8 +134,8 @@ def run_multichannel(method, data, test, noise_models, args):
     """Methods (a) to (c): one model of all channels. Returns predictions by row, training seconds, steps
     and the validation loss per epoch."""
     X_train, X_val = data.train[:-1], data.train[-1:]
-    mode = "n2v" if method == "n2v" else "pn2v"
-    config = make_config(X_train, args, mode, args.steps, single_net=method == "pn2v_single")
+    mode = "n2v" if method.startswith("n2v") else "pn2v"
+    config = make_config(X_train, args, mode, args.steps, single_net=method.endswith("_single"))
     model, seconds, val_loss = train(config, X_train, X_val, args.seed, noise_models if mode == "pn2v" else None)
     rows = {method: predict(model, test, "SYXC")}
     if method == "pn2v":
@@ -271,7 +272,7 @@ def quality_table(results, names):
     """Markdown: mean PSNR over the test images per channel (+- half the range over images) and their mean."""
     lines = ["| method | " + " | ".join(names) + " | mean | train (s) | steps x batch |",
              "|---|" + "---|" * (len(names) + 3)]
-    for row in ("input", "n2v", "pn2v", "pn2v_prior_mean", "pn2v_single", "pn2v_alone"):
+    for row in ("input", "n2v", "n2v_single", "pn2v", "pn2v_prior_mean", "pn2v_single", "pn2v_alone"):
         if row not in results:
             continue
         values = np.asarray(results[row]["psnr"])
@@ -286,15 +287,17 @@ def quality_table(results, names):
     return "\n".join(lines)
 
 
-def difference_table(results, names):
-    """Markdown: PSNR of each method minus N2V's, per channel (mean over test images)."""
-    if "n2v" not in results:
+def difference_table(results, names, reference="n2v"):
+    """Markdown: PSNR of each PN2V method minus that of the N2V row ``reference`` ('n2v' or
+    'n2v_single'), per channel (mean over test images); empty without that row."""
+    if reference not in results:
         return ""
-    reference = np.mean(results["n2v"]["psnr"], axis=0)
-    lines = ["| method - N2V (dB) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    reference_psnr = np.mean(results[reference]["psnr"], axis=0)
+    label = "N2V" if reference == "n2v" else "N2V, one U-Net per channel"
+    lines = [f"| method - {label} (dB) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for row in ("pn2v", "pn2v_prior_mean", "pn2v_single", "pn2v_alone"):
         if row in results:
-            delta = np.mean(results[row]["psnr"], axis=0) - reference
+            delta = np.mean(results[row]["psnr"], axis=0) - reference_psnr
             lines.append(f"| {ROW_NAMES[row]} | " + " | ".join(f"{d:+.2f}" for d in delta) + " |")
     return "\n".join(lines)
 
@@ -325,7 +328,9 @@ def report(summary, data, args):
              "", f"Budget: {budget_line(args)}.", "", "Channels:", *channel_lines(data), ""]
     if summary.get("quality"):
         lines += ["PSNR (dB) per channel, mean over the test images (min..max over them):", "",
-                  quality_table(summary["quality"], names), "", difference_table(summary["quality"], names), ""]
+                  quality_table(summary["quality"], names), ""]
+        lines += [table + "\n" for table in (difference_table(summary["quality"], names, reference)
+                                             for reference in ("n2v", "n2v_single")) if table]
     if summary.get("timing"):
         lines += [f"Training cost (untrained networks, {args.timing_rounds} alternating rounds of "
                   f"{args.timing_steps} steps, {args.timing_warmup} warm-up steps each):", "",

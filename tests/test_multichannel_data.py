@@ -284,3 +284,10 @@ def test_quality_tables_on_a_made_up_result(bench):
     assert "| (a) N2V, multichannel | 31.00 (30.00..32.00) | 26.00 (25.00..27.00) | 28.50 | 10 | 30 x 8 |" in table
     differences = bench.difference_table(results, ["a", "b"])
     assert "| (d) PN2V, each channel alone (steps / C each) | +1.00 | -1.00 |" in differences
+    assert bench.difference_table(results, ["a", "b"], "n2v_single") == ""
+    results["n2v_single"] = {"psnr": [[30.5, 25.5], [31.5, 26.5]], "train_s": 20.0, "steps": 30, "patches": 240}
+    assert ("| (a') N2V, one U-Net per channel | 31.00 (30.50..31.50) | 26.00 (25.50..26.50) | 28.50 | 20 | 30 x 8 |"
+            in bench.quality_table(results, ["a", "b"]))
+    differences = bench.difference_table(results, ["a", "b"], "n2v_single")
+    assert "method - N2V, one U-Net per channel (dB)" in differences
+    assert "| (d) PN2V, each channel alone (steps / C each) | +1.00 | -1.00 |" in differences
