@@ -1,4 +1,4 @@
-"""Multichannel PN2V: one noise model per channel, one network for all channels.
+"""Multichannel PN2V: one noise model per channel, one U-Net per channel (``--shared``: one for all).
 
 Makes synthetic 3-channel data (nuclei, vesicles, filaments; each channel with its own brightness
 and camera, see ``pn2v_tf.datasets.make_synthetic_multichannel``), fits one histogram noise model per
@@ -50,7 +50,8 @@ def train_model(mode, name, X_train, X_val, args, noise_models=None):
                         unet_n_first=args.n_first, n2v_patch_shape=(args.patch, args.patch),
                         train_batch_size=args.batch, train_epochs=args.epochs,
                         train_steps_per_epoch=max(1, args.steps // args.epochs), train_learning_rate=args.learning_rate,
-                        train_n_val_patches=args.val_patches, train_tensorboard=False, seed=args.seed)
+                        train_n_val_patches=args.val_patches, train_tensorboard=False, seed=args.seed,
+                        single_net_per_channel=not args.shared)
     model = PN2V(config, name, basedir=str(args.output / "models"), noise_model=noise_models)
     started = time.time()
     model.train(X_train, X_val, verbose=0)
@@ -136,6 +137,8 @@ def parse_args(argv=None):
     parser.add_argument("--bins", type=int, default=256,
                         help="histogram bins of the noise models (default: %(default)s)")
     parser.add_argument("--no-n2v", action="store_true", help="skip the N2V comparison")
+    parser.add_argument("--shared", action="store_true",
+                        help="one U-Net for all channels instead of one per channel (faster to train)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.steps < args.epochs:

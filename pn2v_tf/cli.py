@@ -34,7 +34,7 @@ EXIT_DIVERGED = 1
 #: ``patch_size`` and ``unet_pool`` of ``None`` are the configuration's defaults for the images' dimensions.
 TRAINING_DEFAULTS = dict(epochs=200, steps_per_epoch=100, batch_size=16, patch_size=None, n_samples=800,
                          unet_depth=3, unet_n_first=64, unet_pool=None, learning_rate=4e-4, seed=0,
-                         single_net_per_channel=False, n2v2=False, blurpool=False, skip_skipone=False,
+                         single_net_per_channel=True, n2v2=False, blurpool=False, skip_skipone=False,
                          manipulator=None, struct_mask=None, dtype_policy="float32")
 #: PN2VConfig attribute -> training option.
 CONFIG_OPTIONS = dict(n_samples="n_samples", unet_n_depth="unet_depth", unet_n_first="unet_n_first",
@@ -136,9 +136,10 @@ def _add_training_options(parser, on_resume, n_samples=True, title="training", d
     group.add_argument("--learning-rate", type=float, help=f"Adam learning rate (default: {d['learning_rate']}{fixed})")
     group.add_argument("--seed", type=int,
                        help=f"seed of the initial weights, patches and masks (default: {d['seed']}{fixed})")
-    group.add_argument("--single-net-per-channel", action="store_true", default=None,
-                       help="multichannel images: an independent U-Net per channel, C times the cost (off: one "
-                            f"U-Net sees all channels and predicts each one's samples{fixed})")
+    group.add_argument("--single-net-per-channel", action=argparse.BooleanOptionalAction, default=None,
+                       help="multichannel images: an independent U-Net per channel, C times the cost of one "
+                            "(default); --no-single-net-per-channel: one U-Net sees all channels and predicts each "
+                            f"one's samples, at little more than one channel's cost{fixed}")
     group.add_argument("--n2v2", action="store_true", default=None,
                        help="N2V2 against checkerboard artefacts: --blurpool, --skip-skipone and --manipulator "
                             f"median together{fixed}")

@@ -44,9 +44,11 @@ class PN2VConfig(BaseConfig):
         Number of channels (both equal). Each channel is denoised with its own noise model and
         normalisation; blind spots are drawn per channel.
     single_net_per_channel : bool
-        ``False``: one U-Net sees all channels and its head predicts K samples of each.
-        ``True``: an independent U-Net per channel (n2v's option of this name; C times the cost).
-        Default: False.
+        ``True``: an independent U-Net per channel (n2v's option of this name and its default), C
+        times the cost of one channel's network. ``False``: one U-Net sees all channels and its head
+        predicts K samples of each, at little more than one channel's cost. Default: True (on
+        channels with different structures it denoised better at equal training time; BENCHMARKS.md).
+        A config.json without the key loads with False.
     n_samples : int
         Number K of prior samples the network predicts per pixel in mode ``'pn2v'``. Default: 800.
         Modes ``'n2v'`` and ``'care'`` predict one value.
@@ -221,7 +223,7 @@ class PN2VConfig(BaseConfig):
         self.train_tensorboard = True
         self.train_n_val_patches = 64
         self.seed = None
-        self.single_net_per_channel = False
+        self.single_net_per_channel = True
         self.update_parameters(False, **kwargs)
         for name in ("n2v_patch_shape", "unet_pool"):
             if isinstance(getattr(self, name), list):
@@ -237,7 +239,7 @@ class PN2VConfig(BaseConfig):
     def update_loaded_config(cls, config):
         """A loaded config.json with the keys it lacks (written before they existed) set to the values
         its model was trained with, where those differ from today's defaults (``train_mean_weight=0``,
-        ``train_decouple_mean=False``, ``train_ema_momentum=0``)."""
+        ``train_decouple_mean=False``, ``train_ema_momentum=0``, ``single_net_per_channel=False``)."""
         return {**_LEGACY_VALUES, **super().update_loaded_config(config)}
 
     @property
@@ -354,7 +356,8 @@ def _training_images(X, axes, n_dim):
 
 
 #: Values a config.json written before the key existed was trained with (its defaults then differ from today's).
-_LEGACY_VALUES = {"train_mean_weight": 0.0, "train_decouple_mean": False, "train_ema_momentum": 0.0}
+_LEGACY_VALUES = {"train_mean_weight": 0.0, "train_decouple_mean": False, "train_ema_momentum": 0.0,
+                  "single_net_per_channel": False}
 
 
 def _pop_base_keys(kwargs):

@@ -128,7 +128,7 @@ def test_independent_networks_do_not_see_the_other_channels(data):
     before, after = (keras.ops.convert_to_numpy(prediction(x)) for x in (image, changed))
     np.testing.assert_array_equal(before[..., :K], after[..., :K])
     assert not np.allclose(before[..., K:], after[..., K:])
-    shared, _ = build_networks(_config(noisy))
+    shared, _ = build_networks(_config(noisy, single_net_per_channel=False))
     assert len(prediction.weights) == 2 * (len(shared.weights) - 2) + 2   # two bodies, one grouped head
 
 

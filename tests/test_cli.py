@@ -262,7 +262,7 @@ def test_sigterm_keeps_the_last_epoch_and_resume_completes_the_run(files, noise_
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     log = folder / "training_log.csv"
-    deadline = time.time() + 120
+    deadline = time.time() + 600   # generous: the first epoch of a loaded machine
     while not (log.exists() and len(read_log(log)) >= 1) and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGTERM)

@@ -160,6 +160,7 @@ def test_training_makes_a_two_channel_model_with_the_per_channel_noise_model(mod
     assert model.config.axes == "YXC" and model.config.n_channels == 2
     assert isinstance(model.noise_model, ChannelNoiseModels) and model.noise_model.n_channels == 2
     assert model.config.means[1] > 4 * model.config.means[0]   # each channel normalised on its own
+    assert model.config.single_net_per_channel is True           # n2v's default: a U-Net per channel
 
 
 def test_predict_writes_imagej_channels_equal_to_the_models_prediction(model_dir, files, data, tmp_path, capsys):
@@ -245,6 +246,16 @@ def test_one_noise_model_file_per_channel_repeated_or_listed(files, channel_file
         assert stored.kind == "per_channel"
         np.testing.assert_array_equal(np.asarray(stored.models[1].histogram),
                                       np.asarray(load_noise_model(channel_files[1]).histogram))
+
+
+def test_no_single_net_per_channel_trains_one_shared_u_net(files, noise_model_file, tmp_path, capsys, monkeypatch):
+    _stop_before_training(monkeypatch)
+    code, _, _ = run(["train", files / "train.tif", "--noise-model", noise_model_file, "--model", tmp_path / "shared",
+                      "--no-single-net-per-channel", *TINY, *ONE_EPOCH, "--quiet"], capsys)
+    assert code == 130
+    model = _load(tmp_path / "shared")
+    assert model.config.single_net_per_channel is False
+    assert not any(layer.name.startswith("c1_") for layer in model.keras_model.layers)   # no second body
 
 
 def test_one_single_channel_file_is_applied_to_every_channel_with_a_warning(files, data, tmp_path, capsys,

@@ -216,3 +216,14 @@ def test_loaded_config_without_the_mean_term_keeps_the_loss_it_was_trained_with(
     assert (loaded.train_mean_weight, loaded.train_decouple_mean) == (0.3, False)
     assert PN2VConfig(**PN2VConfig.update_loaded_config(stored)).train_decouple_mean is True
     assert (PN2VConfig(X).train_mean_weight, PN2VConfig(X).train_decouple_mean) == (1.0, True)
+
+
+def test_independent_networks_per_channel_by_default_and_shared_for_older_config_files():
+    """n2v's default; a config.json without the key (none of them was multichannel with another value)
+    loads with the shared U-Net it would have been trained with."""
+    X = np.zeros((2, 32, 32, 3), np.float32)
+    stored = vars(PN2VConfig(X, axes="YXC"))
+    assert stored["single_net_per_channel"] is True
+    old = {key: value for key, value in stored.items() if key != "single_net_per_channel"}
+    assert PN2VConfig(**PN2VConfig.update_loaded_config(old)).single_net_per_channel is False
+    assert PN2VConfig(**PN2VConfig.update_loaded_config(stored)).single_net_per_channel is True

@@ -215,7 +215,8 @@ def test_example_writes_every_channel_of_every_image_and_prints_psnr(tmp_path, c
         np.testing.assert_array_equal(np.moveaxis(written, 0, -1), results[name])
         assert np.all(np.isfinite(written))
     assert not (output / "n2v.tif").exists()
-    assert (output / "models" / "pn2v_multichannel" / "config.json").exists()
+    with open(output / "models" / "pn2v_multichannel" / "config.json") as f:
+        assert json.load(f)["single_net_per_channel"] is True                  # the default: a U-Net per channel
     with pytest.raises(SystemExit, match="not overwriting"):
         example.main(EXAMPLE_TINY + ["--output", str(output)])
 
