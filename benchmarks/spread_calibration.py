@@ -6,9 +6,11 @@ schedule of ``short_budget.py``), every factor f of a grid from 1/16 to 2 moves 
 that ``train_calibrate_spread`` maximises on the validation images (``PN2V.spread_evidence``,
 mean log evidence per pixel, higher is better) and Stein's estimate of the MMSE's squared error
 (``PN2V.spread_risk``, per pixel, up to a constant; lower is better), and the PSNR of the MMSE on the
-held-out test images; then the factor that the calibration picks (the likeliest of 1 to 1/16; the
-risk is a second view that the calibration does not use), the factor with the best PSNR, and the
-prior mean's PSNR (which every factor leaves as it is).
+held-out test images; then the factor that the calibration picks (of 1 to 1/16, the smallest within
+one standard error of the likeliest, ``best_spread_factors``; the column "SE" gives each factor's
+evidence shortfall from the likeliest of the whole grid in its standard errors; the risk is a second
+view that the calibration does not use), the factor with the best PSNR, and the prior mean's PSNR
+(which every factor leaves as it is).
 
     python benchmarks/spread_calibration.py --steps 400 --seeds 0 1 2
     python benchmarks/spread_calibration.py --datasets Confocal_FISH --steps 1600 --seeds 0   # needs ../shared
@@ -31,13 +33,14 @@ FACTORS = tuple(float(2.0 ** (k / 3)) for k in range(3, -13, -1))
 
 
 def scan(name, steps, seed):
-    """Train one PN2V without calibration; return rows (factor, evidence per pixel, risk per pixel,
-    PSNR), the prior mean's PSNR and the calibration's factor."""
+    """Train one PN2V without calibration; return rows (factor, evidence per pixel, evidence shortfall
+    from the likeliest factor in standard errors, risk per pixel, PSNR), the prior mean's PSNR and the
+    calibration's factor."""
     import keras
 
     import short_budget
     from pn2v_tf import PN2V, PN2VConfig
-    from pn2v_tf.calibration import SPREAD_FACTORS, scale_head_spread
+    from pn2v_tf.calibration import best_spread_factors, evidence_standard_errors, scale_head_spread
     from pn2v_tf.metrics import psnr
 
     train, test, clean, noise_model, data_range = short_budget.load_dataset(name, seed)
@@ -51,6 +54,9 @@ def scan(name, steps, seed):
         model = PN2V(config, "pn2v", basedir=folder, noise_model=noise_model)
         model.train(X, X_val, verbose=0)
         evidence = model.spread_evidence(X_val, FACTORS)
+        shortfall = (evidence.totals.max(axis=0) - evidence.totals)[:, 0] / np.maximum(
+            evidence_standard_errors(evidence)[:, 0], 1e-12)
+        chosen = float(best_spread_factors(model.spread_evidence(X_val))[0])
         risk = model.spread_risk(X_val, FACTORS)
         head = model.keras_model.get_layer("head")
         trained = [w.numpy() for w in head.weights]
@@ -64,11 +70,10 @@ def scan(name, steps, seed):
             for weight, value in zip(head.weights, trained):
                 weight.assign(value)
             scale_head_spread(head, [factor])
-            rows.append((factor, evidence.totals[row, 0] / evidence.pixels, risk.totals[row, 0] / risk.pixels,
-                         score()))
+            rows.append((factor, evidence.totals[row, 0] / evidence.pixels, shortfall[row],
+                         risk.totals[row, 0] / risk.pixels, score()))
         prior_mean = score("prior_mean")
-    offered = [r for r in rows if min(SPREAD_FACTORS) - 1e-9 <= r[0] <= 1 + 1e-9]
-    return rows, prior_mean, max(offered, key=lambda r: r[1])[0]
+    return rows, prior_mean, min(FACTORS, key=lambda f: abs(f - chosen))
 
 
 def main(argv=None):
@@ -81,16 +86,17 @@ def main(argv=None):
     for name in args.datasets:
         for seed in args.seeds:
             rows, prior_mean, chosen = scan(name, args.steps, seed)
-            best = max(rows, key=lambda r: r[3])
+            best = max(rows, key=lambda r: r[4])
             print(f"\n{name}, {args.steps} steps, seed {seed}: prior mean {prior_mean:.2f} dB")
-            print("| factor | evidence (nats / pixel) | risk (per pixel) | MMSE PSNR (dB) |\n|---|---|---|---|")
-            for factor, evidence, risk, value in rows:
+            print("| factor | evidence (nats / pixel) | SE below the likeliest | risk (per pixel) | MMSE PSNR (dB) |\n"
+                  "|---|---|---|---|---|")
+            for factor, evidence, shortfall, risk, value in rows:
                 marks = (" (calibration)" if factor == chosen else "") + (" (best PSNR)" if factor == best[0] else "")
-                print(f"| {factor:.3g}{marks} | {evidence:.5f} | {risk:.4f} | {value:.2f} |")
-            at_one = next(r for r in rows if r[0] == 1.0)[3]
-            chosen_psnr = next(r for r in rows if r[0] == chosen)[3]
+                print(f"| {factor:.3g}{marks} | {evidence:.5f} | {shortfall:.2f} | {risk:.4f} | {value:.2f} |")
+            at_one = next(r for r in rows if r[0] == 1.0)[4]
+            chosen_psnr = next(r for r in rows if r[0] == chosen)[4]
             print(f"calibrated: factor {chosen:.3g}, {chosen_psnr:.2f} dB ({chosen_psnr - at_one:+.2f} against "
-                  f"factor 1, {chosen_psnr - best[3]:+.2f} against the best factor {best[0]:.3g})", flush=True)
+                  f"factor 1, {chosen_psnr - best[4]:+.2f} against the best factor {best[0]:.3g})", flush=True)
 
 
 if __name__ == "__main__":

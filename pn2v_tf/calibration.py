@@ -8,10 +8,15 @@ samples' mean, ``s_k -> m + f (s_k - m)`` with ``f <= 1``; as ``f`` falls the MM
 prior mean, which it equals in the limit. Factors above 1 are not offered: they would only add weight
 to x, which the samples already hold.
 
-The factor is the one under which the validation pixels, predicted exactly so, are likeliest: the
-evidence ``log (1/K) sum_k p(x|s_k)`` (:class:`SpreadEvidence`), an empirical-Bayes choice of the
-prior's scale. When the prior is much narrower than the noise it changes little with ``f``, so the
-calibration reads many pixels.
+The factor comes from the evidence of the validation pixels, predicted exactly so, ``log (1/K) sum_k
+p(x|s_k)`` (:class:`SpreadEvidence`), an empirical-Bayes choice of the prior's scale: of the factors
+whose summed evidence is within one standard error of the likeliest factor's (the standard error of
+the paired per-pixel differences), the smallest (:func:`best_spread_factors`). This is the
+one-standard-error rule of model selection, with the narrower prior as the simpler model: when the
+prior is much narrower than the noise the evidence barely changes with ``f`` and its maximum is left
+to chance, while a prior that is too wide costs the MMSE far more than one that is too narrow (the
+MMSE then tends to the prior mean, not to the noisy pixel); where the evidence does tell the factors
+apart, the likeliest one is kept.
 
 :class:`SpreadRisk`, Stein's unbiased estimate of the MMSE's squared error, is a second view for
 diagnosis (``PN2V.spread_risk``, ``benchmarks/spread_calibration.py``): it measures what the factor is
@@ -32,11 +37,16 @@ from .inference import mmse
 SPREAD_FACTORS = tuple(float(2.0 ** (-k / 3)) for k in range(13))
 #: Pixels whose evidence or risk is evaluated at once (times K samples times all factors).
 CHUNK_PIXELS = 1024
+#: Standard errors of the evidence within which :func:`best_spread_factors` takes a smaller factor.
+EVIDENCE_TOLERANCE = 1.0
 
 
 class SpreadEvidence:
     """Summed log evidence ``sum_i log (1/K) sum_k p(x_i | m_i + f (s_ik - m_i))`` of pixels added
-    batch by batch, per factor and channel (``totals``, (len(factors), C), float64), over ``pixels`` pixels.
+    batch by batch, per factor and channel (``totals``, (len(factors), C), float64), over ``pixels`` pixels;
+    ``moments`` (C, len(factors), len(factors)) sums the products ``d_if d_ig`` of each pixel's
+    evidence differences from the first factor, ``d_if = e_if - e_i0``, for the standard errors of
+    differences between factors (:func:`evidence_standard_errors`).
 
     Parameters
     ----------
@@ -61,9 +71,12 @@ class SpreadEvidence:
                              f"{observations.shape}")
         if self.totals is None:
             self.totals = np.zeros((len(self.factors), samples.shape[1]))
+            self.moments = np.zeros((samples.shape[1], len(self.factors), len(self.factors)))
         self.pixels += len(samples)
         for chunk, count in _padded_chunks(samples, observations):
-            self.totals += self._evidence(*chunk, count).numpy()
+            totals, moments = self._evidence(*chunk, count)
+            self.totals += totals.numpy()
+            self.moments += moments.numpy()
         return self
 
     def _chunk_evidence(self, samples, observations, count):
@@ -73,7 +86,9 @@ class SpreadEvidence:
         factors = tf.constant(self.factors, tf.float32)[:, None, None, None]
         moved = mean[None] + factors * (samples - mean)[None]         # (factors, pixels, C, K)
         log_mean = tf.reduce_logsumexp(self.noise_model.log_likelihood(observations[None, ..., None], moved), axis=-1)
-        return tf.reduce_sum(tf.cast(log_mean - log_k, tf.float64) * counted[None], axis=1)
+        evidence = tf.cast(log_mean - log_k, tf.float64) * counted[None]   # (factors, pixels, C)
+        differences = tf.transpose(evidence - evidence[:1], (2, 1, 0))     # (C, pixels, factors)
+        return tf.reduce_sum(evidence, axis=1), tf.matmul(differences, differences, transpose_a=True)
 
 
 class SpreadRisk:
@@ -162,9 +177,29 @@ def _variance_curve(noise_model, n_signals=64):
     return signals, noise_model.noise_variance(signals)
 
 
-def best_spread_factors(evidence):
-    """The factor with the highest summed log evidence of a :class:`SpreadEvidence`, per channel: (C,) floats."""
-    return np.asarray(evidence.factors, dtype=np.float64)[np.argmax(evidence.totals, axis=0)]
+def evidence_standard_errors(evidence):
+    """Standard errors of ``totals[f] - totals[best]`` of a :class:`SpreadEvidence`, per factor and
+    channel ((len(factors), C) floats; 0 at each channel's likeliest factor ``best``): ``sqrt(N)``
+    times the standard deviation of the N pixels' paired differences of evidence."""
+    n = max(evidence.pixels, 1)
+    best = np.argmax(evidence.totals, axis=0)
+    errors = np.zeros_like(evidence.totals)
+    for channel, b in enumerate(best):
+        moments = evidence.moments[channel]
+        squares = np.diag(moments) - 2 * moments[:, b] + moments[b, b]        # sum_i (d_if - d_ib)^2
+        sums = evidence.totals[:, channel] - evidence.totals[b, channel]      # sum_i (d_if - d_ib)
+        errors[:, channel] = np.sqrt(np.maximum(squares - sums ** 2 / n, 0.0))
+    return errors
+
+
+def best_spread_factors(evidence, tolerance=EVIDENCE_TOLERANCE):
+    """Per channel ((C,) floats), the smallest factor of a :class:`SpreadEvidence` whose summed log
+    evidence is at most ``tolerance`` standard errors (:func:`evidence_standard_errors`) below the
+    likeliest factor's; ``tolerance=0``: the likeliest factor."""
+    factors = np.asarray(evidence.factors, dtype=np.float64)
+    shortfall = evidence.totals.max(axis=0) - evidence.totals                  # (factors, C), >= 0
+    within = shortfall <= tolerance * evidence_standard_errors(evidence)
+    return np.array([factors[within[:, channel]].min() for channel in range(within.shape[1])])
 
 
 def calibration_message(factors):

@@ -253,15 +253,16 @@ class PN2V(BaseModel):
         return history
 
     def calibrate_spread(self, validation_X):
-        """Move each channel's prior samples towards their mean by the factor (1 to 1/16) under which
-        ``validation_X`` is likeliest as ``predict`` sees it (:mod:`pn2v_tf.calibration`).
+        """Move each channel's prior samples towards their mean by the smallest factor (1 to 1/16)
+        under which ``validation_X``, as ``predict`` sees it, is within one standard error as likely as
+        under the likeliest factor (:mod:`pn2v_tf.calibration`).
 
         The factor multiplies every sample's distance from the samples' mean, so the prior mean stays
         as it is and the MMSE moves towards it. The head's weights change; with a model folder the
         weights a reload reads (``weights_best.h5``, else ``weights_last.h5``) are rewritten with
         them. ``train`` does this itself when ``config.train_calibrate_spread`` is set (the default),
-        and a later ``train`` call continues from the calibrated weights. Calling it again on the same
-        images keeps the spread (factor 1) unless the first call chose the smallest factor.
+        and a later ``train`` call continues from the calibrated weights. Each call applies the rule to
+        the spread as it is, so a second call on the same images can shrink it once more.
 
         Parameters
         ----------

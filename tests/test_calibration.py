@@ -1,5 +1,6 @@
 """Tests of pn2v_tf.calibration and PN2V.calibrate_spread: after training, the prior's samples are moved
-towards their mean by the factor under which the validation images, as predict sees them, are likeliest."""
+towards their mean by the smallest factor under which the validation images, as predict sees them, are
+as likely as under the likeliest factor, within one standard error."""
 
 import warnings
 
@@ -10,7 +11,7 @@ from conftest import SMALL_NET, noisy, small_histogram, tiny
 
 from pn2v_tf import PN2V, PN2VConfig
 from pn2v_tf.calibration import (CHUNK_PIXELS, SPREAD_FACTORS, SpreadEvidence, SpreadRisk, best_spread_factors,
-                                 scale_head_spread)
+                                 evidence_standard_errors, scale_head_spread)
 from pn2v_tf.inference import mmse
 from pn2v_tf.data import random_patches
 from pn2v_tf.model import CALIBRATION_PIXELS, calibration_patches
@@ -95,6 +96,64 @@ def test_the_evidence_is_the_log_mean_likelihood_of_the_moved_samples_summed_ove
     expected = [_log_evidence_by_hand(noise_model, samples, observations, f) for f in factors]
     np.testing.assert_allclose(evidence.totals, expected, rtol=1e-5)
     assert evidence.pixels == n
+
+
+def _log_evidence_per_pixel(noise_model, samples, observations, factor):
+    mean = samples.mean(-1, keepdims=True)
+    moved = mean + np.float32(factor) * (samples - mean)
+    p = np.exp(np.asarray(noise_model.log_likelihood(observations[..., None], moved), dtype=np.float64))
+    return np.log(p.mean(-1))[:, 0]
+
+
+def test_standard_errors_are_those_of_the_paired_differences_from_the_likeliest_factor():
+    noise_model = small_histogram()
+    rng = np.random.default_rng(9)
+    n = CHUNK_PIXELS + 21                                       # a full and a padded chunk
+    signal = rng.uniform(30, 80, (n, 1))
+    samples = (signal[..., None] + rng.normal(0, 6, (n, 1, K))).astype(np.float32)
+    observations = (signal + rng.normal(0, 4, (n, 1))).astype(np.float32)
+    factors = (1.0, 0.7, 0.5, 0.25)
+
+    evidence = SpreadEvidence(noise_model, factors).add(samples[:300], observations[:300])
+    evidence.add(samples[300:], observations[300:])
+
+    per_pixel = np.stack([_log_evidence_per_pixel(noise_model, samples, observations, f) for f in factors], axis=1)
+    best = int(np.argmax(per_pixel.sum(axis=0)))
+    differences = per_pixel - per_pixel[:, best:best + 1]
+    expected = np.sqrt(n) * differences.std(axis=0)
+    np.testing.assert_allclose(evidence_standard_errors(evidence)[:, 0], expected, rtol=1e-3, atol=1e-6)
+    assert evidence_standard_errors(evidence)[best, 0] == 0
+
+
+def _evidence_of_pixels(per_pixel, factors):
+    """A SpreadEvidence's sums of given per-pixel evidence (pixels, factors), one channel."""
+    evidence = SpreadEvidence(small_histogram(), factors)
+    differences = per_pixel - per_pixel[:, :1]
+    evidence.totals, evidence.moments = per_pixel.sum(axis=0)[:, None], (differences.T @ differences)[None]
+    evidence.pixels = len(per_pixel)
+    return evidence
+
+
+@pytest.mark.parametrize("offsets, expected", [
+    ((0.0, -0.001, -0.05), 0.5),        # 0.5 within a third of a standard error of 1, 0.25 16 errors below
+    ((0.0, -0.05, -0.001), 0.25),       # the smallest within one error, past one that is not
+    ((-0.05, -0.05, 0.0), 0.25),        # the likeliest is the smallest
+])
+def test_the_smallest_factor_within_one_standard_error_of_the_likeliest_is_taken(offsets, expected):
+    rng = np.random.default_rng(10)
+    factors = (1.0, 0.5, 0.25)
+    noise = rng.normal(0, 0.1, (2000, 3))
+    per_pixel = -3.5 + rng.normal(0, 0.05, (2000, 1)) + noise - noise.mean(axis=0) + np.array(offsets)
+    evidence = _evidence_of_pixels(per_pixel, factors)
+
+    sums = per_pixel.sum(axis=0)
+    best = int(np.argmax(sums))
+    errors = np.sqrt(len(per_pixel)) * (per_pixel - per_pixel[:, best:best + 1]).std(axis=0)
+    np.testing.assert_allclose(evidence_standard_errors(evidence)[:, 0], errors, rtol=1e-6)
+    within = [f for f, shortfall, error in zip(factors, sums.max() - sums, errors) if shortfall <= error]
+    assert min(within) == expected
+    assert best_spread_factors(evidence) == pytest.approx([expected])
+    assert best_spread_factors(evidence, tolerance=0) == pytest.approx([factors[best]])
 
 
 def _pixels_whose_samples_see_x(n, lean, spread, step, sigma=8.0, prior_sd=12.0, k=200, seed=6):
