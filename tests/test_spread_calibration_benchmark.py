@@ -22,7 +22,7 @@ def spread_calibration():
 
 
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
-def test_scan_picks_an_offered_factor_within_the_evidence_and_the_least_is_the_prior_mean(spread_calibration, monkeypatch):
+def test_scan_picks_an_offered_factor_and_the_least_is_the_prior_mean(spread_calibration, monkeypatch):
     import short_budget     # on sys.path through the script
 
     rng = np.random.default_rng(3)
