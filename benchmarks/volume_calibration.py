@@ -11,7 +11,8 @@ Trains (or reads, ``--from``) the z-stack demo of one seed (``pn2v-demo --3d``, 
   the model's histogram (from the demo's 100 calibration frames) and once under a histogram of the
   same bins from ``--pairs`` exact camera pairs (signals uniform over its signal range), whose
   estimation noise is negligible (and, with ``--smooth``, under the model's histogram smoothed along
-  its signal axis by a Gaussian of that many bins); with each, the factor the calibration would pick.
+  its signal axis by a Gaussian of that many bins, as the calibration reads it with 1 bin); with each,
+  the factor the one-standard-error rule would pick.
 
     python benchmarks/volume_calibration.py --seed 0
     python benchmarks/volume_calibration.py --from /tmp/pn2v_demo_3d --seed 0   # a finished demo run
@@ -66,28 +67,15 @@ def exact_histogram(noise_model, camera, n_pairs, seed):
                                           value_range=noise_model.value_range)
 
 
-def smoothed_histogram(noise_model, sigma_bins):
-    """``noise_model`` (a histogram) with each observation bin's p(x|s) smoothed along the signal axis by a
-    Gaussian of ``sigma_bins`` bins; the same bins and signal range."""
-    from scipy.ndimage import gaussian_filter1d
-
-    from pn2v_tf.noise_models import HistogramNoiseModel
-
-    rows = gaussian_filter1d(np.asarray(noise_model.histogram.numpy(), np.float64), sigma_bins, axis=0, mode="nearest")
-    smoothed = HistogramNoiseModel(bins=noise_model.bins, value_range=noise_model.value_range,
-                                   signal_range=noise_model.signal_range)
-    smoothed.histogram.assign((rows / rows.sum(axis=1, keepdims=True)).astype(np.float32))
-    return smoothed
-
-
-def evidence_shortfalls(model, validation, noise_model):
-    """(factors, shortfall of each in standard errors, the calibration's pick) under ``noise_model``."""
+def evidence_shortfalls(model, validation, noise_model, smoothing_bins=0.0):
+    """(factors, shortfall of each in standard errors, the rule's pick) under ``noise_model``, a histogram
+    smoothed along its signal axis by ``smoothing_bins`` bins (the calibration's own: 1)."""
     from pn2v_tf.calibration import best_spread_factors, evidence_standard_errors
 
     kept = model.noise_model
     model.noise_model = noise_model
     try:
-        evidence = model.spread_evidence(validation)
+        evidence = model.spread_evidence(validation, smoothing_bins=smoothing_bins)
     finally:
         model.noise_model = kept
     shortfall = (evidence.totals.max(axis=0) - evidence.totals)[:, 0]
@@ -131,16 +119,16 @@ def main(argv=None):
         reference = exact_histogram(model.noise_model, data.camera, args.pairs, args.seed)
         factors, noisy, noisy_pick = evidence_shortfalls(model, validation, model.noise_model)
         _, exact, exact_pick = evidence_shortfalls(model, validation, reference)
-        smooth = {sigma: evidence_shortfalls(model, validation, smoothed_histogram(model.noise_model, sigma))[1:]
+        smooth = {sigma: evidence_shortfalls(model, validation, model.noise_model, sigma)[1:]
                   for sigma in args.smooth}
     print(f"\nseed {args.seed}: 3-D PN2V as calibrated; prior mean {prior_mean:.2f} dB on {args.voxels} test voxels")
-    print("| factor on top | MMSE PSNR (dB) | SE below the likeliest, calibration histogram | "
+    print("| factor on top | MMSE PSNR (dB) | SE below the likeliest, unsmoothed histogram | "
           "SE below the likeliest, exact-pairs histogram |" + "".join(f" smoothed by {s:g} bins |" for s in smooth) +
           "\n|---|---|---|---|" + "---|" * len(smooth))
     for row, (factor, a, b) in enumerate(zip(factors, noisy, exact)):
         print(f"| {factor:.3g} | {psnrs[factor]:.2f} | {a:.2f} | {b:.2f} |" +
               "".join(f" {shortfall[row]:.2f} |" for shortfall, _ in smooth.values()))
-    print(f"the calibration would pick {noisy_pick:.3g} with the calibration histogram, {exact_pick:.3g} with the "
+    print(f"the rule would pick {noisy_pick:.3g} with the unsmoothed histogram, {exact_pick:.3g} with the "
           f"exact-pairs histogram" + "".join(f", {pick:.3g} smoothed by {s:g} bins" for s, (_, pick) in smooth.items())
           + f"; best PSNR at {max(psnrs, key=psnrs.get):.3g}")
     return dict(psnr=psnrs, prior_mean=prior_mean, shortfall_histogram=list(noisy), shortfall_exact=list(exact))

@@ -16,7 +16,11 @@ one-standard-error rule of model selection, with the narrower prior as the simpl
 prior is much narrower than the noise the evidence barely changes with ``f`` and its maximum is left
 to chance, while a prior that is too wide costs the MMSE far more than one that is too narrow (the
 MMSE then tends to the prior mean, not to the noisy pixel); where the evidence does tell the factors
-apart, the likeliest one is kept.
+apart, the likeliest one is kept. The evidence is computed under the noise model as the calibration
+sees it (:func:`evidence_noise_model`): a histogram is smoothed along its signal axis by one bin, because
+each of its rows carries the estimation noise of its few calibration pairs, and the log of a noisy
+p(x|s) averaged over more distinct rows (a wider prior) is larger on average, which would bias the
+evidence towards wide priors wherever the prior spans only a few signal bins (BENCHMARKS.md).
 
 :class:`SpreadRisk`, Stein's unbiased estimate of the MMSE's squared error, is a second view for
 diagnosis (``PN2V.spread_risk``, ``benchmarks/spread_calibration.py``): it measures what the factor is
@@ -32,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from .inference import mmse
+from .noise_models import ChannelNoiseModels, HistogramNoiseModel
 
 #: Candidate factors: 2^(-k/3) from 1 down to 1/16.
 SPREAD_FACTORS = tuple(float(2.0 ** (-k / 3)) for k in range(13))
@@ -39,6 +44,8 @@ SPREAD_FACTORS = tuple(float(2.0 ** (-k / 3)) for k in range(13))
 CHUNK_PIXELS = 1024
 #: Standard errors of the evidence within which :func:`best_spread_factors` takes a smaller factor.
 EVIDENCE_TOLERANCE = 1.0
+#: Signal bins by which :func:`evidence_noise_model` smooths a histogram noise model.
+EVIDENCE_SMOOTHING_BINS = 1.0
 
 
 class SpreadEvidence:
@@ -175,6 +182,18 @@ def _variance_curve(noise_model, n_signals=64):
     """(signals, variances of x given them) over the model's signal range, for interpolation."""
     signals = np.linspace(*noise_model.signal_range, n_signals)
     return signals, noise_model.noise_variance(signals)
+
+
+def evidence_noise_model(noise_model, smoothing_bins=EVIDENCE_SMOOTHING_BINS):
+    """The noise model under which the calibration's evidence is computed: a histogram (also each
+    channel's of a :class:`~pn2v_tf.noise_models.ChannelNoiseModels`) smoothed along its signal axis by
+    a Gaussian of ``smoothing_bins`` rows (:meth:`~pn2v_tf.noise_models.HistogramNoiseModel.smoothed_along_signal`);
+    other kinds, which are smooth already, as they are."""
+    if isinstance(noise_model, ChannelNoiseModels):
+        return ChannelNoiseModels([evidence_noise_model(model, smoothing_bins) for model in noise_model.models])
+    if isinstance(noise_model, HistogramNoiseModel) and smoothing_bins > 0:
+        return noise_model.smoothed_along_signal(smoothing_bins)
+    return noise_model
 
 
 def evidence_standard_errors(evidence):

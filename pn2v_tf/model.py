@@ -11,8 +11,8 @@ from csbdeep.models import BaseModel
 
 from ._checks import is_int
 from .arrays import as_image_stack, channel_extremes, is_chunked, spatial_axes, stack_from_axes
-from .calibration import (SPREAD_FACTORS, SpreadEvidence, SpreadRisk, best_spread_factors, calibration_message,
-                          scale_head_spread)
+from .calibration import (EVIDENCE_SMOOTHING_BINS, SPREAD_FACTORS, SpreadEvidence, SpreadRisk, best_spread_factors,
+                          calibration_message, evidence_noise_model, scale_head_spread)
 from .config import PN2VConfig
 from .data import _DIHEDRAL, MaskedPatches, SupervisedPatches, _dihedral, random_patches, undo_dihedral
 from .averaging import WeightAveraging
@@ -280,16 +280,19 @@ class PN2V(BaseModel):
         self.noise_model.check_range(_range_values(validation_X, cfg.n_channels), "validation data")
         return self._calibrate_spread(validation_X)
 
-    def spread_evidence(self, validation_X, factors=None):
+    def spread_evidence(self, validation_X, factors=None, smoothing_bins=EVIDENCE_SMOOTHING_BINS):
         """The summed log evidence of the pixels that :meth:`calibrate_spread` reads, for each of
-        ``factors`` (default: ``pn2v_tf.calibration.SPREAD_FACTORS``), without changing the model.
+        ``factors`` (default: ``pn2v_tf.calibration.SPREAD_FACTORS``), without changing the model;
+        under the noise model with a histogram smoothed along its signal axis by ``smoothing_bins``
+        rows, as the calibration sees it (``0``: the noise model itself).
 
         Returns
         -------
         pn2v_tf.calibration.SpreadEvidence
             ``totals`` (len(factors), C) and ``factors``.
         """
-        return self._spread_statistics(self._calibration_images(validation_X, "spread_evidence"), factors)[0]
+        images = self._calibration_images(validation_X, "spread_evidence")
+        return self._spread_statistics(images, factors, smoothing_bins=smoothing_bins)[0]
 
     def spread_risk(self, validation_X, factors=None):
         """Stein's unbiased estimate of the MMSE's squared error, up to a constant, on the pixels that
@@ -310,7 +313,7 @@ class PN2V(BaseModel):
             raise ValueError(f"{method} needs a model of mode 'pn2v', this one has mode {cfg.mode!r}")
         return as_image_stack(validation_X, cfg.n_dim, "validation_X", n_channels=cfg.n_channels)
 
-    def _spread_statistics(self, validation_X, factors=None, with_risk=False):
+    def _spread_statistics(self, validation_X, factors=None, with_risk=False, smoothing_bins=EVIDENCE_SMOOTHING_BINS):
         """(SpreadEvidence, SpreadRisk or None) of the same validation pixels: the central pixels of
         random patches, :func:`calibration_patches` of them, at most :data:`CALIBRATION_PIXELS` in all.
         The risk needs a second prediction of the patches (``with_risk``)."""
@@ -322,7 +325,7 @@ class PN2V(BaseModel):
         centre = (slice(None),) + tuple(slice(size // 4, size - size // 4) for size in cfg.n2v_patch_shape)
         per_patch = -(-CALIBRATION_PIXELS // len(patches))
         factors = SPREAD_FACTORS if factors is None else factors
-        evidence = SpreadEvidence(self.noise_model, factors)
+        evidence = SpreadEvidence(evidence_noise_model(self.noise_model, smoothing_bins), factors)
         risk = SpreadRisk(self.noise_model, factors) if with_risk else None
         signs = sign_rng.choice(np.array([-1.0, 1.0], np.float32), size=patches.shape) if with_risk else None
         by_pixel = (-1, cfg.n_channels, cfg.n_samples)

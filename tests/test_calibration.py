@@ -11,12 +11,12 @@ from conftest import SMALL_NET, noisy, small_histogram, tiny
 
 from pn2v_tf import PN2V, PN2VConfig
 from pn2v_tf.calibration import (CHUNK_PIXELS, SPREAD_FACTORS, SpreadEvidence, SpreadRisk, best_spread_factors,
-                                 evidence_standard_errors, scale_head_spread)
+                                 evidence_noise_model, evidence_standard_errors, scale_head_spread)
 from pn2v_tf.inference import mmse
 from pn2v_tf.data import random_patches
 from pn2v_tf.model import CALIBRATION_PIXELS, calibration_patches
 from pn2v_tf.nets import build_networks
-from pn2v_tf.noise_models import ChannelNoiseModels, HistogramNoiseModel
+from pn2v_tf.noise_models import ChannelNoiseModels, GMMNoiseModel, HistogramNoiseModel
 
 K = 8
 STEP = 2 ** (1 / 3)    # the grid's ratio
@@ -273,8 +273,10 @@ def _mmse_by_hand(noise_model, x, samples):
 
 
 def _statistics_by_hand(model, X_val):
-    """Evidence and risk per factor by a second path: the same patches, pixels and signs, in NumPy."""
+    """Evidence (under the histogram smoothed by one signal bin) and risk per factor by a second path: the
+    same patches, pixels and signs, in NumPy."""
     cfg, noise_model = model.config, model.noise_model
+    smoothed = noise_model.smoothed_along_signal(1.0)
     rng, sign_rng = np.random.default_rng(cfg.seed + 2), np.random.default_rng(cfg.seed + 3)
     patches = random_patches(rng, X_val, cfg.n2v_patch_shape, calibration_patches(cfg))
     per_patch = -(-CALIBRATION_PIXELS // len(patches))
@@ -298,7 +300,7 @@ def _statistics_by_hand(model, X_val):
     for f in SPREAD_FACTORS:
         shrunk, shrunk_moved = (s.mean(-1, keepdims=True) + np.float32(f) * (s - s.mean(-1, keepdims=True))
                                 for s in (samples, moved))
-        evidence.append(_log_evidence_by_hand(noise_model, shrunk[:, None], x[:, None], 1.0)[0])
+        evidence.append(_log_evidence_by_hand(smoothed, shrunk[:, None], x[:, None], 1.0)[0])
         u, u_moved = _mmse_by_hand(noise_model, x, shrunk), _mmse_by_hand(noise_model, x + step * signs, shrunk_moved)
         risk.append(np.sum((u - x) ** 2 + 2 * variance * signs * (u_moved - u) / step))
     return np.array(evidence), np.array(risk)
@@ -380,6 +382,36 @@ def test_spread_evidence_reads_the_pixels_of_the_calibration_and_changes_nothing
     np.testing.assert_array_equal(model.predict(X_val[0]), before)
     assert evidence.factors == (2.0, 1.0, 0.5) and evidence.totals.shape == (3, 1)
     assert SPREAD_FACTORS[int(np.argmax(model.spread_evidence(X_val).totals[:, 0]))] == model.calibrate_spread(X_val)[0]
+
+
+def test_the_evidence_reads_histograms_smoothed_by_one_signal_bin_and_other_kinds_as_they_are():
+    histogram = small_histogram()
+    gmm = GMMNoiseModel(n_gaussians=2, value_range=histogram.value_range)
+    per_channel = evidence_noise_model(ChannelNoiseModels([histogram, gmm]))
+
+    np.testing.assert_allclose(evidence_noise_model(histogram).histogram.numpy(),
+                               histogram.smoothed_along_signal(1.0).histogram.numpy())
+    assert not np.allclose(evidence_noise_model(histogram).histogram.numpy(), histogram.histogram.numpy(), atol=1e-4)
+    assert evidence_noise_model(histogram, smoothing_bins=0) is histogram
+    assert evidence_noise_model(gmm) is gmm
+    np.testing.assert_allclose(per_channel.models[0].histogram.numpy(),
+                               evidence_noise_model(histogram).histogram.numpy())
+    assert per_channel.models[1] is gmm
+
+
+@pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")
+def test_spread_evidence_without_smoothing_is_the_evidence_under_the_noise_model_itself(images):
+    X, X_val = images
+    model = _uncalibrated(X, X_val)
+
+    smoothed, raw = (model.spread_evidence(X_val, smoothing_bins=bins).totals[:, 0] for bins in (1.0, 0))
+
+    np.testing.assert_allclose(smoothed, _statistics_by_hand(model, X_val)[0], rtol=2e-4)
+    kept = model.noise_model
+    model.noise_model = kept.smoothed_along_signal(1.0)
+    np.testing.assert_allclose(model.spread_evidence(X_val, smoothing_bins=0).totals[:, 0], smoothed, rtol=1e-6)
+    model.noise_model = kept
+    assert not np.allclose(raw, smoothed, rtol=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore:.*exceed the noise model's range:UserWarning")

@@ -644,3 +644,51 @@ def test_mean_noise_variance_is_the_noise_variance_averaged_over_signals():
     observation = signal + rng.normal(0, 1, signal.size) * np.sqrt(2 * signal)
     poisson_like = HistogramNoiseModel.from_pairs(signal, observation, bins=256, value_range=(-20, 90))
     assert poisson_like.mean_noise_variance() == pytest.approx(60, rel=0.05)
+
+
+# -- smoothing along the signal ------------------------------------------------------------------
+
+def test_smoothing_an_identity_histogram_along_the_signal_gives_gaussian_rows():
+    bins = 64
+    model = HistogramNoiseModel.from_counts(np.eye(bins), (0.0, 64.0))     # x = s exactly
+    sigma = 1.5
+
+    rows = model.smoothed_along_signal(sigma).histogram.numpy()
+
+    offsets = np.arange(bins)[None, :] - np.arange(bins)[:, None]
+    gaussian = np.exp(-0.5 * (offsets / sigma) ** 2)
+    interior = slice(8, bins - 8)                                            # away from the edges' reflection
+    np.testing.assert_allclose(rows[interior], (gaussian / gaussian.sum(axis=1, keepdims=True))[interior], atol=1e-3)
+    np.testing.assert_allclose(rows.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_smoothing_keeps_the_bins_and_ranges_and_zero_smoothing_keeps_the_table():
+    rng = np.random.default_rng(3)
+    signal = rng.uniform(10, 90, 200_000)
+    model = HistogramNoiseModel.from_pairs(signal, signal + rng.normal(0, 4, signal.size), bins=50,
+                                           value_range=(0.0, 100.0))
+
+    smoothed = model.smoothed_along_signal(1.0)
+
+    assert (smoothed.bins, smoothed.value_range, smoothed.signal_range) == (50, model.value_range, model.signal_range)
+    np.testing.assert_allclose(model.smoothed_along_signal(0).histogram.numpy(), model.histogram.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="sigma_bins must be a finite number >= 0, got -1"):
+        model.smoothed_along_signal(-1)
+
+
+def test_smoothing_along_the_signal_brings_a_histogram_of_few_pairs_closer_to_the_truth():
+    rng = np.random.default_rng(4)
+    value_range, bins = (0.0, 128.0), 128
+
+    def pairs(n):
+        signal = rng.uniform(20, 108, n)
+        return signal, signal + rng.normal(0, 6, n)
+
+    truth = HistogramNoiseModel.from_pairs(*pairs(20_000_000), bins=bins, value_range=value_range)
+    few = HistogramNoiseModel.from_pairs(*pairs(200_000), bins=bins, value_range=value_range)   # ~25 per cell
+    rows = slice(30, 98)
+
+    def distance(model):
+        return np.abs(model.histogram.numpy()[rows] - truth.histogram.numpy()[rows]).sum()
+
+    assert distance(few.smoothed_along_signal(1.0)) < 0.7 * distance(few)
