@@ -34,7 +34,7 @@ setup(
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         "tf": ["tensorflow>=2.16"],
-        "test": ["pytest"],
+        "test": ["pytest", "pytest-xdist"],
         # export_bioimageio and the package's validation and model test (tested with pydantic
         # 2.12; bioimageio.spec 0.5.12 cannot serialise descriptions with pydantic 2.14)
         "bioimageio": ["bioimageio.spec>=0.5.12", "bioimageio.core>=0.11", "pydantic<2.13"],

@@ -12,6 +12,7 @@ again, not used. A test that cannot have a runtime is skipped with the reason (e
 ``apt-get``).
 """
 
+import contextlib
 import json
 import os
 import platform
@@ -62,10 +63,34 @@ def tensorflow_runtime(version):
 
 
 def _build_once(target, build, what):
-    """Make folder ``target`` with ``build(tmp)`` in a temporary sibling renamed when complete."""
+    """Make folder ``target`` with ``build(tmp)`` in a temporary sibling renamed when complete; test
+    processes running side by side (pytest-xdist) wait for one another's build of the same folder."""
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.parent / (target.name + ".lock")):
+        if target.exists():
+            return target
+        return _build(target, build, what)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    """Hold an exclusive lock on ``lock_path`` (a no-op where ``fcntl`` is missing, i.e. on Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(target, build, what):
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
         build(tmp)

@@ -36,3 +36,33 @@ def test_demo_entry_point_exists():
     module, function = re.search(r"pn2v-demo = ([\w.]+):(\w+)", setup).groups()
     imported = __import__(module, fromlist=[function])
     assert callable(getattr(imported, function))
+
+
+def test_the_readme_test_command_runs_the_tests_in_two_processes_that_xdist_is_installed_for():
+    command = readme_test_command()
+    assert re.search(r"pytest .*-n 2\b", command) and "--dist loadfile" in command
+    extras = re.search(r'"test": \[([^\]]*)\]', (ROOT / "setup.py").read_text()).group(1)
+    assert '"pytest-xdist"' in extras
+
+
+def test_test_processes_side_by_side_build_a_runtime_once(tmp_path):
+    import threading
+    import time
+
+    from tensorflow_runtimes import _build_once
+
+    builds = []
+
+    def build(folder):
+        builds.append(folder)
+        time.sleep(0.3)                 # long enough for the other caller to arrive while it builds
+        (folder / "done").write_text("1")
+
+    callers = [threading.Thread(target=_build_once, args=(tmp_path / "runtime", build, "a runtime")) for _ in range(3)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+
+    assert len(builds) == 1 and (tmp_path / "runtime" / "done").read_text() == "1"
+    assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []
