@@ -40,7 +40,7 @@ def scan(name, steps, seed):
 
     import short_budget
     from pn2v_tf import PN2V, PN2VConfig
-    from pn2v_tf.calibration import best_spread_factors, evidence_standard_errors, scale_head_spread
+    from pn2v_tf.calibration import SPREAD_FACTORS, best_spread_factors, evidence_shortfalls, scale_head_spread
     from pn2v_tf.metrics import psnr
 
     train, test, clean, noise_model, data_range = short_budget.load_dataset(name, seed)
@@ -54,9 +54,8 @@ def scan(name, steps, seed):
         model = PN2V(config, "pn2v", basedir=folder, noise_model=noise_model)
         model.train(X, X_val, verbose=0)
         evidence = model.spread_evidence(X_val, FACTORS)
-        shortfall = (evidence.totals.max(axis=0) - evidence.totals)[:, 0] / np.maximum(
-            evidence_standard_errors(evidence)[:, 0], 1e-12)
-        chosen = float(best_spread_factors(model.spread_evidence(X_val))[0])
+        shortfall = evidence_shortfalls(evidence)[:, 0]
+        chosen = float(best_spread_factors(evidence.subset(SPREAD_FACTORS))[0])
         risk = model.spread_risk(X_val, FACTORS)
         head = model.keras_model.get_layer("head")
         trained = [w.numpy() for w in head.weights]

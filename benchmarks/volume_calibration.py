@@ -70,7 +70,7 @@ def exact_histogram(noise_model, camera, n_pairs, seed):
 def evidence_shortfalls(model, validation, noise_model, smoothing_bins=0.0):
     """(factors, shortfall of each in standard errors, the rule's pick) under ``noise_model``, a histogram
     smoothed along its signal axis by ``smoothing_bins`` bins (the calibration's own: 1)."""
-    from pn2v_tf.calibration import best_spread_factors, evidence_standard_errors
+    from pn2v_tf.calibration import best_spread_factors, evidence_shortfalls
 
     kept = model.noise_model
     model.noise_model = noise_model
@@ -78,9 +78,7 @@ def evidence_shortfalls(model, validation, noise_model, smoothing_bins=0.0):
         evidence = model.spread_evidence(validation, smoothing_bins=smoothing_bins)
     finally:
         model.noise_model = kept
-    shortfall = (evidence.totals.max(axis=0) - evidence.totals)[:, 0]
-    errors = np.maximum(evidence_standard_errors(evidence)[:, 0], 1e-12)
-    return evidence.factors, shortfall / errors, float(best_spread_factors(evidence)[0])
+    return evidence.factors, evidence_shortfalls(evidence)[:, 0], float(best_spread_factors(evidence)[0])
 
 
 def main(argv=None):

@@ -86,6 +86,25 @@ class SpreadEvidence:
             self.moments += moments.numpy()
         return self
 
+    def subset(self, factors):
+        """The evidence of some of this one's ``factors``, in the given order, as if only they had been
+        evaluated (their totals, and the moments of their differences from the first of them)."""
+        rows = []
+        for factor in factors:
+            matches = [row for row, own in enumerate(self.factors) if abs(own - float(factor)) <= 1e-9 * abs(own)]
+            if not matches:
+                raise ValueError(f"factor {factor!r} is not one of this evidence's factors {self.factors}")
+            rows.append(matches[0])
+        picked = SpreadEvidence(self.noise_model, [self.factors[row] for row in rows])
+        picked.pixels = self.pixels
+        if self.totals is not None:
+            first, moments = rows[0], self.moments
+            picked.totals = self.totals[rows]
+            # d'_if = d_if - d_i,first, so sum d'_if d'_ig = M_fg - M_f,first - M_first,g + M_first,first
+            picked.moments = (moments[:, rows][:, :, rows] - moments[:, rows, first][:, :, None]
+                              - moments[:, first, rows][:, None, :] + moments[:, first, first][:, None, None])
+        return picked
+
     def _chunk_evidence(self, samples, observations, count):
         mean = tf.reduce_mean(samples, axis=-1, keepdims=True)
         counted = tf.cast(tf.range(tf.shape(samples)[0]) < count, tf.float64)[:, None]
@@ -211,13 +230,23 @@ def evidence_standard_errors(evidence):
     return errors
 
 
+def evidence_shortfalls(evidence):
+    """How far each factor's summed log evidence falls short of the likeliest factor's, in standard
+    errors (:func:`evidence_standard_errors`), per factor and channel ((len(factors), C) floats; 0 at
+    the likeliest, infinite where the evidence of a factor differs from it at every pixel by the same
+    amount)."""
+    shortfall = evidence.totals.max(axis=0) - evidence.totals                  # (factors, C), >= 0
+    errors = evidence_standard_errors(evidence)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(shortfall > 0, shortfall / errors, 0.0)
+
+
 def best_spread_factors(evidence, tolerance=EVIDENCE_TOLERANCE):
     """Per channel ((C,) floats), the smallest factor of a :class:`SpreadEvidence` whose summed log
     evidence is at most ``tolerance`` standard errors (:func:`evidence_standard_errors`) below the
     likeliest factor's; ``tolerance=0``: the likeliest factor."""
     factors = np.asarray(evidence.factors, dtype=np.float64)
-    shortfall = evidence.totals.max(axis=0) - evidence.totals                  # (factors, C), >= 0
-    within = shortfall <= tolerance * evidence_standard_errors(evidence)
+    within = evidence_shortfalls(evidence) <= tolerance
     return np.array([factors[within[:, channel]].min() for channel in range(within.shape[1])])
 
 

@@ -11,7 +11,8 @@ from conftest import SMALL_NET, noisy, small_histogram, tiny
 
 from pn2v_tf import PN2V, PN2VConfig
 from pn2v_tf.calibration import (CHUNK_PIXELS, SPREAD_FACTORS, SpreadEvidence, SpreadRisk, best_spread_factors,
-                                 evidence_noise_model, evidence_standard_errors, scale_head_spread)
+                                 evidence_noise_model, evidence_shortfalls, evidence_standard_errors,
+                                 scale_head_spread)
 from pn2v_tf.inference import mmse
 from pn2v_tf.data import random_patches
 from pn2v_tf.model import CALIBRATION_PIXELS, calibration_patches
@@ -123,6 +124,42 @@ def test_standard_errors_are_those_of_the_paired_differences_from_the_likeliest_
     expected = np.sqrt(n) * differences.std(axis=0)
     np.testing.assert_allclose(evidence_standard_errors(evidence)[:, 0], expected, rtol=1e-3, atol=1e-6)
     assert evidence_standard_errors(evidence)[best, 0] == 0
+
+
+def test_a_subset_of_the_factors_is_the_evidence_of_those_factors_alone():
+    noise_model = small_histogram()
+    rng = np.random.default_rng(11)
+    n = 700
+    signal = rng.uniform(30, 80, (n, 1))
+    samples = (signal[..., None] + rng.normal(0, 6, (n, 1, K))).astype(np.float32)
+    observations = (signal + rng.normal(0, 4, (n, 1))).astype(np.float32)
+    everything = SpreadEvidence(noise_model, (2.0, 1.0, 0.7, 0.5, 0.25)).add(samples, observations)
+    alone = SpreadEvidence(noise_model, (0.25, 0.7, 1.0)).add(samples, observations)
+
+    picked = everything.subset((0.25, 0.7, 1.0))
+
+    assert picked.factors == (0.25, 0.7, 1.0) and picked.pixels == n
+    np.testing.assert_allclose(picked.totals, alone.totals, rtol=1e-6)           # float32 evidence per pixel
+    np.testing.assert_allclose(picked.moments, alone.moments, rtol=1e-4, atol=1e-6 * np.abs(alone.moments).max())
+    np.testing.assert_allclose(evidence_standard_errors(picked), evidence_standard_errors(alone), rtol=1e-4)
+    with pytest.raises(ValueError, match=r"factor 0\.3 is not one of this evidence's factors"):
+        everything.subset((1.0, 0.3))
+
+
+def test_shortfalls_are_the_evidence_differences_in_standard_errors():
+    per_pixel = np.random.default_rng(12).normal(0, 0.1, (500, 3)) + np.array([0.0, -0.02, 0.03])
+    evidence = _evidence_of_pixels(per_pixel, (1.0, 0.5, 0.25))
+    sums = per_pixel.sum(axis=0)
+    assert np.argmax(sums) == 2
+    errors = np.sqrt(500) * (per_pixel - per_pixel[:, 2:]).std(axis=0)
+
+    shortfalls = evidence_shortfalls(evidence)[:, 0]
+
+    np.testing.assert_allclose(shortfalls[:2], (sums[2] - sums[:2]) / errors[:2], rtol=1e-6)
+    assert shortfalls[2] == 0 and np.all(shortfalls[:2] > 0)
+    constant = _evidence_of_pixels(np.zeros((10, 2)) + np.array([0.0, -1.0]), (1.0, 0.5))
+    assert evidence_shortfalls(constant)[:, 0].tolist() == [0.0, np.inf]
+    assert best_spread_factors(constant) == pytest.approx([1.0])
 
 
 def _evidence_of_pixels(per_pixel, factors):
