@@ -147,8 +147,9 @@ class PN2VConfig(BaseConfig):
     train_calibrate_spread : bool
         Mode ``'pn2v'``: after training, move each channel's prior samples towards their mean by the
         smallest factor (1 to 1/16) under which the validation images, predicted as ``predict`` sees
-        them, are as likely as under the likeliest factor within one standard error
-        (:mod:`pn2v_tf.calibration`, :meth:`pn2v_tf.PN2V.calibrate_spread`).
+        them, are as likely as under the likeliest factor within one standard error (the evidence
+        read under a histogram noise model smoothed along its signal axis by one bin;
+        :mod:`pn2v_tf.calibration`, :meth:`pn2v_tf.PN2V.calibrate_spread`).
         Default: True.
     train_ema_momentum : float
         In [0, 1): validation, the checkpoints and the trained model use an exponential moving average

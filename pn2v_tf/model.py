@@ -255,7 +255,8 @@ class PN2V(BaseModel):
     def calibrate_spread(self, validation_X):
         """Move each channel's prior samples towards their mean by the smallest factor (1 to 1/16)
         under which ``validation_X``, as ``predict`` sees it, is within one standard error as likely as
-        under the likeliest factor (:mod:`pn2v_tf.calibration`).
+        under the likeliest factor, the evidence read under a histogram noise model smoothed along its
+        signal axis by one bin (:mod:`pn2v_tf.calibration`).
 
         The factor multiplies every sample's distance from the samples' mean, so the prior mean stays
         as it is and the MMSE moves towards it. The head's weights change; with a model folder the
