@@ -10,8 +10,8 @@ Trains (or reads, ``--from``) the z-stack demo of one seed (``pn2v-demo --3d``, 
   short of the likeliest factor's (``PN2V.spread_evidence``, ``evidence_standard_errors``), once under
   the model's histogram (from the demo's 100 calibration frames) and once under a histogram of the
   same bins from ``--pairs`` exact camera pairs (signals uniform over its signal range), whose
-  estimation noise is negligible (and, with ``--smooth``, under the model's histogram smoothed along
-  its signal axis by a Gaussian of that many bins, as the calibration reads it with 1 bin); with each,
+  estimation noise is negligible (and, with ``--smooth``, under the model's histogram smoothed by a
+  Gaussian of that many bins along lines of constant x - s, as the calibration reads it with 1 bin); with each,
   the factor the one-standard-error rule would pick.
 
     python benchmarks/volume_calibration.py --seed 0
@@ -69,7 +69,7 @@ def exact_histogram(noise_model, camera, n_pairs, seed):
 
 def evidence_shortfalls(model, validation, noise_model, smoothing_bins=0.0):
     """(factors, shortfall of each in standard errors, the rule's pick) under ``noise_model``, a histogram
-    smoothed along its signal axis by ``smoothing_bins`` bins (the calibration's own: 1)."""
+    smoothed by ``smoothing_bins`` bins (``HistogramNoiseModel.smoothed``; the calibration's own: 1)."""
     from pn2v_tf.calibration import best_spread_factors, evidence_shortfalls
 
     kept = model.noise_model
@@ -91,7 +91,7 @@ def main(argv=None):
     parser.add_argument("--voxels", type=int, default=80000, help="test voxels for the PSNR per factor")
     parser.add_argument("--pairs", type=int, default=60_000_000, help="exact camera pairs of the reference histogram")
     parser.add_argument("--smooth", type=float, nargs="*", default=[],
-                        help="also the evidence under the histogram smoothed along the signal by Gaussians of "
+                        help="also the evidence under the histogram smoothed along x - s by Gaussians of "
                              "these widths (bins)")
     args = parser.parse_args(argv)
 

@@ -17,10 +17,12 @@ prior is much narrower than the noise the evidence barely changes with ``f`` and
 to chance, while a prior that is too wide costs the MMSE far more than one that is too narrow (the
 MMSE then tends to the prior mean, not to the noisy pixel); where the evidence does tell the factors
 apart, the likeliest one is kept. The evidence is computed under the noise model as the calibration
-sees it (:func:`evidence_noise_model`): a histogram is smoothed along its signal axis by one bin, because
-each of its rows carries the estimation noise of its few calibration pairs, and the log of a noisy
-p(x|s) averaged over more distinct rows (a wider prior) is larger on average, which would bias the
-evidence towards wide priors wherever the prior spans only a few signal bins (BENCHMARKS.md).
+sees it (:func:`evidence_noise_model`): a histogram is smoothed by one bin along lines of constant
+``x - s``, because each of its rows carries the estimation noise of its few calibration pairs, and the
+log of a noisy p(x|s) averaged over more distinct rows (a wider prior) is larger on average, which
+would bias the evidence towards wide priors wherever the prior spans only a few signal bins. Smoothing
+along the signal axis alone would not do: it widens p(x|s) as a wider prior would, by a bin, and so
+favours priors narrower by as much (BENCHMARKS.md).
 
 :class:`SpreadRisk`, Stein's unbiased estimate of the MMSE's squared error, is a second view for
 diagnosis (``PN2V.spread_risk``, ``benchmarks/spread_calibration.py``): it measures what the factor is
@@ -44,7 +46,7 @@ SPREAD_FACTORS = tuple(float(2.0 ** (-k / 3)) for k in range(13))
 CHUNK_PIXELS = 1024
 #: Standard errors of the evidence within which :func:`best_spread_factors` takes a smaller factor.
 EVIDENCE_TOLERANCE = 1.0
-#: Signal bins by which :func:`evidence_noise_model` smooths a histogram noise model.
+#: Bins by which :func:`evidence_noise_model` smooths a histogram noise model.
 EVIDENCE_SMOOTHING_BINS = 1.0
 
 
@@ -205,13 +207,14 @@ def _variance_curve(noise_model, n_signals=64):
 
 def evidence_noise_model(noise_model, smoothing_bins=EVIDENCE_SMOOTHING_BINS):
     """The noise model under which the calibration's evidence is computed: a histogram (also each
-    channel's of a :class:`~pn2v_tf.noise_models.ChannelNoiseModels`) smoothed along its signal axis by
-    a Gaussian of ``smoothing_bins`` rows (:meth:`~pn2v_tf.noise_models.HistogramNoiseModel.smoothed_along_signal`);
-    other kinds, which are smooth already, as they are."""
+    channel's of a :class:`~pn2v_tf.noise_models.ChannelNoiseModels`) smoothed by a Gaussian of
+    ``smoothing_bins`` bins along lines of constant ``x - s``
+    (:meth:`~pn2v_tf.noise_models.HistogramNoiseModel.smoothed`); other kinds, which are smooth
+    already, as they are."""
     if isinstance(noise_model, ChannelNoiseModels):
         return ChannelNoiseModels([evidence_noise_model(model, smoothing_bins) for model in noise_model.models])
     if isinstance(noise_model, HistogramNoiseModel) and smoothing_bins > 0:
-        return noise_model.smoothed_along_signal(smoothing_bins)
+        return noise_model.smoothed(smoothing_bins)
     return noise_model
 
 

@@ -148,7 +148,7 @@ class PN2VConfig(BaseConfig):
         Mode ``'pn2v'``: after training, move each channel's prior samples towards their mean by the
         smallest factor (1 to 1/16) under which the validation images, predicted as ``predict`` sees
         them, are as likely as under the likeliest factor within one standard error (the evidence
-        read under a histogram noise model smoothed along its signal axis by one bin;
+        read under a histogram noise model smoothed by one bin along lines of constant x - s;
         :mod:`pn2v_tf.calibration`, :meth:`pn2v_tf.PN2V.calibrate_spread`).
         Default: True.
     train_ema_momentum : float

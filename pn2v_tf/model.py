@@ -255,8 +255,8 @@ class PN2V(BaseModel):
     def calibrate_spread(self, validation_X):
         """Move each channel's prior samples towards their mean by the smallest factor (1 to 1/16)
         under which ``validation_X``, as ``predict`` sees it, is within one standard error as likely as
-        under the likeliest factor, the evidence read under a histogram noise model smoothed along its
-        signal axis by one bin (:mod:`pn2v_tf.calibration`).
+        under the likeliest factor, the evidence read under a histogram noise model smoothed by one bin
+        along lines of constant ``x - s`` (:mod:`pn2v_tf.calibration`).
 
         The factor multiplies every sample's distance from the samples' mean, so the prior mean stays
         as it is and the MMSE moves towards it. The head's weights change; with a model folder the
@@ -284,8 +284,8 @@ class PN2V(BaseModel):
     def spread_evidence(self, validation_X, factors=None, smoothing_bins=EVIDENCE_SMOOTHING_BINS):
         """The summed log evidence of the pixels that :meth:`calibrate_spread` reads, for each of
         ``factors`` (default: ``pn2v_tf.calibration.SPREAD_FACTORS``), without changing the model;
-        under the noise model with a histogram smoothed along its signal axis by ``smoothing_bins``
-        rows, as the calibration sees it (``0``: the noise model itself).
+        under the noise model with a histogram smoothed by ``smoothing_bins`` bins along lines of
+        constant ``x - s``, as the calibration sees it (``0``: the noise model itself).
 
         Returns
         -------

@@ -313,7 +313,7 @@ def _statistics_by_hand(model, X_val):
     """Evidence (under the histogram smoothed by one signal bin) and risk per factor by a second path: the
     same patches, pixels and signs, in NumPy."""
     cfg, noise_model = model.config, model.noise_model
-    smoothed = noise_model.smoothed_along_signal(1.0)
+    smoothed = noise_model.smoothed(1.0)
     rng, sign_rng = np.random.default_rng(cfg.seed + 2), np.random.default_rng(cfg.seed + 3)
     patches = random_patches(rng, X_val, cfg.n2v_patch_shape, calibration_patches(cfg))
     per_patch = -(-CALIBRATION_PIXELS // len(patches))
@@ -427,7 +427,7 @@ def test_the_evidence_reads_histograms_smoothed_by_one_signal_bin_and_other_kind
     per_channel = evidence_noise_model(ChannelNoiseModels([histogram, gmm]))
 
     np.testing.assert_allclose(evidence_noise_model(histogram).histogram.numpy(),
-                               histogram.smoothed_along_signal(1.0).histogram.numpy())
+                               histogram.smoothed(1.0).histogram.numpy())
     assert not np.allclose(evidence_noise_model(histogram).histogram.numpy(), histogram.histogram.numpy(), atol=1e-4)
     assert evidence_noise_model(histogram, smoothing_bins=0) is histogram
     assert evidence_noise_model(gmm) is gmm
@@ -445,7 +445,7 @@ def test_spread_evidence_without_smoothing_is_the_evidence_under_the_noise_model
 
     np.testing.assert_allclose(smoothed, _statistics_by_hand(model, X_val)[0], rtol=2e-4)
     kept = model.noise_model
-    model.noise_model = kept.smoothed_along_signal(1.0)
+    model.noise_model = kept.smoothed(1.0)
     np.testing.assert_allclose(model.spread_evidence(X_val, smoothing_bins=0).totals[:, 0], smoothed, rtol=1e-6)
     model.noise_model = kept
     assert not np.allclose(raw, smoothed, rtol=1e-4)

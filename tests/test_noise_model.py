@@ -646,20 +646,37 @@ def test_mean_noise_variance_is_the_noise_variance_averaged_over_signals():
     assert poisson_like.mean_noise_variance() == pytest.approx(60, rel=0.05)
 
 
-# -- smoothing along the signal ------------------------------------------------------------------
+# -- smoothing along x - s ----------------------------------------------------------------------
 
-def test_smoothing_an_identity_histogram_along_the_signal_gives_gaussian_rows():
+def test_smoothing_leaves_noise_that_depends_on_x_minus_s_alone_as_it_is():
     bins = 64
-    model = HistogramNoiseModel.from_counts(np.eye(bins), (0.0, 64.0))     # x = s exactly
-    sigma = 1.5
-
-    rows = model.smoothed_along_signal(sigma).histogram.numpy()
-
+    identity = HistogramNoiseModel.from_counts(np.eye(bins), (0.0, 64.0))          # x = s exactly
     offsets = np.arange(bins)[None, :] - np.arange(bins)[:, None]
-    gaussian = np.exp(-0.5 * (offsets / sigma) ** 2)
-    interior = slice(8, bins - 8)                                            # away from the edges' reflection
-    np.testing.assert_allclose(rows[interior], (gaussian / gaussian.sum(axis=1, keepdims=True))[interior], atol=1e-3)
-    np.testing.assert_allclose(rows.sum(axis=1), 1.0, rtol=1e-5)
+    shifted = np.exp(-0.5 * ((offsets - 3) / 2.0) ** 2)                           # x - s ~ N(3, 2^2) bins
+    gaussian = HistogramNoiseModel.from_counts(shifted, (0.0, 64.0))
+    interior = slice(16, 40)               # rows whose smoothing reads no row or column cut by the edges
+
+    for model in (identity, gaussian):
+        smoothed = model.smoothed(1.5).histogram.numpy()
+        np.testing.assert_allclose(smoothed[interior], model.histogram.numpy()[interior], rtol=1e-4, atol=2e-6)
+        np.testing.assert_allclose(smoothed.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_smoothing_keeps_the_width_of_noise_that_grows_with_the_signal():
+    bins = 128
+    centres = np.arange(bins) + 0.5
+    sd = 2.0 + 0.05 * centres                                                      # 2 to 8.4 bins
+    rows = np.exp(-0.5 * ((centres[None, :] - centres[:, None]) / sd[:, None]) ** 2)
+    model = HistogramNoiseModel.from_counts(rows, (0.0, float(bins)))
+
+    smoothed = model.smoothed(1.0).histogram.numpy()
+
+    def widths(table):
+        mean = table @ centres
+        return np.sqrt(table @ centres ** 2 - mean ** 2)
+
+    interior = slice(30, 90)
+    np.testing.assert_allclose(widths(smoothed)[interior], widths(model.histogram.numpy())[interior], rtol=0.01)
 
 
 def test_smoothing_keeps_the_bins_and_ranges_and_zero_smoothing_keeps_the_table():
@@ -668,15 +685,15 @@ def test_smoothing_keeps_the_bins_and_ranges_and_zero_smoothing_keeps_the_table(
     model = HistogramNoiseModel.from_pairs(signal, signal + rng.normal(0, 4, signal.size), bins=50,
                                            value_range=(0.0, 100.0))
 
-    smoothed = model.smoothed_along_signal(1.0)
+    smoothed = model.smoothed(1.0)
 
     assert (smoothed.bins, smoothed.value_range, smoothed.signal_range) == (50, model.value_range, model.signal_range)
-    np.testing.assert_allclose(model.smoothed_along_signal(0).histogram.numpy(), model.histogram.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(model.smoothed(0).histogram.numpy(), model.histogram.numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="sigma_bins must be a finite number >= 0, got -1"):
-        model.smoothed_along_signal(-1)
+        model.smoothed(-1)
 
 
-def test_smoothing_along_the_signal_brings_a_histogram_of_few_pairs_closer_to_the_truth():
+def test_smoothing_brings_a_histogram_of_few_pairs_closer_to_the_truth():
     rng = np.random.default_rng(4)
     value_range, bins = (0.0, 128.0), 128
 
@@ -691,4 +708,4 @@ def test_smoothing_along_the_signal_brings_a_histogram_of_few_pairs_closer_to_th
     def distance(model):
         return np.abs(model.histogram.numpy()[rows] - truth.histogram.numpy()[rows]).sum()
 
-    assert distance(few.smoothed_along_signal(1.0)) < 0.7 * distance(few)
+    assert distance(few.smoothed(1.0)) < 0.7 * distance(few)

@@ -20,7 +20,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
-from scipy import ndimage
 
 from .._checks import is_int
 from .base import NoiseModel, register_kind
@@ -145,22 +144,31 @@ class HistogramNoiseModel(NoiseModel):
         model.histogram.assign(probabilities.astype(np.float32))
         return model
 
-    def smoothed_along_signal(self, sigma_bins):
-        """A copy whose p(x|s) for each observation bin is smoothed across neighbouring signal rows by a
-        Gaussian of ``sigma_bins`` rows (rows renormalised; same bins, value and signal range).
+    def smoothed(self, sigma_bins):
+        """A copy in which each p(x|s) is averaged with its neighbours shifted along both axes by the
+        same number of bins, ``p(x + m w | s + m w)``, with Gaussian weights of ``sigma_bins`` bins
+        (rows renormalised; same bins, value and signal range).
 
-        Each row of a histogram holds the estimation noise of its own few calibration pairs; a
-        neighbouring signal's row is nearly the same distribution, so averaging a few rows trades a
-        small widening of p(x|s) (a signal jitter of ``sigma_bins`` bin widths) for less of that noise.
-        ``sigma_bins=0`` returns an equal copy.
+        Each row of a histogram carries the estimation noise of its own few calibration pairs. Where
+        the noise's distribution changes slowly with the signal, a neighbouring row shifted by its
+        signal's offset estimates nearly the same distribution, so the average has less of that
+        noise without widening p(x|s): for noise that depends on ``x - s`` alone it is exact (away
+        from the histogram's edges), as smoothing along the signal axis alone is not (that widens
+        p(x|s) by a signal jitter of ``sigma_bins`` bins). ``sigma_bins=0`` returns an equal copy.
         """
         if not (np.isfinite(sigma_bins) and sigma_bins >= 0):
             raise ValueError(f"sigma_bins must be a finite number >= 0, got {sigma_bins!r}")
-        rows = np.asarray(self.histogram.numpy(), dtype=np.float64)
+        table = np.asarray(self.histogram.numpy(), dtype=np.float64)
         if sigma_bins > 0:
-            rows = ndimage.gaussian_filter1d(rows, float(sigma_bins), axis=0, mode="nearest")
+            index = np.arange(self.bins)
+            reach = int(np.ceil(4 * sigma_bins))
+            smoothed_table = np.zeros_like(table)
+            for shift in range(-reach, reach + 1):
+                moved = np.clip(index + shift, 0, self.bins - 1)
+                smoothed_table += np.exp(-0.5 * (shift / sigma_bins) ** 2) * table[np.ix_(moved, moved)]
+            table = smoothed_table
         smoothed = type(self)(bins=self.bins, value_range=self._value_range, signal_range=self._signal_range)
-        smoothed.histogram.assign((rows / np.maximum(rows.sum(axis=1, keepdims=True), 1e-300)).astype(np.float32))
+        smoothed.histogram.assign((table / np.maximum(table.sum(axis=1, keepdims=True), 1e-300)).astype(np.float32))
         return smoothed
 
     # -- likelihood --------------------------------------------------------------------------
