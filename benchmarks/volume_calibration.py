@@ -14,7 +14,12 @@ Trains (or reads, ``--from``) the z-stack demo of one seed (``pn2v-demo --3d``, 
   Gaussian of that many bins along lines of constant x - s, as the calibration reads it with 1 bin); with each,
   the factor the one-standard-error rule would pick.
 
+With ``--2d`` the same for the 2-D demo (``pn2v-demo``, its PN2V with the histogram noise model);
+``--widen N`` puts N factors above 1 (2^(1/3) apart) on top as well, and ``--smooth-signal`` reads the
+evidence under the histogram smoothed along its signal axis alone (which widens p(x|s)), for comparison.
+
     python benchmarks/volume_calibration.py --seed 0
+    python benchmarks/volume_calibration.py --2d --from pn2v_demo --widen 4 --smooth 1 --smooth-signal 1
     python benchmarks/volume_calibration.py --from /tmp/pn2v_demo_3d --seed 0   # a finished demo run
 """
 
@@ -67,7 +72,21 @@ def exact_histogram(noise_model, camera, n_pairs, seed):
                                           value_range=noise_model.value_range)
 
 
-def evidence_shortfalls(model, validation, noise_model, smoothing_bins=0.0):
+def smoothed_along_signal(noise_model, sigma_bins):
+    """``noise_model`` (a histogram) with each observation bin's p(x|s) smoothed along the signal axis alone
+    by a Gaussian of ``sigma_bins`` bins (rows renormalised)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    from pn2v_tf.noise_models import HistogramNoiseModel
+
+    rows = gaussian_filter1d(np.asarray(noise_model.histogram.numpy(), np.float64), sigma_bins, axis=0, mode="nearest")
+    smoothed = HistogramNoiseModel(bins=noise_model.bins, value_range=noise_model.value_range,
+                                   signal_range=noise_model.signal_range)
+    smoothed.histogram.assign((rows / rows.sum(axis=1, keepdims=True)).astype(np.float32))
+    return smoothed
+
+
+def evidence_shortfalls(model, validation, noise_model, smoothing_bins=0.0, factors=None):
     """(factors, shortfall of each in standard errors, the rule's pick) under ``noise_model``, a histogram
     smoothed by ``smoothing_bins`` bins (``HistogramNoiseModel.smoothed``; the calibration's own: 1)."""
     from pn2v_tf.calibration import best_spread_factors, evidence_shortfalls
@@ -75,10 +94,12 @@ def evidence_shortfalls(model, validation, noise_model, smoothing_bins=0.0):
     kept = model.noise_model
     model.noise_model = noise_model
     try:
-        evidence = model.spread_evidence(validation, smoothing_bins=smoothing_bins)
+        evidence = model.spread_evidence(validation, factors=factors, smoothing_bins=smoothing_bins)
     finally:
         model.noise_model = kept
-    return evidence.factors, evidence_shortfalls(evidence)[:, 0], float(best_spread_factors(evidence)[0])
+    offered = [f for f in evidence.factors if f <= 1.0 + 1e-9]      # the calibration's own grid
+    pick = float(best_spread_factors(evidence.subset(offered))[0])
+    return evidence.factors, evidence_shortfalls(evidence)[:, 0], pick
 
 
 def main(argv=None):
@@ -87,49 +108,65 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20, help="the demo's epochs of --steps steps")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--from", dest="source",
-                        help="a finished `pn2v-demo --3d` output folder of the same seed and default data options")
+                        help="a finished `pn2v-demo --3d` (with --2d: `pn2v-demo`) output folder of the same seed "
+                             "and default data options")
+    parser.add_argument("--2d", dest="two_d", action="store_true", help="the 2-D demo instead of the z-stack demo")
+    parser.add_argument("--widen", type=int, default=0, help="factors above 1 on top (2^(k/3), k = 1..N)")
     parser.add_argument("--voxels", type=int, default=80000, help="test voxels for the PSNR per factor")
     parser.add_argument("--pairs", type=int, default=60_000_000, help="exact camera pairs of the reference histogram")
     parser.add_argument("--smooth", type=float, nargs="*", default=[],
                         help="also the evidence under the histogram smoothed along x - s by Gaussians of "
                              "these widths (bins)")
+    parser.add_argument("--smooth-signal", type=float, nargs="*", default=[],
+                        help="also the evidence under the histogram smoothed along the signal axis alone (bins)")
     args = parser.parse_args(argv)
 
     from pn2v_tf import PN2V, demo
     from pn2v_tf.calibration import SPREAD_FACTORS
     from pn2v_tf.data import split_validation
-    from pn2v_tf.datasets import make_synthetic_volumes
+    from pn2v_tf.datasets import make_synthetic_data, make_synthetic_volumes
+
+    kind = [] if args.two_d else ["--3d"]
+    factors = tuple(2.0 ** (k / 3) for k in range(args.widen, 0, -1)) + SPREAD_FACTORS
 
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         outdir = args.source or os.path.join(scratch, "demo")
         if args.source is None:
-            demo.run(demo.parse_args(["--3d", "--seed", str(args.seed), "--outdir", outdir, "--epochs",
-                                      str(args.epochs), "--steps", str(args.steps)]))
-        model = PN2V(None, "pn2v_3d", basedir=os.path.join(outdir, "models"))
-        demo_args = demo.parse_args(["--3d"])
-        data = make_synthetic_volumes(seed=args.seed, shape=(demo_args.planes, demo_args.shape, demo_args.shape),
-                                      n_train=demo_args.n_train, z_step=demo_args.z_step,
-                                      max_photons=demo_args.max_photons)
+            demo.run(demo.parse_args(kind + ["--seed", str(args.seed), "--outdir", outdir, "--epochs",
+                                             str(args.epochs), "--steps", str(args.steps)]))
+        model = PN2V(None, "pn2v" if args.two_d else "pn2v_3d", basedir=os.path.join(outdir, "models"))
+        demo_args = demo.parse_args(kind)
+        if args.two_d:
+            data = make_synthetic_data(seed=args.seed, shape=(demo_args.shape, demo_args.shape),
+                                       n_train=demo_args.n_train, max_photons=demo_args.max_photons)
+        else:
+            data = make_synthetic_volumes(seed=args.seed, shape=(demo_args.planes, demo_args.shape, demo_args.shape),
+                                          n_train=demo_args.n_train, z_step=demo_args.z_step,
+                                          max_photons=demo_args.max_photons)
         validation = split_validation(data.train, fraction=0.25)[1]
-        psnrs, prior_mean = mmse_psnr_by_factor(model, data.test, data.test_clean, SPREAD_FACTORS, args.voxels,
-                                                args.seed)
+        psnrs, prior_mean = mmse_psnr_by_factor(model, data.test, data.test_clean, factors, args.voxels, args.seed)
         reference = exact_histogram(model.noise_model, data.camera, args.pairs, args.seed)
-        factors, noisy, noisy_pick = evidence_shortfalls(model, validation, model.noise_model)
-        _, exact, exact_pick = evidence_shortfalls(model, validation, reference)
-        smooth = {sigma: evidence_shortfalls(model, validation, model.noise_model, sigma)[1:]
-                  for sigma in args.smooth}
-    print(f"\nseed {args.seed}: 3-D PN2V as calibrated; prior mean {prior_mean:.2f} dB on {args.voxels} test voxels")
-    print("| factor on top | MMSE PSNR (dB) | SE below the likeliest, unsmoothed histogram | "
-          "SE below the likeliest, exact-pairs histogram |" + "".join(f" smoothed by {s:g} bins |" for s in smooth) +
-          "\n|---|---|---|---|" + "---|" * len(smooth))
-    for row, (factor, a, b) in enumerate(zip(factors, noisy, exact)):
-        print(f"| {factor:.3g} | {psnrs[factor]:.2f} | {a:.2f} | {b:.2f} |" +
-              "".join(f" {shortfall[row]:.2f} |" for shortfall, _ in smooth.values()))
-    print(f"the rule would pick {noisy_pick:.3g} with the unsmoothed histogram, {exact_pick:.3g} with the "
-          f"exact-pairs histogram" + "".join(f", {pick:.3g} smoothed by {s:g} bins" for s, (_, pick) in smooth.items())
-          + f"; best PSNR at {max(psnrs, key=psnrs.get):.3g}")
-    return dict(psnr=psnrs, prior_mean=prior_mean, shortfall_histogram=list(noisy), shortfall_exact=list(exact))
+        columns = {"unsmoothed histogram": evidence_shortfalls(model, validation, model.noise_model, 0, factors),
+                   "exact-pairs histogram": evidence_shortfalls(model, validation, reference, 0, factors)}
+        for sigma in args.smooth:
+            columns[f"smoothed by {sigma:g} bins along x - s"] = evidence_shortfalls(
+                model, validation, model.noise_model, sigma, factors)
+        for sigma in args.smooth_signal:
+            columns[f"smoothed by {sigma:g} bins along the signal"] = evidence_shortfalls(
+                model, validation, smoothed_along_signal(model.noise_model, sigma), 0, factors)
+    print(f"\nseed {args.seed}: {'2-D' if args.two_d else '3-D'} PN2V as calibrated; prior mean {prior_mean:.2f} dB "
+          f"on {args.voxels} test pixels (at most)")
+    print("| factor on top | MMSE PSNR (dB) |" + "".join(f" SE below the likeliest, {name} |" for name in columns) +
+          "\n|---|---|" + "---|" * len(columns))
+    for row, factor in enumerate(factors):
+        print(f"| {factor:.3g} | {psnrs[factor]:.2f} |" +
+              "".join(f" {shortfalls[row]:.2f} |" for _, shortfalls, _ in columns.values()))
+    print("the rule (of the factors up to 1 on top) would pick " +
+          ", ".join(f"{pick:.3g} with the {name}" for name, (_, _, pick) in columns.items()) +
+          f"; best PSNR at {max(psnrs, key=psnrs.get):.3g}")
+    return dict(psnr=psnrs, prior_mean=prior_mean,
+                shortfalls={name: list(shortfalls) for name, (_, shortfalls, _) in columns.items()})
 
 
 if __name__ == "__main__":
