@@ -86,7 +86,7 @@ def smoothed_along_signal(noise_model, sigma_bins):
     return smoothed
 
 
-def evidence_shortfalls(model, validation, noise_model, smoothing_bins=0.0, factors=None):
+def shortfalls_under(model, validation, noise_model, smoothing_bins=0.0, factors=None):
     """(factors, shortfall of each in standard errors, the rule's pick) under ``noise_model``, a histogram
     smoothed by ``smoothing_bins`` bins (``HistogramNoiseModel.smoothed``; the calibration's own: 1)."""
     from pn2v_tf.calibration import best_spread_factors, evidence_shortfalls
@@ -147,13 +147,13 @@ def main(argv=None):
         validation = split_validation(data.train, fraction=0.25)[1]
         psnrs, prior_mean = mmse_psnr_by_factor(model, data.test, data.test_clean, factors, args.voxels, args.seed)
         reference = exact_histogram(model.noise_model, data.camera, args.pairs, args.seed)
-        columns = {"unsmoothed histogram": evidence_shortfalls(model, validation, model.noise_model, 0, factors),
-                   "exact-pairs histogram": evidence_shortfalls(model, validation, reference, 0, factors)}
+        columns = {"unsmoothed histogram": shortfalls_under(model, validation, model.noise_model, 0, factors),
+                   "exact-pairs histogram": shortfalls_under(model, validation, reference, 0, factors)}
         for sigma in args.smooth:
-            columns[f"smoothed by {sigma:g} bins along x - s"] = evidence_shortfalls(
+            columns[f"smoothed by {sigma:g} bins along x - s"] = shortfalls_under(
                 model, validation, model.noise_model, sigma, factors)
         for sigma in args.smooth_signal:
-            columns[f"smoothed by {sigma:g} bins along the signal"] = evidence_shortfalls(
+            columns[f"smoothed by {sigma:g} bins along the signal"] = shortfalls_under(
                 model, validation, smoothed_along_signal(model.noise_model, sigma), 0, factors)
     print(f"\nseed {args.seed}: {'2-D' if args.two_d else '3-D'} PN2V as calibrated; prior mean {prior_mean:.2f} dB "
           f"on {args.voxels} test pixels (at most)")
