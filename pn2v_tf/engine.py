@@ -79,8 +79,8 @@ class PredictionEngine:
     chunk_elements : int
         Bound on chunk pixels x C x K; a chunk holds at least one pixel.
     jit_compile : bool
-        Compile the per-chunk head and estimator with XLA (the head's matrix product stays outside,
-        where TensorFlow's own kernels are faster). The exported graph does so only when asked
+        Compile the per-chunk head (its matrix product included) and estimator with XLA, as one
+        function per chunk shape. The exported graph does so only when asked
         (:func:`pn2v_tf.export.export_saved_model`): TensorFlow Java on a GPU cannot run XLA.
     dtype_policy : str or None
         Keras dtype policy of the U-Net body for this engine (``'float32'`` or ``'mixed_bfloat16'``,
@@ -205,10 +205,10 @@ class PredictionEngine:
                     return prior_mean(samples, noise_model)
                 return posterior_samples(observation, samples, noise_model, n_out, seed)
 
-            def estimate_chunk(observation, product, seed, tables):
+            def estimate_chunk(observation, features, seed, tables):
                 # channel by channel on (pixels, K) tensors: XLA compiles the histogram's lookups of
                 # a 2-D index tensor much faster than of (pixels, C, K)
-                samples = self._samples(product)
+                samples = self._samples(self._product(features))
                 per_channel = [estimate_channel(observation[:, c], samples[:, c], self._channel_noise_model(c),
                                                 seed if c == 0 else tf.random.experimental.stateless_fold_in(seed, c),
                                                 tables[c])
@@ -238,10 +238,10 @@ class PredictionEngine:
         results = tf.TensorArray(tf.float32, size=n_chunks, element_shape=(chunk, n_values))
 
         def body(index, results):
-            product = self._product(tf.slice(features, tf.stack([index * chunk, 0]), [chunk, -1]))
+            chunk_features = tf.slice(features, tf.stack([index * chunk, 0]), [chunk, -1])
             chunk_observation = tf.slice(observation, tf.stack([index * chunk, 0, 0]), [chunk, -1, -1])
             chunk_seed = tf.random.experimental.stateless_fold_in(seed, index)
-            estimate = estimate_chunk(chunk_observation, product, chunk_seed, tables)
+            estimate = estimate_chunk(chunk_observation, chunk_features, chunk_seed, tables)
             return index + 1, results.write(index, tf.reshape(estimate, (chunk, n_values)))
 
         # one chunk at a time: that is the memory bound
