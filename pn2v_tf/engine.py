@@ -6,9 +6,9 @@ are not. The engine therefore runs the U-Net body on a whole tile (whose size is
 features it holds, not by K), keeps the features of the part of the tile whose result is kept, and
 passes them through the head (F -> C * K, or per channel F -> K for independent per-channel networks)
 and the estimator a fixed number of pixels at a time, so that the samples of one chunk exist at a
-time. Each channel's samples are weighted by its own noise model. Chunks have one shape, so the
-estimator (compiled by XLA in :meth:`PN2V.predict`) compiles once per estimator, and the body is
-traced once for every tile shape (its spatial sides are dynamic).
+time. Each channel's samples are weighted by its own noise model. Chunks have one shape, so a chunk's
+head and estimator (compiled together by XLA in :meth:`PN2V.predict`) compile once per estimator, and
+the body is traced once for every tile shape (its spatial sides are dynamic).
 
 :meth:`pn2v_tf.PN2V.predict`, :meth:`~pn2v_tf.PN2V.sample_posterior` and the exported SavedModel
 (:mod:`pn2v_tf.export`) all build their graphs with :meth:`PredictionEngine.estimate_kept`.
