@@ -75,9 +75,9 @@ def measure(args):
 def ratios(times, n_channels):
     """Per-round ratios (median, min, max) of the quantities the targets are about."""
     c = n_channels
-    pairs = {f"mmse_over_prior_mean_c1": ("mmse_c1", "prior_mean_c1"),
+    pairs = {"mmse_over_prior_mean_c1": ("mmse_c1", "prior_mean_c1"),
              f"mmse_over_prior_mean_c{c}": (f"mmse_c{c}", f"prior_mean_c{c}"),
-             f"prior_mean_over_forward_c1": ("prior_mean_c1", "forward_n2v_c1"),
+             "prior_mean_over_forward_c1": ("prior_mean_c1", "forward_n2v_c1"),
              f"prior_mean_over_forward_c{c}": (f"prior_mean_c{c}", f"forward_n2v_c{c}"),
              f"mmse_c{c}_over_mmse_c1": (f"mmse_c{c}", "mmse_c1"),
              f"mmse_c{c}_over_c{c}_single_channel_mmses": (f"mmse_c{c}", "mmse_c1")}

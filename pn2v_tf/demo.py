@@ -53,11 +53,13 @@ def parse_args(argv=None):
                              "(default: the package's, 1; 0: the paper's loss alone)")
     parser.add_argument("--no-decouple-mean", dest="decouple_mean", action="store_false",
                         help="PN2V's train_decouple_mean=False: the likelihood pulls the samples' mean as well")
-    parser.add_argument("--shape", type=int, default=argparse.SUPPRESS, help="side (Y and X) of the synthetic images" + both % (
-        DEFAULTS_2D["shape"], DEFAULTS_3D["shape"]))
-    parser.add_argument("--n-train", type=int, default=argparse.SUPPRESS, help="number of noisy training images (stacks with --3d; "
-                                                    "a quarter of them, at least one, validate)" + both % (
-                                                        DEFAULTS_2D["n_train"], DEFAULTS_3D["n_train"]))
+    parser.add_argument("--shape", type=int, default=argparse.SUPPRESS,
+                        help="side (Y and X) of the synthetic images" + both % (
+                            DEFAULTS_2D["shape"], DEFAULTS_3D["shape"]))
+    parser.add_argument("--n-train", type=int, default=argparse.SUPPRESS,
+                        help="number of noisy training images (stacks with --3d; "
+                             "a quarter of them, at least one, validate)" + both % (
+                                 DEFAULTS_2D["n_train"], DEFAULTS_3D["n_train"]))
     parser.add_argument("--max-photons", type=float, default=argparse.SUPPRESS,
                         help="photons at the brightest pixel (more photons: less relative noise)" + both % (
                             DEFAULTS_2D["max_photons"], DEFAULTS_3D["max_photons"]))

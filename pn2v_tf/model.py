@@ -75,7 +75,8 @@ class PN2V(BaseModel):
         self._noise_model = noise_model
         #: The factors of the last calibration of the prior's spread in this session (``None``: none).
         self.spread_factors = None
-        if isinstance(config, PN2VConfig) and config.is_valid() and basedir is not None and name is not None and overwrite:
+        if (isinstance(config, PN2VConfig) and config.is_valid() and basedir is not None and name is not None
+                and overwrite):
             _remove_model_files(Path(basedir) / name)
         with warnings.catch_warnings():
             if overwrite:  # asked for: CSBDeep's warning that files may be overwritten says nothing new

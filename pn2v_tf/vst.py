@@ -246,12 +246,10 @@ def estimate_poisson_gaussian(image, clip="auto", n_bins=24, window=7, min_count
     usable = ~stats.near_clip
     if not np.any(usable):
         raise ValueError("no usable pixels: every pixel is at or next to a clipping limit")
-    selected = usable
-    for iteration in range(iterations + 1):
-        if iteration:
-            selected = usable & _smooth_pixels(stats.energy, stats.level, gain, offset)
-        gain, offset = _fit_line(*_bin_variances(stats, selected, n_bins, min_count,
-                                                 max_clipped_fraction))
+    gain, offset = _fit_line(*_bin_variances(stats, usable, n_bins, min_count, max_clipped_fraction))
+    for _ in range(iterations):
+        selected = usable & _smooth_pixels(stats.energy, stats.level, gain, offset)
+        gain, offset = _fit_line(*_bin_variances(stats, selected, n_bins, min_count, max_clipped_fraction))
     return float(gain), float(offset)
 
 

@@ -6,4 +6,5 @@ from .gmm import GMMNoiseModel
 from .histogram import HistogramNoiseModel
 from .plots import plot_fit_summary, plot_noise_model
 
-__all__ = ["NoiseModel", "ChannelNoiseModels", "per_channel_noise_model", "HistogramNoiseModel", "GMMNoiseModel", "load_noise_model", "plot_noise_model", "plot_fit_summary"]
+__all__ = ["NoiseModel", "ChannelNoiseModels", "per_channel_noise_model", "HistogramNoiseModel", "GMMNoiseModel",
+           "load_noise_model", "plot_noise_model", "plot_fit_summary"]

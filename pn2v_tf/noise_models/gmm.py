@@ -147,7 +147,8 @@ class GMMNoiseModel(NoiseModel):
         (low, high) values at which the camera saturates; see the module docstring.
     value_range : tuple of float or None
         (low, high) of the observations the model was fitted to, including those left out by the
-        signal percentiles (for plots and range warnings; the mixture itself covers all values). Default: ``signal_range`` widened by 5 ``scale``.
+        signal percentiles (for plots and range warnings; the mixture itself covers all values).
+        Default: ``signal_range`` widened by 5 ``scale``.
     """
 
     _out_of_range_note = "the mixture extrapolates (variances and weights keep their values at the edge)"
