@@ -232,7 +232,8 @@ class PredictionEngine:
         estimate_chunk = self._chunk_function(estimator, n_out)
         seed = tf.zeros([2], tf.int32) if seed is None else seed
         # derived once for all chunks: inside the compiled chunk XLA would derive them per weight
-        tables = tuple(self._channel_noise_model(c).weight_tables() if estimator == "mmse" else ()
+        tables = tuple(self._channel_noise_model(c).weight_tables(packed=not self.jit_compile)
+                       if estimator == "mmse" else ()
                        for c in range(self.n_channels))
         n_values = self.n_channels * n_out
         results = tf.TensorArray(tf.float32, size=n_chunks, element_shape=(chunk, n_values))

@@ -150,6 +150,9 @@ def test_channel_noise_models_apply_each_channel_its_own_model(noise_models):
     assert len(tables) == 2 and len(tables[1]) == 0      # the histogram's tables, none for the GMM
     shared = both.likelihood_weights(tf.constant(observation), tf.constant(signal), tables).numpy()
     np.testing.assert_array_equal(shared, weights)
+    packed = both.weight_tables(packed=True)
+    assert len(packed[0]) == 1 and len(packed[1]) == 0   # each channel's model packs its own tables
+    np.testing.assert_array_equal(both.likelihood_weights(tf.constant(observation), tf.constant(signal), packed), weights)
 
 
 def test_channel_noise_models_file_round_trip_with_mixed_kinds(tmp_path, noise_models):

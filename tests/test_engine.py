@@ -74,14 +74,15 @@ def test_histogram_weights_have_the_ratios_of_the_likelihoods(noise_model):
     np.testing.assert_allclose(_normalised(weights), expected, rtol=1e-5)
 
 
-def test_histogram_weights_read_the_tables_they_are_given(noise_model):
+@pytest.mark.parametrize("packed", [False, True])
+def test_histogram_weights_read_the_tables_they_are_given(noise_model, packed):
     rng = np.random.default_rng(4)
     other = HistogramNoiseModel.from_counts(rng.random((noise_model.bins,) * 2) + 0.01, noise_model.value_range)
     observation = tf.constant(rng.uniform(0, 200, (5, 1)).astype(np.float32))
     signal = tf.constant(rng.uniform(0, 200, (5, 30)).astype(np.float32))
 
-    own = noise_model.likelihood_weights(observation, signal, noise_model.weight_tables()).numpy()
-    borrowed = noise_model.likelihood_weights(observation, signal, other.weight_tables()).numpy()
+    own = noise_model.likelihood_weights(observation, signal, noise_model.weight_tables(packed)).numpy()
+    borrowed = noise_model.likelihood_weights(observation, signal, other.weight_tables(packed)).numpy()
 
     np.testing.assert_array_equal(own, noise_model.likelihood_weights(observation, signal).numpy())
     assert np.abs(borrowed - own).max() > 1e-3       # the tables, not the layer's own histogram, were read

@@ -68,11 +68,13 @@ class NoiseModel(keras.layers.Layer):
     def _log_likelihood(self, observation, signal):
         raise NotImplementedError
 
-    def weight_tables(self):
+    def weight_tables(self, packed=False):
         """Tensors that :meth:`likelihood_weights` reads and that do not depend on its inputs (a
         tuple, empty by default). Computed once and passed back as ``tables=``, they are shared
         by a loop of calls, such as the prediction engine's chunks, instead of being derived in
-        each (XLA would derive them again for every weight)."""
+        each (XLA would derive them again for every weight). ``packed``: the layout for graphs
+        that run op by op (without XLA), where fewer, wider lookups are faster; the weights are
+        the same either way."""
         return ()
 
     def likelihood_weights(self, observation, signal, tables=None):

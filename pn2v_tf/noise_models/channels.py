@@ -71,8 +71,8 @@ class ChannelNoiseModels(NoiseModel):
     def _log_likelihood(self, observation, signal):
         return self._per_channel(lambda model, x, s: model._log_likelihood(x, s), observation, signal)
 
-    def weight_tables(self):
-        return tuple(model.weight_tables() for model in self.models)
+    def weight_tables(self, packed=False):
+        return tuple(model.weight_tables(packed) for model in self.models)
 
     def likelihood_weights(self, observation, signal, tables=None):
         tables = self.weight_tables() if tables is None else tables

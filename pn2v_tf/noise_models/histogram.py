@@ -197,11 +197,15 @@ class HistogramNoiseModel(NoiseModel):
         probability = below + frac * (above - below)
         return ops.log(ops.maximum(probability, MIN_PROBABILITY)) - np.log(width).astype("float32")
 
-    def weight_tables(self):
+    def weight_tables(self, packed=False):
         """The histogram by observation bin (its transpose, flattened) and the step from each entry
-        to the next signal row's: each observation's lookups stay in one column of the histogram."""
+        to the next signal row's: each observation's lookups stay in one column of the histogram.
+        ``packed``: both in one complex64 table, ``entry + i step``, read with one lookup per weight
+        instead of two (faster op by op; under XLA two real lookups are faster)."""
         by_observation = tf.transpose(tf.convert_to_tensor(self.histogram.value))
         steps = tf.concat([by_observation[:, 1:] - by_observation[:, :-1], tf.zeros((self.bins, 1))], axis=1)
+        if packed:
+            return (tf.reshape(tf.complex(by_observation, steps), [-1]),)
         return tf.reshape(by_observation, [-1]), tf.reshape(steps, [-1])
 
     def likelihood_weights(self, observation, signal, tables=None):
@@ -209,7 +213,7 @@ class HistogramNoiseModel(NoiseModel):
         no logarithm and no exponential, which makes the MMSE several times cheaper. TensorFlow
         operations (``tf.gather``, not ``keras.ops.take``, which adds index wrapping)."""
         low, width, bins = self._value_range[0], self.bin_width, self.bins
-        by_observation, steps = self.weight_tables() if tables is None else tables
+        tables = self.weight_tables() if tables is None else tables
         observation = tf.cast(observation, tf.float32)
         signal = tf.cast(signal, tf.float32)
         x_bin = tf.cast(tf.clip_by_value(tf.floor((observation - low) / width), 0, bins - 1), tf.int32)
@@ -218,8 +222,11 @@ class HistogramNoiseModel(NoiseModel):
         row = tf.clip_by_value(signal * np.float32(1 / width) - np.float32(low / width + 0.5), row_first, row_last)
         row_below = tf.clip_by_value(tf.floor(row), 0, max(bins - 2, 0))
         index = x_bin * bins + tf.cast(row_below, tf.int32)
-        below = tf.gather(by_observation, index)
-        step = tf.gather(steps, index)
+        if len(tables) == 1:
+            entry = tf.gather(tables[0], index)
+            below, step = tf.math.real(entry), tf.math.imag(entry)
+        else:
+            below, step = tf.gather(tables[0], index), tf.gather(tables[1], index)
         return tf.maximum(below + (row - row_below) * step, MIN_PROBABILITY)
 
     # -- config and files --------------------------------------------------------------------
