@@ -244,7 +244,7 @@ def export_saved_model(model, path, overwrite=False, max_tile_elements=DEFAULT_M
     jit_compile : bool
         Mark the function that computes the head and the estimator of a chunk of pixels for XLA, as
         ``predict`` compiles it: on a CPU the MMSE then takes about ``predict``'s time instead of
-        twice it (BENCHMARKS.md). TensorFlow for Python (2.7 and later) compiles it when the
+        1.7-2 times it (BENCHMARKS.md). TensorFlow for Python (2.7 and later) compiles it when the
         graph first runs; a runtime without XLA's compiler for its device cannot run the graph
         (TensorFlow Java on a GPU, TensorFlow Serving without its XLA flag), so the default graph, and
         every bioimage.io package, runs without XLA.
