@@ -310,7 +310,7 @@ def _mmse_by_hand(noise_model, x, samples):
 
 
 def _statistics_by_hand(model, X_val):
-    """Evidence (under the histogram smoothed by one signal bin) and risk per factor by a second path: the
+    """Evidence (under the histogram smoothed by one bin along x - s) and risk per factor by a second path: the
     same patches, pixels and signs, in NumPy."""
     cfg, noise_model = model.config, model.noise_model
     smoothed = noise_model.smoothed(1.0)
@@ -421,7 +421,7 @@ def test_spread_evidence_reads_the_pixels_of_the_calibration_and_changes_nothing
     assert SPREAD_FACTORS[int(np.argmax(model.spread_evidence(X_val).totals[:, 0]))] == model.calibrate_spread(X_val)[0]
 
 
-def test_the_evidence_reads_histograms_smoothed_by_one_signal_bin_and_other_kinds_as_they_are():
+def test_the_evidence_reads_histograms_smoothed_by_one_bin_and_other_kinds_as_they_are():
     histogram = small_histogram()
     gmm = GMMNoiseModel(n_gaussians=2, value_range=histogram.value_range)
     per_channel = evidence_noise_model(ChannelNoiseModels([histogram, gmm]))
